@@ -1,0 +1,461 @@
+//! `EdgeModel`: one base model, the device classes it must run on, the accuracy it must keep,
+//! and how its optimized artifacts are published and rolled out.
+
+use crate::duration;
+use crate::reference::{REFERENCE_PATTERN, REPOSITORY_PATTERN, SHA256_PATTERN, cel_quoted};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "edgefleet.dev",
+    version = "v1alpha1",
+    kind = "EdgeModel",
+    plural = "edgemodels",
+    singular = "edgemodel",
+    shortname = "em",
+    category = "edgefleet",
+    namespaced,
+    status = "EdgeModelStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Device Classes","type":"string","jsonPath":".spec.deviceClasses"}"#,
+    printcolumn = r#"{"name":"Pods","type":"string","description":"ready/total serving pods","jsonPath":".status.pods"}"#,
+    printcolumn = r#"{"name":"Revision","type":"integer","priority":1,"jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeModelSpec {
+    /// Where the base (fp32) ONNX model comes from.
+    pub source: BlobSource,
+    /// Names of the cluster-scoped DeviceClasses this model must run on.
+    #[schemars(schema_with = "device_class_list")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("at least one device class is required"))]
+    pub device_classes: Vec<String>,
+    /// The accuracy gate every optimized candidate must pass.
+    pub accuracy: AccuracySpec,
+    /// Which techniques the optimizer may use and what it optimizes for.
+    #[serde(default)]
+    pub optimization: OptimizationSpec,
+    /// Where optimized artifacts are published.
+    pub publish: PublishSpec,
+    /// How a new artifact reaches the serving pods.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// A file fetched by digest: an OCI artifact reference, or an HTTPS URL with its sha256.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.oci) != has(self.url)").message("exactly one of oci or url must be set"))]
+#[x_kube(validation = Rule::new("!has(self.url) || has(self.sha256)").message("url needs sha256, the hex digest of the file it serves").field_path(".sha256"))]
+pub struct BlobSource {
+    /// OCI reference, e.g. `registry.example.com/models/resnet:v1` or `...@sha256:<digest>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new(format!("self.matches({})", cel_quoted(REFERENCE_PATTERN))).message("must be an OCI reference such as registry.example.com/models/net:v1 or registry.example.com/models/net@sha256:<64 hex>"))]
+    pub oci: Option<String>,
+    /// HTTPS URL of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') && size(self) > 8").message("must be an https:// URL"))]
+    pub url: Option<String>,
+    /// Lowercase hex sha256 of the file behind `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(format!("self.matches({})", cel_quoted(SHA256_PATTERN))).message("must be 64 lowercase hex characters"))]
+    pub sha256: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.floor) || has(self.maxDrop)").message("set floor, maxDrop or both"))]
+pub struct AccuracySpec {
+    /// What "accuracy" means: top-1 against labels, or top-1 agreement with the base model when
+    /// the dataset has no labels.
+    #[serde(default)]
+    pub metric: AccuracyMetric,
+    /// Lowest acceptable accuracy, absolute, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("floor must be in (0, 1], e.g. 0.85 for 85% top-1"))]
+    pub floor: Option<f64>,
+    /// Largest acceptable drop below the base model's accuracy, in [0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0").message("maxDrop must be in [0, 1), e.g. 0.01 for one point"))]
+    pub max_drop: Option<f64>,
+    /// Validation (and calibration) data.
+    pub dataset: DatasetSpec,
+    /// How raw images become model input; also shipped in the artifact for the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum AccuracyMetric {
+    #[default]
+    Top1,
+    Top1Agreement,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetSpec {
+    pub source: BlobSource,
+    /// `npz` (arrays `x` float32 in model layout, optional `y` int64) or `imageFolder` (a tar of
+    /// one directory per class).
+    #[serde(default)]
+    pub format: DatasetFormat,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum DatasetFormat {
+    #[default]
+    Npz,
+    ImageFolder,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.mean) == size(self.std)").message("mean and std need the same number of channels").field_path(".std"))]
+#[x_kube(validation = Rule::new("size(self.mean) == 0 || size(self.mean) == (self.colorMode == 'rgb' ? 3 : 1)").message("mean and std need one value per channel: 1 for grayscale, 3 for rgb").field_path(".mean"))]
+pub struct Preprocessing {
+    #[serde(default)]
+    pub color_mode: ColorMode,
+    /// Resize the shorter side to this many pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8192))]
+    pub resize: Option<u32>,
+    /// Center crop to a square of this many pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8192))]
+    pub center_crop: Option<u32>,
+    /// Per-channel mean, applied after scaling pixels to [0, 1].
+    #[serde(default)]
+    #[schemars(length(max = 3))]
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation.
+    #[serde(default)]
+    #[schemars(length(max = 3))]
+    pub std: Vec<f64>,
+    #[serde(default)]
+    pub layout: TensorLayout,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum ColorMode {
+    #[default]
+    Rgb,
+    Grayscale,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
+pub enum TensorLayout {
+    #[default]
+    #[serde(rename = "NCHW")]
+    Nchw,
+    #[serde(rename = "NHWC")]
+    Nhwc,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimizationSpec {
+    /// Techniques the optimizer may try; empty means every technique the device class supports.
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub techniques: Vec<Technique>,
+    #[serde(default)]
+    pub objective: Objective,
+    /// Samples taken from the dataset for int8 calibration (never evaluated on).
+    #[serde(default = "default_calibration_samples")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub calibration_samples: u32,
+    /// Wall-clock budget of one optimization Job.
+    #[serde(default = "default_time_budget")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    pub time_budget: String,
+}
+
+impl Default for OptimizationSpec {
+    fn default() -> Self {
+        Self {
+            techniques: Vec::new(),
+            objective: Objective::default(),
+            calibration_samples: default_calibration_samples(),
+            time_budget: default_time_budget(),
+        }
+    }
+}
+
+fn default_calibration_samples() -> u32 {
+    200
+}
+
+fn default_time_budget() -> String {
+    "30m".into()
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Copy, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Technique {
+    Float16,
+    Int8Dynamic,
+    Int8Static,
+    FullInteger,
+    Pruning,
+    Clustering,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum Objective {
+    Smallest,
+    Fastest,
+    #[default]
+    Balanced,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishSpec {
+    /// OCI repository including its registry host, e.g. `registry.example.com/vision/models`.
+    /// Immutable: revision history and rollbacks refer to artifacts in it.
+    #[schemars(length(max = 255))]
+    #[x_kube(
+        validation = Rule::new(format!("self.matches({})", cel_quoted(REPOSITORY_PATTERN))).message("must be an OCI repository with its registry host and no tag, e.g. registry.example.com/vision/models"),
+        validation = Rule::new("self == oldSelf").message("is immutable: create a new EdgeModel to publish to another repository")
+    )]
+    pub repository: String,
+    /// Name of a `kubernetes.io/dockerconfigjson` Secret in the EdgeModel's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub credentials_secret: Option<String>,
+    /// Talk plain HTTP to this registry. Only for registries on a trusted network.
+    #[serde(default)]
+    pub plain_http: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxUnavailable) || (type(self.maxUnavailable) == int ? self.maxUnavailable >= 0 : self.maxUnavailable.matches('^(100|[1-9]?[0-9])%$'))").message("maxUnavailable must be a pod count >= 0 or a percentage from 0% to 100%").field_path(".maxUnavailable"))]
+pub struct RolloutSpec {
+    /// Pods that serve this model; default: pods labelled `edgefleet.dev/model=<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Pods updated before any other (canaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_selector: Option<LabelSelector>,
+    /// Waves, as cumulative percentages of the pods; empty means one wave to 100%.
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    #[x_kube(
+        validation = Rule::new("size(self) == 0 || self[size(self) - 1].percent == 100").message("the last step must reach 100 percent"),
+        validation = Rule::new("self.map(s, s.percent).isSorted() && self.all(s, self.exists_one(t, t.percent == s.percent))").message("step percents must be strictly increasing")
+    )]
+    pub steps: Vec<RolloutStep>,
+    /// Pods that may be unavailable at once: a count or a percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Fraction of updated pods whose health fails that aborts and rolls back the rollout.
+    #[serde(default = "default_failure_threshold")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("failureThreshold must be in (0, 1]"))]
+    pub failure_threshold: f64,
+    #[serde(default)]
+    pub health: HealthLimits,
+    /// A step that makes no progress for this long fails the rollout.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    pub progress_deadline: String,
+    /// Stop moving pods; what is running keeps running.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            selector: None,
+            canary_selector: None,
+            steps: Vec::new(),
+            max_unavailable: None,
+            failure_threshold: default_failure_threshold(),
+            health: HealthLimits::default(),
+            progress_deadline: default_progress_deadline(),
+            paused: false,
+        }
+    }
+}
+
+fn default_failure_threshold() -> f64 {
+    0.2
+}
+
+fn default_progress_deadline() -> String {
+    "10m".into()
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.pause) && self.manualGate)").message("a step either pauses for a duration or waits at a manual gate, not both"))]
+pub struct RolloutStep {
+    /// Cumulative share of pods on the new artifact when this step completes.
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: u32,
+    /// Wait this long after the step is healthy before the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    pub pause: Option<String>,
+    /// Wait here until a person resumes the rollout.
+    #[serde(default)]
+    pub manual_gate: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthLimits {
+    /// Highest acceptable share of failed inference requests on an updated pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("maxErrorRate must be in [0, 1]"))]
+    pub max_error_rate: Option<f64>,
+    /// Highest acceptable p99 inference latency on an updated pod, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("maxLatencyP99Ms must be positive"))]
+    pub max_latency_p99_ms: Option<f64>,
+    /// A pod whose sidecar has not reported for this long counts as offline.
+    #[serde(default = "default_heartbeat_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    pub heartbeat_timeout: String,
+}
+
+impl Default for HealthLimits {
+    fn default() -> Self {
+        Self { max_error_rate: None, max_latency_p99_ms: None, heartbeat_timeout: default_heartbeat_timeout() }
+    }
+}
+
+fn default_heartbeat_timeout() -> String {
+    "60s".into()
+}
+
+fn device_class_list(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "maxLength": 253,
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        }
+    })
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeModelStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One word for humans: Pending, Optimizing, Publishing, RollingOut, Ready, Degraded, Stalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Ready/total serving pods, e.g. `4/5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<String>,
+    /// Current rollout revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Per device class: what was published and how its rollout is going.
+    #[serde(default)]
+    pub device_classes: Vec<DeviceClassProgress>,
+    /// Published revisions, newest last, bounded; rollbacks pick from here.
+    #[serde(default)]
+    pub history: Vec<RevisionRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceClassProgress {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<PublishedArtifact>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutProgress>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedArtifact {
+    /// `sha256:<hex>` of the artifact manifest.
+    pub digest: String,
+    /// Full reference, pinned by digest.
+    pub reference: String,
+    pub technique: String,
+    pub runtime: String,
+    pub bytes: u64,
+    pub bytes_compressed: u64,
+    pub accuracy: f64,
+    pub base_accuracy: f64,
+    pub accuracy_drop: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms_p50: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutProgress {
+    pub revision: i64,
+    /// Index of the step in progress.
+    pub step: u32,
+    pub total: u32,
+    pub updated: u32,
+    pub ready: u32,
+    pub failed: u32,
+    pub offline: u32,
+    /// What the rollout is waiting for, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    pub revision: i64,
+    pub device_class: String,
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<Time>,
+}
+
+pub(crate) fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {"type": "string"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "reason": {"type": "string"},
+                "message": {"type": "string"},
+                "observedGeneration": {"type": "integer", "format": "int64"},
+                "lastTransitionTime": {"type": "string", "format": "date-time"}
+            }
+        }
+    })
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test ground needs, only when they are missing.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+want=()
+command -v docker-registry >/dev/null || want+=(docker-registry)
+command -v htpasswd >/dev/null || want+=(apache2-utils)
+command -v openssl >/dev/null || want+=(openssl)
+command -v curl >/dev/null || want+=(curl)
+[[ ${#want[@]} -eq 0 ]] && exit 0
+
+log "installing Debian packages: ${want[*]}"
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo=sudo
+$sudo apt-get update -qq >&2
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >&2
