@@ -1,1 +1,11 @@
+//! edgefleet-operator: controllers for EdgeModel and DeviceClass, leader election and the
+//! operator's HTTP endpoints. `main.rs` only wires these together.
+
+pub mod controller;
 pub mod crds;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod resolve;
+pub mod telemetry;

@@ -1,1 +1,133 @@
-fn main() {}
+use clap::Parser;
+use edgefleet_operator::controller::{self, Context};
+use edgefleet_operator::http::{self, HttpState};
+use edgefleet_operator::leader::{self, LeaseConfig};
+use edgefleet_operator::metrics::Metrics;
+use edgefleet_operator::telemetry::{self, LogFormat};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+/// The edgefleet Kubernetes operator.
+#[derive(Parser, Debug)]
+#[command(name = "edgefleet-operator", version)]
+struct Args {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "EDGEFLEET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Reconcile EdgeModels of this namespace only (default: all namespaces).
+    #[arg(long, env = "EDGEFLEET_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "edgefleet-operator")]
+    lease_name: String,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Seconds a leader may go without renewing before a standby takes over.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Seconds before expiry at which the leader renews.
+    #[arg(long, default_value_t = 5)]
+    lease_grace: u64,
+    /// Identity in the Lease (default: pod name, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[arg(long, value_enum, env = "EDGEFLEET_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let app = http::router(HttpState { metrics: metrics.clone(), ready: ready.clone() });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async { let _ = http_stopped.await; }).await
+    });
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+        info!("shutdown signal received");
+        let _ = shutdown_tx.send(true);
+    });
+    let shutdown = {
+        let rx = shutdown_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        }
+    };
+
+    let client = kube::Client::try_default().await?;
+    let lease = LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity: identity.clone(),
+        duration_seconds: args.lease_duration,
+        grace_seconds: args.lease_grace,
+    };
+    let (mut leadership, election) = leader::elect(client.clone(), &lease).await?;
+    ready.store(true, Ordering::Relaxed);
+    info!(%identity, lease = %lease.name, namespace = %lease.namespace, "waiting for leadership");
+
+    let mut exit_code = 0;
+    let became_leader = tokio::select! {
+        acquired = leader::acquired(&mut leadership) => acquired,
+        _ = shutdown() => false,
+    };
+    if became_leader {
+        metrics.set_leader(true);
+        info!(%identity, "became leader; starting controllers");
+        let ctx = Context::new(client, metrics.clone(), args.namespace.clone(), identity.clone());
+        let lost = leader::lost(leadership.clone());
+        let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
+        let stop = {
+            let shutdown = shutdown();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {},
+                    _ = lost => { let _ = lost_tx.send(()); },
+                }
+            }
+        };
+        controller::run(ctx, stop).await;
+        metrics.set_leader(false);
+        if lost_rx.try_recv().is_ok() {
+            // Another replica may already be reconciling: stop now and let the restart
+            // policy bring this one back as a standby.
+            error!(%identity, "lost leadership; exiting");
+            exit_code = 1;
+        }
+    }
+
+    drop(leadership); // releases the lease
+    match election.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(e)) => error!(error = %e, "lease release failed"),
+        Err(e) => error!(error = %e, "lease task failed"),
+    }
+    let _ = stop_http.send(());
+    let _ = server.await;
+    info!("stopped");
+    std::process::exit(exit_code);
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "edgefleet".into());
+    format!("{}-{}", host.trim(), std::process::id())
+}

@@ -1,0 +1,176 @@
+//! EdgeModel controller: resolves device classes, writes kstatus conditions through server-side
+//! apply, publishes Events, and runs a finalizer on delete. DeviceClass changes requeue the
+//! EdgeModels that name them.
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::resolve;
+use edgefleet_api::assignment::{Health, ModelAssignment};
+use edgefleet_api::conditions::{self, reasons, types};
+use edgefleet_api::deviceclass::DeviceClass;
+use edgefleet_api::edgemodel::{EdgeModel, EdgeModelStatus};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+pub const FINALIZER: &str = "edgefleet.dev/cleanup";
+/// Label every serving pod (and its ModelAssignment) carries with its EdgeModel's name.
+pub const MODEL_LABEL: &str = "edgefleet.dev/model";
+const CONTROLLER: &str = "edgemodel";
+
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let models: Api<EdgeModel> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let classes: Api<DeviceClass> = Api::all(ctx.client.clone());
+    let controller = Controller::new(models, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches(classes, watcher::Config::default(), move |class| {
+            let name = class.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|m| m.spec.device_classes.contains(&name))
+                .map(|m| ObjectRef::from(m.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "edgemodel reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn describe(model: &EdgeModel) -> String {
+    format!("EdgeModel {}/{}", model.namespace().unwrap_or_default(), model.name_any())
+}
+
+async fn reconcile(model: Arc<EdgeModel>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let object = describe(&model);
+    let namespace = model
+        .namespace()
+        .ok_or_else(|| Error::MissingMetadata { object: object.clone(), what: "namespace" })?;
+    let api: Api<EdgeModel> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, model, |event| async {
+        match event {
+            Finalizer::Apply(model) => apply(&model, &api, &ctx).await,
+            Finalizer::Cleanup(model) => cleanup(&model, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer { object, source: Box::new(e) })
+}
+
+async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result<Action> {
+    let object = describe(model);
+    let class_api: Api<DeviceClass> = Api::all(ctx.client.clone());
+    let mut found = Vec::with_capacity(model.spec.device_classes.len());
+    for name in &model.spec.device_classes {
+        found.push(class_api.get_opt(name).await.map_err(Error::kube(format!("DeviceClass {name}")))?);
+    }
+    let specs: Vec<_> = found.iter().map(|c| c.as_ref().map(|c| &c.spec)).collect();
+    let problems = resolve::check(&model.spec, &specs);
+    let outcome = resolve::outcome(&model.spec, &problems);
+
+    let previous = model.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = EdgeModelStatus {
+        observed_generation: model.metadata.generation,
+        phase: Some(outcome.phase.to_string()),
+        pods: Some(pod_summary(model, ctx).await?),
+        conditions: conditions::merge(&previous.conditions, &outcome.conditions, model.metadata.generation, &now),
+        ..previous.clone()
+    };
+
+    let was_ready = conditions::find(&previous.conditions, types::READY).map(|c| (c.status.clone(), c.reason.clone()));
+    let is_ready = conditions::find(&status.conditions, types::READY).map(|c| (c.status.clone(), c.reason.clone()));
+    if status != previous {
+        let patch = serde_json::json!({
+            "apiVersion": "edgefleet.dev/v1alpha1",
+            "kind": "EdgeModel",
+            "status": status,
+        });
+        let params = PatchParams::apply(edgefleet_api::OPERATOR_MANAGER).force();
+        api.patch_status(&model.name_any(), &params, &Patch::Apply(&patch))
+            .await
+            .map_err(Error::kube(&object))?;
+    }
+    if was_ready != is_ready {
+        let event = match &outcome.problem {
+            Some((reason, message)) => Event {
+                type_: EventType::Warning,
+                reason: (*reason).into(),
+                note: Some(message.clone()),
+                action: "Resolve".into(),
+                secondary: None,
+            },
+            None => Event {
+                type_: EventType::Normal,
+                reason: reasons::DEVICE_CLASSES_RESOLVED.into(),
+                note: conditions::find(&status.conditions, types::READY).map(|c| c.message.clone()),
+                action: "Resolve".into(),
+                secondary: None,
+            },
+        };
+        publish(ctx, model, event).await;
+        info!(object = %object, phase = outcome.phase, "status changed");
+    }
+    // Periodic resync catches anything a missed watch event would hide.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// `ready/total` over the model's ModelAssignments (one per serving pod).
+async fn pod_summary(model: &EdgeModel, ctx: &Context) -> Result<String> {
+    let namespace = model.namespace().unwrap_or_default();
+    let api: Api<ModelAssignment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = ListParams::default().labels(&format!("{MODEL_LABEL}={}", model.name_any()));
+    let list = api.list(&params).await.map_err(Error::kube(format!("ModelAssignments of {}", describe(model))))?;
+    let ready = list
+        .items
+        .iter()
+        .filter(|a| a.status.as_ref().and_then(|s| s.health) == Some(Health::Healthy))
+        .count();
+    Ok(format!("{ready}/{}", list.items.len()))
+}
+
+async fn cleanup(model: &EdgeModel, ctx: &Context) -> Result<Action> {
+    // Jobs, artifacts and assignments created for this model are owned by it and collected by
+    // the garbage collector; the finalizer is where anything outside the cluster will be undone.
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Deleted".into(),
+        note: Some(format!("{} is being deleted; cleanup finished", describe(model))),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    publish(ctx, model, event).await;
+    info!(object = %describe(model), "cleaned up");
+    Ok(Action::await_change())
+}
+
+async fn publish(ctx: &Context, model: &EdgeModel, event: Event) {
+    if let Err(e) = ctx.recorder.publish(&event, &model.object_ref(&())).await {
+        warn!(object = %describe(model), error = %e, "could not publish event");
+    }
+}
+
+fn error_policy(model: Arc<EdgeModel>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(object = %describe(&model), %error, "reconcile failed; retrying");
+    ctx.metrics.failure(CONTROLLER, error);
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,34 @@
+//! Controllers and the context they share. `run` starts them and returns when they have drained.
+
+pub mod deviceclass;
+pub mod edgemodel;
+
+use crate::metrics::Metrics;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use std::sync::Arc;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Only EdgeModels in this namespace are reconciled, when set.
+    pub namespace: Option<String>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, instance: String) -> Arc<Self> {
+        let reporter = Reporter { controller: edgefleet_api::OPERATOR_MANAGER.into(), instance: Some(instance) };
+        Arc::new(Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, namespace })
+    }
+}
+
+/// Runs all controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    tokio::join!(
+        edgemodel::run(ctx.clone(), shutdown.clone()),
+        deviceclass::run(ctx.clone(), shutdown.clone()),
+    );
+}
