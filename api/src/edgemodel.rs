@@ -244,7 +244,7 @@ pub struct PublishSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.maxUnavailable) || (type(self.maxUnavailable) == int ? self.maxUnavailable >= 0 : self.maxUnavailable.matches('^(100|[1-9]?[0-9])%$'))").message("maxUnavailable must be a pod count >= 0 or a percentage from 0% to 100%").field_path(".maxUnavailable"))]
+#[x_kube(validation = Rule::new("!has(self.maxUnavailable) || string(self.maxUnavailable).matches('^([0-9]+|(100|[1-9]?[0-9])%)$')").message("maxUnavailable must be a pod count >= 0 or a percentage from 0% to 100%").field_path(".maxUnavailable"))]
 pub struct RolloutSpec {
     /// Pods that serve this model; default: pods labelled `edgefleet.dev/model=<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

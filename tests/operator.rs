@@ -1,0 +1,185 @@
+//! The operator against the real API server: status conditions with observedGeneration, recovery
+//! when a missing DeviceClass appears, Events, the finalizer on delete, metrics, and a clean
+//! SIGTERM that hands the lease back.
+
+mod support;
+
+use anyhow::{Context as _, bail, ensure};
+use edgefleet_api::conditions::{self, reasons, types};
+use edgefleet_api::{DeviceClass, EdgeModel};
+use edgefleet_testenv::{eventually, unique_name, with_namespace};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::time::Duration;
+use support::Operator;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn model(name: &str, classes: &[&str]) -> EdgeModel {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"oci": "localhost:5000/edgefleet/base/fashion-cnn:v1"},
+            "deviceClasses": classes,
+            "accuracy": {"floor": 0.85, "dataset": {"source": {"oci": "localhost:5000/edgefleet/datasets/fmnist:v1"}}},
+            "publish": {"repository": "localhost:5000/edgefleet/models/fashion"},
+        }
+    }))
+    .unwrap()
+}
+
+fn class(name: &str) -> DeviceClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "DeviceClass",
+        "metadata": {"name": name},
+        "spec": {"arch": ["arm64"], "runtime": "tract", "precisions": ["int8", "fp32"]},
+    }))
+    .unwrap()
+}
+
+fn ready(m: &EdgeModel) -> Option<(String, String, String, Option<i64>)> {
+    let status = m.status.as_ref()?;
+    let c = conditions::find(&status.conditions, types::READY)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation))
+}
+
+#[tokio::test]
+async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears() {
+    with_namespace("reconcile", |client, ns| async move {
+        let operator = Operator::start(&ns, &format!("{ns}-op"));
+        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
+        let classes: Api<DeviceClass> = Api::all(client.clone());
+        let missing = unique_name("npu");
+        let present = unique_name("cpu");
+        classes.create(&PostParams::default(), &class(&present)).await?;
+
+        models.create(&PostParams::default(), &model("fashion", &[&present, &missing])).await?;
+        let stalled = eventually(WAIT, || async {
+            let m = models.get("fashion").await?;
+            match ready(&m) {
+                Some((s, r, _, _)) if s == "False" && r == reasons::DEVICE_CLASS_NOT_FOUND => Ok(m),
+                other => bail!("Ready is {other:?}"),
+            }
+        })
+        .await?;
+        let status = stalled.status.unwrap();
+        let (_, _, message, generation) = ready(&models.get("fashion").await?).unwrap();
+        assert_eq!(message, format!("spec.deviceClasses[1]: DeviceClass {missing:?} not found"));
+        assert_eq!(generation, Some(1));
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.phase.as_deref(), Some("Stalled"));
+        let stalled_cond = conditions::find(&status.conditions, types::STALLED).unwrap();
+        assert_eq!(stalled_cond.status, "True");
+        assert_eq!(conditions::find(&status.conditions, types::RECONCILING).unwrap().status, "False");
+
+        // A Warning event names the missing class.
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        eventually(WAIT, || async {
+            let list = events.list(&ListParams::default()).await?;
+            ensure!(
+                list.items.iter().any(|e| e.reason.as_deref() == Some(reasons::DEVICE_CLASS_NOT_FOUND)
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.message.as_deref().unwrap_or_default().contains(&missing)),
+                "no DeviceClassNotFound event yet"
+            );
+            Ok(())
+        })
+        .await?;
+
+        // The class appears: the EdgeModel recovers without being touched.
+        classes.create(&PostParams::default(), &class(&missing)).await?;
+        eventually(WAIT, || async {
+            let m = models.get("fashion").await?;
+            match ready(&m) {
+                Some((s, r, msg, _)) if s == "True" && r == reasons::DEVICE_CLASSES_RESOLVED => {
+                    ensure!(msg.contains(&missing) && msg.contains(&present), "message {msg:?}");
+                    Ok(())
+                }
+                other => bail!("Ready is {other:?}"),
+            }
+        })
+        .await?;
+        let m = models.get("fashion").await?;
+        let status = m.status.clone().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Ready"));
+        assert_eq!(status.pods.as_deref(), Some("0/0"));
+        assert_eq!(conditions::find(&status.conditions, types::STALLED).unwrap().status, "False");
+
+        // The DeviceClass controller acknowledged the class with kstatus fields.
+        let dc = classes.get(&missing).await?;
+        let dc_status = dc.status.context("DeviceClass has no status")?;
+        assert_eq!(dc_status.observed_generation, dc.metadata.generation);
+        assert_eq!(conditions::find(&dc_status.conditions, types::ACCEPTED).unwrap().status, "True");
+
+        // A spec change is observed: observedGeneration follows the generation.
+        let mut changed = m.clone();
+        changed.spec.device_classes = vec![present.clone()];
+        changed.status = None;
+        models.replace("fashion", &PostParams::default(), &changed).await?;
+        eventually(WAIT, || async {
+            let m = models.get("fashion").await?;
+            let generation = m.metadata.generation;
+            let observed = m.status.as_ref().and_then(|s| s.observed_generation);
+            ensure!(generation == Some(2) && observed == Some(2), "generation {generation:?}, observed {observed:?}");
+            Ok(())
+        })
+        .await?;
+
+        let reconciles = operator.metric(r#"edgefleet_operator_reconciles_total{controller="edgemodel"}"#).unwrap_or(0.0);
+        assert!(reconciles >= 2.0, "reconcile counter should count, got {reconciles}");
+        assert!(operator.metric(r#"edgefleet_operator_reconcile_duration_seconds_count{controller="edgemodel"}"#).unwrap_or(0.0) >= 2.0);
+        assert_eq!(operator.metric("edgefleet_operator_leader"), Some(1.0));
+        let (code, _) = edgefleet_testenv::http_get(&operator.http, "/healthz")?;
+        assert_eq!(code, 200);
+        let (code, _) = edgefleet_testenv::http_get(&operator.http, "/readyz")?;
+        assert_eq!(code, 200);
+
+        for name in [&missing, &present] {
+            classes.delete(name, &DeleteParams::default()).await?;
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deletion_runs_the_finalizer_and_sigterm_releases_the_lease() {
+    with_namespace("finalizer", |client, ns| async move {
+        let identity = format!("{ns}-op");
+        let mut operator = Operator::start(&ns, &identity);
+        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
+        models.create(&PostParams::default(), &model("doomed", &["does-not-exist"])).await?;
+        eventually(WAIT, || async {
+            let m = models.get("doomed").await?;
+            ensure!(m.metadata.finalizers.unwrap_or_default().contains(&"edgefleet.dev/cleanup".to_string()), "no finalizer yet");
+            Ok(())
+        })
+        .await?;
+
+        models.delete("doomed", &DeleteParams::default()).await?;
+        eventually(WAIT, || async {
+            ensure!(models.get_opt("doomed").await?.is_none(), "EdgeModel still exists (finalizer not run)");
+            Ok(())
+        })
+        .await?;
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let list = events.list(&ListParams::default()).await?;
+        assert!(
+            list.items.iter().any(|e| e.reason.as_deref() == Some("Deleted") && e.involved_object.name.as_deref() == Some("doomed")),
+            "cleanup should leave a Deleted event"
+        );
+
+        // SIGTERM: the process exits 0 and hands the lease back so a standby need not wait.
+        operator.process.signal("TERM")?;
+        let code = operator.process.wait_timeout(Duration::from_secs(15))?;
+        assert_eq!(code, Some(0), "operator output:\n{}", operator.process.output());
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let lease = leases.get("edgefleet-operator").await?;
+        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+        assert_ne!(holder, identity, "lease still held by the stopped operator");
+        Ok(())
+    })
+    .await;
+}
