@@ -38,7 +38,10 @@ impl Error {
     /// Stable label for the `errors` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { source: kube::Error::Api(_), .. } => "api",
+            Error::Kube {
+                source: kube::Error::Api(_),
+                ..
+            } => "api",
             Error::Kube { .. } => "client",
             Error::Finalizer { .. } => "finalizer",
             Error::MissingMetadata { .. } => "metadata",

@@ -19,7 +19,10 @@ pub struct LeaseConfig {
 pub async fn elect(
     client: Client,
     config: &LeaseConfig,
-) -> Result<(watch::Receiver<bool>, tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager>>)> {
+) -> Result<(
+    watch::Receiver<bool>,
+    tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager>>,
+)> {
     let manager = LeaseManagerBuilder::new(client, &config.name)
         .with_namespace(&config.namespace)
         .with_identity(&config.identity)

@@ -49,10 +49,17 @@ async fn main() -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.http_addr).await?;
     info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
-    let app = http::router(HttpState { metrics: metrics.clone(), ready: ready.clone() });
+    let app = http::router(HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async { let _ = http_stopped.await; }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
     });
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -93,7 +100,12 @@ async fn main() -> anyhow::Result<()> {
     if became_leader {
         metrics.set_leader(true);
         info!(%identity, "became leader; starting controllers");
-        let ctx = Context::new(client, metrics.clone(), args.namespace.clone(), identity.clone());
+        let ctx = Context::new(
+            client,
+            metrics.clone(),
+            args.namespace.clone(),
+            identity.clone(),
+        );
         let lost = leader::lost(leadership.clone());
         let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
         let stop = {
@@ -128,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "edgefleet".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "edgefleet".into());
     format!("{}-{}", host.trim(), std::process::id())
 }

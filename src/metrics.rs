@@ -36,22 +36,51 @@ impl Default for Metrics {
         });
         let leader = prometheus_client::metrics::gauge::Gauge::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciliations that failed, by error kind", failures.clone());
-        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", duration.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Self { registry, reconciles, failures, duration, leader }
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by error kind",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            leader,
+        }
     }
 }
 
 impl Metrics {
     /// Counts a reconcile and returns a guard that records its duration when dropped.
     pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer<'_> {
-        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
-        ReconcileTimer { metrics: self, controller, start: Instant::now() }
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            controller,
+            start: Instant::now(),
+        }
     }
 
     pub fn failure(&self, controller: &'static str, error: &crate::error::Error) {
-        self.failures.get_or_create(&ErrorLabels { controller, error: error.metric_label() }).inc();
+        self.failures
+            .get_or_create(&ErrorLabels {
+                controller,
+                error: error.metric_label(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -59,12 +88,15 @@ impl Metrics {
     }
 
     pub fn reconciles(&self, controller: &'static str) -> u64 {
-        self.reconciles.get_or_create(&ControllerLabels { controller }).get()
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .get()
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -79,7 +111,9 @@ impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.metrics
             .duration
-            .get_or_create(&ControllerLabels { controller: self.controller })
+            .get_or_create(&ControllerLabels {
+                controller: self.controller,
+            })
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
@@ -93,11 +127,22 @@ mod tests {
         let metrics = Metrics::default();
         drop(metrics.reconcile("edgemodel"));
         drop(metrics.reconcile("edgemodel"));
-        let missing = crate::error::Error::MissingMetadata { object: "EdgeModel x".into(), what: "namespace" };
+        let missing = crate::error::Error::MissingMetadata {
+            object: "EdgeModel x".into(),
+            what: "namespace",
+        };
         metrics.failure("edgemodel", &missing);
         let text = metrics.encode();
-        assert!(text.contains(r#"edgefleet_operator_reconciles_total{controller="edgemodel"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"edgefleet_operator_reconciles_total{controller="edgemodel"} 2"#),
+            "{text}"
+        );
         assert!(text.contains(r#"edgefleet_operator_reconcile_errors_total{controller="edgemodel",error="metadata"} 1"#), "{text}");
-        assert!(text.contains(r#"edgefleet_operator_reconcile_duration_seconds_count{controller="edgemodel"} 2"#), "{text}");
+        assert!(
+            text.contains(
+                r#"edgefleet_operator_reconcile_duration_seconds_count{controller="edgemodel"} 2"#
+            ),
+            "{text}"
+        );
     }
 }

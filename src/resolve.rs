@@ -35,15 +35,34 @@ impl std::fmt::Display for SpecProblem {
 pub fn check(spec: &EdgeModelSpec, classes: &[Option<&DeviceClassSpec>]) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
     let durations = [
-        ("spec.optimization.timeBudget".to_string(), Some(&spec.optimization.time_budget)),
-        ("spec.rollout.progressDeadline".to_string(), Some(&spec.rollout.progress_deadline)),
-        ("spec.rollout.health.heartbeatTimeout".to_string(), Some(&spec.rollout.health.heartbeat_timeout)),
+        (
+            "spec.optimization.timeBudget".to_string(),
+            Some(&spec.optimization.time_budget),
+        ),
+        (
+            "spec.rollout.progressDeadline".to_string(),
+            Some(&spec.rollout.progress_deadline),
+        ),
+        (
+            "spec.rollout.health.heartbeatTimeout".to_string(),
+            Some(&spec.rollout.health.heartbeat_timeout),
+        ),
     ]
     .into_iter()
-    .chain(spec.rollout.steps.iter().enumerate().map(|(i, s)| (format!("spec.rollout.steps[{i}].pause"), s.pause.as_ref())));
+    .chain(
+        spec.rollout
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("spec.rollout.steps[{i}].pause"), s.pause.as_ref())),
+    );
     for (field, value) in durations {
         if let Some(Err(e)) = value.map(|v| duration::parse(v)) {
-            problems.push(SpecProblem { reason: reasons::INVALID_SPEC, field, message: e.to_string() });
+            problems.push(SpecProblem {
+                reason: reasons::INVALID_SPEC,
+                field,
+                message: e.to_string(),
+            });
         }
     }
     for (i, (name, class)) in spec.device_classes.iter().zip(classes).enumerate() {
@@ -56,7 +75,10 @@ pub fn check(spec: &EdgeModelSpec, classes: &[Option<&DeviceClassSpec>]) -> Vec<
             }),
             Some(class) => {
                 let techniques = &spec.optimization.techniques;
-                if class.integer_only && !techniques.is_empty() && !techniques.contains(&Technique::FullInteger) {
+                if class.integer_only
+                    && !techniques.is_empty()
+                    && !techniques.contains(&Technique::FullInteger)
+                {
                     problems.push(SpecProblem {
                         reason: reasons::INVALID_SPEC,
                         field: "spec.optimization.techniques".into(),
@@ -72,24 +94,44 @@ pub fn check(spec: &EdgeModelSpec, classes: &[Option<&DeviceClassSpec>]) -> Vec<
 /// Turns the problems into conditions. With none, the model is resolved and Ready.
 pub fn outcome(spec: &EdgeModelSpec, problems: &[SpecProblem]) -> Outcome {
     if problems.is_empty() {
-        let message = format!("resolved device classes: {}", spec.device_classes.join(", "));
+        let message = format!(
+            "resolved device classes: {}",
+            spec.device_classes.join(", ")
+        );
         return Outcome {
             phase: "Ready",
             conditions: vec![
-                Desired::new(types::READY, true, reasons::DEVICE_CLASSES_RESOLVED, message),
-                Desired::new(types::RECONCILING, false, reasons::DEVICE_CLASSES_RESOLVED, ""),
+                Desired::new(
+                    types::READY,
+                    true,
+                    reasons::DEVICE_CLASSES_RESOLVED,
+                    message,
+                ),
+                Desired::new(
+                    types::RECONCILING,
+                    false,
+                    reasons::DEVICE_CLASSES_RESOLVED,
+                    "",
+                ),
                 Desired::new(types::STALLED, false, reasons::DEVICE_CLASSES_RESOLVED, ""),
             ],
             problem: None,
         };
     }
     // Missing classes first: they are what a user most often needs to fix.
-    let reason = if problems.iter().any(|p| p.reason == reasons::DEVICE_CLASS_NOT_FOUND) {
+    let reason = if problems
+        .iter()
+        .any(|p| p.reason == reasons::DEVICE_CLASS_NOT_FOUND)
+    {
         reasons::DEVICE_CLASS_NOT_FOUND
     } else {
         problems[0].reason
     };
-    let message = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let message = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
     Outcome {
         phase: "Stalled",
         conditions: vec![
@@ -140,7 +182,10 @@ publish: {repository: "localhost:5000/models"}
         assert_eq!(o.phase, "Ready");
         assert_eq!(o.conditions[0].type_, types::READY);
         assert!(o.conditions[0].status);
-        assert_eq!(o.conditions[0].message, "resolved device classes: cpu-int8, integer-npu");
+        assert_eq!(
+            o.conditions[0].message,
+            "resolved device classes: cpu-int8, integer-npu"
+        );
         assert!(o.problem.is_none());
     }
 
@@ -154,8 +199,15 @@ publish: {repository: "localhost:5000/models"}
         let ready = &o.conditions[0];
         assert!(!ready.status);
         assert_eq!(ready.reason, reasons::DEVICE_CLASS_NOT_FOUND);
-        assert_eq!(ready.message, r#"spec.deviceClasses[1]: DeviceClass "integer-npu" not found"#);
-        assert!(o.conditions.iter().any(|c| c.type_ == types::STALLED && c.status));
+        assert_eq!(
+            ready.message,
+            r#"spec.deviceClasses[1]: DeviceClass "integer-npu" not found"#
+        );
+        assert!(
+            o.conditions
+                .iter()
+                .any(|c| c.type_ == types::STALLED && c.status)
+        );
         assert_eq!(o.problem.unwrap().0, reasons::DEVICE_CLASS_NOT_FOUND);
     }
 
@@ -175,10 +227,20 @@ publish: {repository: "localhost:5000/models"}
     #[test]
     fn unparsable_durations_are_reported_with_their_path() {
         let mut s = spec(BASE);
-        s.rollout.steps = vec![serde_yaml_ng::from_str("{percent: 100, pause: 5 minutes}").unwrap()];
+        s.rollout.steps =
+            vec![serde_yaml_ng::from_str("{percent: 100, pause: 5 minutes}").unwrap()];
         s.optimization.time_budget = "forever".into();
         let (cpu, npu) = (class(false), class(true));
-        let fields: Vec<_> = check(&s, &[Some(&cpu), Some(&npu)]).into_iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["spec.optimization.timeBudget", "spec.rollout.steps[0].pause"]);
+        let fields: Vec<_> = check(&s, &[Some(&cpu), Some(&npu)])
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.optimization.timeBudget",
+                "spec.rollout.steps[0].pause"
+            ]
+        );
     }
 }

@@ -26,9 +26,21 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 async fn every_example_applies() {
     with_namespace("examples", |_, ns| async move {
         let files = yaml_files("examples");
-        assert!(files.len() >= 3, "examples/ should hold the DeviceClasses and EdgeModels");
+        assert!(
+            files.len() >= 3,
+            "examples/ should hold the DeviceClasses and EdgeModels"
+        );
         for file in files {
-            let (ok, out) = kubectl(&["apply", "--server-side", "--field-manager", "edgefleet-tests", "-n", &ns, "-f", file.to_str().unwrap()]);
+            let (ok, out) = kubectl(&[
+                "apply",
+                "--server-side",
+                "--field-manager",
+                "edgefleet-tests",
+                "-n",
+                &ns,
+                "-f",
+                file.to_str().unwrap(),
+            ]);
             assert!(ok, "{} did not apply: {out}", file.display());
         }
         Ok(())
@@ -43,13 +55,28 @@ async fn every_invalid_manifest_is_refused_naming_the_field() {
         assert!(files.len() >= 20);
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
-            let expected: Vec<_> = text.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();
-            assert!(!expected.is_empty(), "{} has no `# expect:` line", file.display());
+            let expected: Vec<_> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# expect: "))
+                .collect();
+            assert!(
+                !expected.is_empty(),
+                "{} has no `# expect:` line",
+                file.display()
+            );
             let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", file.to_str().unwrap()]);
             assert!(!ok, "{} was accepted: {out}", file.display());
-            assert!(out.contains("is invalid"), "{} refused for another reason: {out}", file.display());
+            assert!(
+                out.contains("is invalid"),
+                "{} refused for another reason: {out}",
+                file.display()
+            );
             for e in expected {
-                assert!(out.contains(e), "{}: refusal should mention {e:?}: {out}", file.display());
+                assert!(
+                    out.contains(e),
+                    "{}: refusal should mention {e:?}: {out}",
+                    file.display()
+                );
             }
         }
         Ok(())
@@ -63,11 +90,37 @@ async fn publish_repository_is_immutable_and_source_is_not() {
         let file = repo_root().join("examples/fashion-mnist/edgemodel.yaml");
         let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", file.to_str().unwrap()]);
         assert!(ok, "{out}");
-        let (ok, out) = kubectl(&["patch", "-n", &ns, "edgemodel", "fashion-mnist", "--type", "merge", "-p", r#"{"spec":{"publish":{"repository":"localhost:5000/elsewhere/models"}}}"#]);
+        let (ok, out) = kubectl(&[
+            "patch",
+            "-n",
+            &ns,
+            "edgemodel",
+            "fashion-mnist",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"publish":{"repository":"localhost:5000/elsewhere/models"}}}"#,
+        ]);
         assert!(!ok, "repository change was accepted: {out}");
-        assert!(out.contains("spec.publish.repository") && out.contains("is immutable"), "{out}");
-        let (ok, out) = kubectl(&["patch", "-n", &ns, "edgemodel", "fashion-mnist", "--type", "merge", "-p", r#"{"spec":{"source":{"oci":"localhost:5000/edgefleet/base/fashion-cnn:v2"}}}"#]);
-        assert!(ok, "a new source must be accepted (that is how a new model version ships): {out}");
+        assert!(
+            out.contains("spec.publish.repository") && out.contains("is immutable"),
+            "{out}"
+        );
+        let (ok, out) = kubectl(&[
+            "patch",
+            "-n",
+            &ns,
+            "edgemodel",
+            "fashion-mnist",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"source":{"oci":"localhost:5000/edgefleet/base/fashion-cnn:v2"}}}"#,
+        ]);
+        assert!(
+            ok,
+            "a new source must be accepted (that is how a new model version ships): {out}"
+        );
         Ok(())
     })
     .await;

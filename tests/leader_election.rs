@@ -29,7 +29,10 @@ fn model(name: &str) -> EdgeModel {
 
 async fn observed(models: &Api<EdgeModel>, name: &str) -> anyhow::Result<()> {
     let m = models.get(name).await?;
-    ensure!(m.status.and_then(|s| s.observed_generation) == Some(1), "{name} not reconciled yet");
+    ensure!(
+        m.status.and_then(|s| s.observed_generation) == Some(1),
+        "{name} not reconciled yet"
+    );
     Ok(())
 }
 
@@ -47,13 +50,23 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
             }
         })
         .await?;
-        let (mut leader, standby) = if holder.ends_with("-a") { (a, b) } else { (b, a) };
+        let (mut leader, standby) = if holder.ends_with("-a") {
+            (a, b)
+        } else {
+            (b, a)
+        };
 
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
-        models.create(&PostParams::default(), &model("first")).await?;
+        models
+            .create(&PostParams::default(), &model("first"))
+            .await?;
         eventually(Duration::from_secs(30), || observed(&models, "first")).await?;
         assert!(leader.metric(RECONCILES).unwrap_or(0.0) >= 1.0);
-        assert_eq!(standby.metric(RECONCILES), None, "the standby must not reconcile");
+        assert_eq!(
+            standby.metric(RECONCILES),
+            None,
+            "the standby must not reconcile"
+        );
         assert_eq!(leader.metric("edgefleet_operator_leader"), Some(1.0));
         assert_eq!(standby.metric("edgefleet_operator_leader"), Some(0.0));
 
@@ -62,19 +75,30 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         leader.process.signal("KILL")?;
         leader.process.wait_timeout(Duration::from_secs(5))?;
         eventually(Duration::from_secs(20), || async {
-            ensure!(standby.metric("edgefleet_operator_leader") == Some(1.0), "standby not leading yet");
+            ensure!(
+                standby.metric("edgefleet_operator_leader") == Some(1.0),
+                "standby not leading yet"
+            );
             Ok(())
         })
         .await?;
         let takeover = killed.elapsed();
         // Lease duration is 4 s in these tests; allow one renew period of slack on top.
-        assert!(takeover < Duration::from_secs(10), "takeover took {takeover:?}");
+        assert!(
+            takeover < Duration::from_secs(10),
+            "takeover took {takeover:?}"
+        );
 
-        models.create(&PostParams::default(), &model("second")).await?;
+        models
+            .create(&PostParams::default(), &model("second"))
+            .await?;
         eventually(Duration::from_secs(30), || observed(&models, "second")).await?;
         assert!(standby.metric(RECONCILES).unwrap_or(0.0) >= 1.0);
         let lease = leases.get("edgefleet-operator").await?;
-        assert_eq!(lease.spec.and_then(|s| s.holder_identity), Some(standby.process.name.clone()));
+        assert_eq!(
+            lease.spec.and_then(|s| s.holder_identity),
+            Some(standby.process.name.clone())
+        );
         Ok(())
     })
     .await;

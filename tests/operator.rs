@@ -42,7 +42,12 @@ fn class(name: &str) -> DeviceClass {
 fn ready(m: &EdgeModel) -> Option<(String, String, String, Option<i64>)> {
     let status = m.status.as_ref()?;
     let c = conditions::find(&status.conditions, types::READY)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation))
+    Some((
+        c.status.clone(),
+        c.reason.clone(),
+        c.message.clone(),
+        c.observed_generation,
+    ))
 }
 
 #[tokio::test]
@@ -53,9 +58,16 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         let classes: Api<DeviceClass> = Api::all(client.clone());
         let missing = unique_name("npu");
         let present = unique_name("cpu");
-        classes.create(&PostParams::default(), &class(&present)).await?;
+        classes
+            .create(&PostParams::default(), &class(&present))
+            .await?;
 
-        models.create(&PostParams::default(), &model("fashion", &[&present, &missing])).await?;
+        models
+            .create(
+                &PostParams::default(),
+                &model("fashion", &[&present, &missing]),
+            )
+            .await?;
         let stalled = eventually(WAIT, || async {
             let m = models.get("fashion").await?;
             match ready(&m) {
@@ -66,20 +78,29 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         .await?;
         let status = stalled.status.unwrap();
         let (_, _, message, generation) = ready(&models.get("fashion").await?).unwrap();
-        assert_eq!(message, format!("spec.deviceClasses[1]: DeviceClass {missing:?} not found"));
+        assert_eq!(
+            message,
+            format!("spec.deviceClasses[1]: DeviceClass {missing:?} not found")
+        );
         assert_eq!(generation, Some(1));
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!(status.phase.as_deref(), Some("Stalled"));
         let stalled_cond = conditions::find(&status.conditions, types::STALLED).unwrap();
         assert_eq!(stalled_cond.status, "True");
-        assert_eq!(conditions::find(&status.conditions, types::RECONCILING).unwrap().status, "False");
+        assert_eq!(
+            conditions::find(&status.conditions, types::RECONCILING)
+                .unwrap()
+                .status,
+            "False"
+        );
 
         // A Warning event names the missing class.
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
         eventually(WAIT, || async {
             let list = events.list(&ListParams::default()).await?;
             ensure!(
-                list.items.iter().any(|e| e.reason.as_deref() == Some(reasons::DEVICE_CLASS_NOT_FOUND)
+                list.items.iter().any(|e| e.reason.as_deref()
+                    == Some(reasons::DEVICE_CLASS_NOT_FOUND)
                     && e.type_.as_deref() == Some("Warning")
                     && e.message.as_deref().unwrap_or_default().contains(&missing)),
                 "no DeviceClassNotFound event yet"
@@ -89,12 +110,17 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         .await?;
 
         // The class appears: the EdgeModel recovers without being touched.
-        classes.create(&PostParams::default(), &class(&missing)).await?;
+        classes
+            .create(&PostParams::default(), &class(&missing))
+            .await?;
         eventually(WAIT, || async {
             let m = models.get("fashion").await?;
             match ready(&m) {
                 Some((s, r, msg, _)) if s == "True" && r == reasons::DEVICE_CLASSES_RESOLVED => {
-                    ensure!(msg.contains(&missing) && msg.contains(&present), "message {msg:?}");
+                    ensure!(
+                        msg.contains(&missing) && msg.contains(&present),
+                        "message {msg:?}"
+                    );
                     Ok(())
                 }
                 other => bail!("Ready is {other:?}"),
@@ -105,31 +131,58 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         let status = m.status.clone().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Ready"));
         assert_eq!(status.pods.as_deref(), Some("0/0"));
-        assert_eq!(conditions::find(&status.conditions, types::STALLED).unwrap().status, "False");
+        assert_eq!(
+            conditions::find(&status.conditions, types::STALLED)
+                .unwrap()
+                .status,
+            "False"
+        );
 
         // The DeviceClass controller acknowledged the class with kstatus fields.
         let dc = classes.get(&missing).await?;
         let dc_status = dc.status.context("DeviceClass has no status")?;
         assert_eq!(dc_status.observed_generation, dc.metadata.generation);
-        assert_eq!(conditions::find(&dc_status.conditions, types::ACCEPTED).unwrap().status, "True");
+        assert_eq!(
+            conditions::find(&dc_status.conditions, types::ACCEPTED)
+                .unwrap()
+                .status,
+            "True"
+        );
 
         // A spec change is observed: observedGeneration follows the generation.
         let mut changed = m.clone();
         changed.spec.device_classes = vec![present.clone()];
         changed.status = None;
-        models.replace("fashion", &PostParams::default(), &changed).await?;
+        models
+            .replace("fashion", &PostParams::default(), &changed)
+            .await?;
         eventually(WAIT, || async {
             let m = models.get("fashion").await?;
             let generation = m.metadata.generation;
             let observed = m.status.as_ref().and_then(|s| s.observed_generation);
-            ensure!(generation == Some(2) && observed == Some(2), "generation {generation:?}, observed {observed:?}");
+            ensure!(
+                generation == Some(2) && observed == Some(2),
+                "generation {generation:?}, observed {observed:?}"
+            );
             Ok(())
         })
         .await?;
 
-        let reconciles = operator.metric(r#"edgefleet_operator_reconciles_total{controller="edgemodel"}"#).unwrap_or(0.0);
-        assert!(reconciles >= 2.0, "reconcile counter should count, got {reconciles}");
-        assert!(operator.metric(r#"edgefleet_operator_reconcile_duration_seconds_count{controller="edgemodel"}"#).unwrap_or(0.0) >= 2.0);
+        let reconciles = operator
+            .metric(r#"edgefleet_operator_reconciles_total{controller="edgemodel"}"#)
+            .unwrap_or(0.0);
+        assert!(
+            reconciles >= 2.0,
+            "reconcile counter should count, got {reconciles}"
+        );
+        assert!(
+            operator
+                .metric(
+                    r#"edgefleet_operator_reconcile_duration_seconds_count{controller="edgemodel"}"#
+                )
+                .unwrap_or(0.0)
+                >= 2.0
+        );
         assert_eq!(operator.metric("edgefleet_operator_leader"), Some(1.0));
         let (code, _) = edgefleet_testenv::http_get(&operator.http, "/healthz")?;
         assert_eq!(code, 200);
@@ -150,34 +203,59 @@ async fn deletion_runs_the_finalizer_and_sigterm_releases_the_lease() {
         let identity = format!("{ns}-op");
         let mut operator = Operator::start(&ns, &identity);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
-        models.create(&PostParams::default(), &model("doomed", &["does-not-exist"])).await?;
+        models
+            .create(
+                &PostParams::default(),
+                &model("doomed", &["does-not-exist"]),
+            )
+            .await?;
         eventually(WAIT, || async {
             let m = models.get("doomed").await?;
-            ensure!(m.metadata.finalizers.unwrap_or_default().contains(&"edgefleet.dev/cleanup".to_string()), "no finalizer yet");
+            ensure!(
+                m.metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .contains(&"edgefleet.dev/cleanup".to_string()),
+                "no finalizer yet"
+            );
             Ok(())
         })
         .await?;
 
         models.delete("doomed", &DeleteParams::default()).await?;
         eventually(WAIT, || async {
-            ensure!(models.get_opt("doomed").await?.is_none(), "EdgeModel still exists (finalizer not run)");
+            ensure!(
+                models.get_opt("doomed").await?.is_none(),
+                "EdgeModel still exists (finalizer not run)"
+            );
             Ok(())
         })
         .await?;
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
         let list = events.list(&ListParams::default()).await?;
         assert!(
-            list.items.iter().any(|e| e.reason.as_deref() == Some("Deleted") && e.involved_object.name.as_deref() == Some("doomed")),
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Deleted")
+                    && e.involved_object.name.as_deref() == Some("doomed")),
             "cleanup should leave a Deleted event"
         );
 
         // SIGTERM: the process exits 0 and hands the lease back so a standby need not wait.
         operator.process.signal("TERM")?;
         let code = operator.process.wait_timeout(Duration::from_secs(15))?;
-        assert_eq!(code, Some(0), "operator output:\n{}", operator.process.output());
+        assert_eq!(
+            code,
+            Some(0),
+            "operator output:\n{}",
+            operator.process.output()
+        );
         let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let lease = leases.get("edgefleet-operator").await?;
-        let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
         assert_ne!(holder, identity, "lease still held by the stopped operator");
         Ok(())
     })

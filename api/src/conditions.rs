@@ -37,15 +37,30 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Merges desired conditions into the previous list: `lastTransitionTime` only moves when the
 /// status flips, so watchers (Argo CD, kstatus) see stable objects; conditions of other types are
 /// kept as they were.
-pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     let mut out: Vec<Condition> = previous
         .iter()
         .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
@@ -86,12 +101,27 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = merge(&[], &[Desired::new(types::READY, false, reasons::RESOLVING, "x")], Some(1), &t("2026-01-01T00:00:00Z"));
-        let same = merge(&first, &[Desired::new(types::READY, false, reasons::RESOLVING, "y")], Some(2), &t("2026-01-01T00:05:00Z"));
+        let first = merge(
+            &[],
+            &[Desired::new(types::READY, false, reasons::RESOLVING, "x")],
+            Some(1),
+            &t("2026-01-01T00:00:00Z"),
+        );
+        let same = merge(
+            &first,
+            &[Desired::new(types::READY, false, reasons::RESOLVING, "y")],
+            Some(2),
+            &t("2026-01-01T00:05:00Z"),
+        );
         assert_eq!(same[0].last_transition_time, t("2026-01-01T00:00:00Z"));
         assert_eq!(same[0].message, "y");
         assert_eq!(same[0].observed_generation, Some(2));
-        let flipped = merge(&same, &[Desired::new(types::READY, true, reasons::VALID, "")], Some(2), &t("2026-01-01T00:09:00Z"));
+        let flipped = merge(
+            &same,
+            &[Desired::new(types::READY, true, reasons::VALID, "")],
+            Some(2),
+            &t("2026-01-01T00:09:00Z"),
+        );
         assert_eq!(flipped[0].last_transition_time, t("2026-01-01T00:09:00Z"));
         assert_eq!(flipped[0].status, TRUE);
     }
@@ -99,8 +129,21 @@ mod tests {
     #[test]
     fn other_types_are_kept_and_order_is_stable() {
         let now = t("2026-01-01T00:00:00Z");
-        let a = merge(&[], &[Desired::new(types::STALLED, false, reasons::VALID, ""), Desired::new(types::READY, true, reasons::VALID, "")], Some(1), &now);
-        let b = merge(&a, &[Desired::new(types::READY, false, reasons::RESOLVING, "")], Some(1), &now);
+        let a = merge(
+            &[],
+            &[
+                Desired::new(types::STALLED, false, reasons::VALID, ""),
+                Desired::new(types::READY, true, reasons::VALID, ""),
+            ],
+            Some(1),
+            &now,
+        );
+        let b = merge(
+            &a,
+            &[Desired::new(types::READY, false, reasons::RESOLVING, "")],
+            Some(1),
+            &now,
+        );
         let types: Vec<_> = b.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Ready", "Stalled"]);
     }

@@ -97,13 +97,21 @@ mod tests {
     fn parser_and_schema_pattern_agree() {
         // `regex` and RE2 (the API server's CEL engine) agree on this pattern's syntax.
         let schema = regex::Regex::new(PATTERN).unwrap();
-        for bad in ["", "5", "m", "5 m", "5min", "-5s", "1.s", ".5s", "1..5s", "5d", "1h30"] {
+        for bad in [
+            "", "5", "m", "5 m", "5min", "-5s", "1.s", ".5s", "1..5s", "5d", "1h30",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
-            assert!(!schema.is_match(bad), "{bad:?} should not match the schema pattern");
+            assert!(
+                !schema.is_match(bad),
+                "{bad:?} should not match the schema pattern"
+            );
         }
         for good in ["90s", "1h30m", "250ms", "1.5s", "0s"] {
             assert!(parse(good).is_ok(), "{good:?} should parse");
-            assert!(schema.is_match(good), "{good:?} should match the schema pattern");
+            assert!(
+                schema.is_match(good),
+                "{good:?} should match the schema pattern"
+            );
         }
     }
 
@@ -116,6 +124,9 @@ mod tests {
 
     #[test]
     fn the_cel_rule_embeds_the_pattern() {
-        assert_eq!(CEL_RULE.replace(r"\\", r"\"), format!("self.matches('{PATTERN}')"));
+        assert_eq!(
+            CEL_RULE.replace(r"\\", r"\"),
+            format!("self.matches('{PATTERN}')")
+        );
     }
 }

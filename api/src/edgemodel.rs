@@ -202,7 +202,9 @@ fn default_time_budget() -> String {
     "30m".into()
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Copy, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Copy, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Technique {
     Float16,
@@ -339,7 +341,11 @@ pub struct HealthLimits {
 
 impl Default for HealthLimits {
     fn default() -> Self {
-        Self { max_error_rate: None, max_latency_p99_ms: None, heartbeat_timeout: default_heartbeat_timeout() }
+        Self {
+            max_error_rate: None,
+            max_latency_p99_ms: None,
+            heartbeat_timeout: default_heartbeat_timeout(),
+        }
     }
 }
 

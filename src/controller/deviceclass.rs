@@ -17,7 +17,10 @@ use tracing::warn;
 
 const CONTROLLER: &str = "deviceclass";
 
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let api: Api<DeviceClass> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(shutdown)
@@ -38,7 +41,11 @@ pub fn desired_conditions(class: &DeviceClass) -> Vec<Desired> {
         spec.runtime.as_str(),
         spec.execution_provider,
         spec.precisions,
-        if spec.integer_only { ", integer only" } else { "" }
+        if spec.integer_only {
+            ", integer only"
+        } else {
+            ""
+        }
     );
     vec![
         Desired::new(types::ACCEPTED, true, reasons::VALID, message),
@@ -55,14 +62,23 @@ async fn reconcile(class: Arc<DeviceClass>, ctx: Arc<Context>) -> Result<Action>
     let generation = class.metadata.generation;
     let status = DeviceClassStatus {
         observed_generation: generation,
-        conditions: conditions::merge(&previous.conditions, &desired_conditions(&class), generation, &now),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &desired_conditions(&class),
+            generation,
+            &now,
+        ),
     };
     if status != previous {
         let api: Api<DeviceClass> = Api::all(ctx.client.clone());
         let patch = serde_json::json!({"apiVersion": "edgefleet.dev/v1alpha1", "kind": "DeviceClass", "status": status});
-        api.patch_status(&class.name_any(), &PatchParams::apply(edgefleet_api::OPERATOR_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(Error::kube(format!("DeviceClass {}", class.name_any())))?;
+        api.patch_status(
+            &class.name_any(),
+            &PatchParams::apply(edgefleet_api::OPERATOR_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::kube(format!("DeviceClass {}", class.name_any())))?;
     }
     Ok(Action::await_change())
 }

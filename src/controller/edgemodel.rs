@@ -27,7 +27,10 @@ pub const FINALIZER: &str = "edgefleet.dev/cleanup";
 pub const MODEL_LABEL: &str = "edgefleet.dev/model";
 const CONTROLLER: &str = "edgemodel";
 
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let models: Api<EdgeModel> = match &ctx.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -56,15 +59,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 }
 
 fn describe(model: &EdgeModel) -> String {
-    format!("EdgeModel {}/{}", model.namespace().unwrap_or_default(), model.name_any())
+    format!(
+        "EdgeModel {}/{}",
+        model.namespace().unwrap_or_default(),
+        model.name_any()
+    )
 }
 
 async fn reconcile(model: Arc<EdgeModel>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let object = describe(&model);
-    let namespace = model
-        .namespace()
-        .ok_or_else(|| Error::MissingMetadata { object: object.clone(), what: "namespace" })?;
+    let namespace = model.namespace().ok_or_else(|| Error::MissingMetadata {
+        object: object.clone(),
+        what: "namespace",
+    })?;
     let api: Api<EdgeModel> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, model, |event| async {
         match event {
@@ -73,7 +81,10 @@ async fn reconcile(model: Arc<EdgeModel>, ctx: Arc<Context>) -> Result<Action> {
         }
     })
     .await
-    .map_err(|e| Error::Finalizer { object, source: Box::new(e) })
+    .map_err(|e| Error::Finalizer {
+        object,
+        source: Box::new(e),
+    })
 }
 
 async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result<Action> {
@@ -81,7 +92,12 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
     let class_api: Api<DeviceClass> = Api::all(ctx.client.clone());
     let mut found = Vec::with_capacity(model.spec.device_classes.len());
     for name in &model.spec.device_classes {
-        found.push(class_api.get_opt(name).await.map_err(Error::kube(format!("DeviceClass {name}")))?);
+        found.push(
+            class_api
+                .get_opt(name)
+                .await
+                .map_err(Error::kube(format!("DeviceClass {name}")))?,
+        );
     }
     let specs: Vec<_> = found.iter().map(|c| c.as_ref().map(|c| &c.spec)).collect();
     let problems = resolve::check(&model.spec, &specs);
@@ -93,12 +109,19 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
         observed_generation: model.metadata.generation,
         phase: Some(outcome.phase.to_string()),
         pods: Some(pod_summary(model, ctx).await?),
-        conditions: conditions::merge(&previous.conditions, &outcome.conditions, model.metadata.generation, &now),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &outcome.conditions,
+            model.metadata.generation,
+            &now,
+        ),
         ..previous.clone()
     };
 
-    let was_ready = conditions::find(&previous.conditions, types::READY).map(|c| (c.status.clone(), c.reason.clone()));
-    let is_ready = conditions::find(&status.conditions, types::READY).map(|c| (c.status.clone(), c.reason.clone()));
+    let was_ready = conditions::find(&previous.conditions, types::READY)
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    let is_ready = conditions::find(&status.conditions, types::READY)
+        .map(|c| (c.status.clone(), c.reason.clone()));
     if status != previous {
         let patch = serde_json::json!({
             "apiVersion": "edgefleet.dev/v1alpha1",
@@ -139,7 +162,10 @@ async fn pod_summary(model: &EdgeModel, ctx: &Context) -> Result<String> {
     let namespace = model.namespace().unwrap_or_default();
     let api: Api<ModelAssignment> = Api::namespaced(ctx.client.clone(), &namespace);
     let params = ListParams::default().labels(&format!("{MODEL_LABEL}={}", model.name_any()));
-    let list = api.list(&params).await.map_err(Error::kube(format!("ModelAssignments of {}", describe(model))))?;
+    let list = api.list(&params).await.map_err(Error::kube(format!(
+        "ModelAssignments of {}",
+        describe(model)
+    )))?;
     let ready = list
         .items
         .iter()
@@ -154,7 +180,10 @@ async fn cleanup(model: &EdgeModel, ctx: &Context) -> Result<Action> {
     let event = Event {
         type_: EventType::Normal,
         reason: "Deleted".into(),
-        note: Some(format!("{} is being deleted; cleanup finished", describe(model))),
+        note: Some(format!(
+            "{} is being deleted; cleanup finished",
+            describe(model)
+        )),
         action: "Cleanup".into(),
         secondary: None,
     };

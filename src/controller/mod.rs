@@ -18,14 +18,30 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, instance: String) -> Arc<Self> {
-        let reporter = Reporter { controller: edgefleet_api::OPERATOR_MANAGER.into(), instance: Some(instance) };
-        Arc::new(Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, namespace })
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        namespace: Option<String>,
+        instance: String,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: edgefleet_api::OPERATOR_MANAGER.into(),
+            instance: Some(instance),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            namespace,
+        })
     }
 }
 
 /// Runs all controllers until `shutdown` resolves, then lets in-flight reconciles finish.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     tokio::join!(
         edgemodel::run(ctx.clone(), shutdown.clone()),

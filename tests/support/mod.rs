@@ -18,10 +18,24 @@ impl Operator {
     pub fn start_with(namespace: &str, identity: &str, extra: &[&str]) -> Self {
         let http = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefleet-operator"));
-        cmd.args(["--namespace", namespace, "--lease-namespace", namespace, "--identity", identity])
-            .args(["--http-addr", &http, "--lease-duration", "4", "--lease-grace", "1"])
-            .args(extra)
-            .env("RUST_LOG", "info,kube=warn");
+        cmd.args([
+            "--namespace",
+            namespace,
+            "--lease-namespace",
+            namespace,
+            "--identity",
+            identity,
+        ])
+        .args([
+            "--http-addr",
+            &http,
+            "--lease-duration",
+            "4",
+            "--lease-grace",
+            "1",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info,kube=warn");
         let process = Process::spawn(identity, cmd).expect("start edgefleet-operator");
         Self { process, http }
     }
@@ -29,6 +43,7 @@ impl Operator {
     /// The value of a metric line (exact name with labels), if present.
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = http_get(&self.http, "/metrics").ok()?;
-        body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 }

@@ -23,7 +23,10 @@ pub struct Env {
 
 /// The workspace root (where `hack/` and `crds/` live).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
 }
 
 /// Starts the environment once per test binary (or reuses the running one) and returns it.
@@ -35,7 +38,10 @@ pub fn env() -> &'static Env {
             .stderr(Stdio::inherit())
             .output()
             .expect("run hack/up.sh");
-        assert!(out.status.success(), "hack/up.sh failed; see its output above");
+        assert!(
+            out.status.success(),
+            "hack/up.sh failed; see its output above"
+        );
         let text = String::from_utf8(out.stdout).expect("utf-8 from up.sh");
         let var = |name: &str| {
             text.lines()
@@ -43,7 +49,10 @@ pub fn env() -> &'static Env {
                 .unwrap_or_else(|| panic!("up.sh printed no {name}: {text}"))
                 .to_string()
         };
-        Env { kubeconfig: var("KUBECONFIG").into(), registry: var("EDGEFLEET_REGISTRY") }
+        Env {
+            kubeconfig: var("KUBECONFIG").into(),
+            registry: var("EDGEFLEET_REGISTRY"),
+        }
     })
 }
 
@@ -60,7 +69,12 @@ pub async fn install_crds(client: &Client) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for (_, crd) in edgefleet_api::crds() {
         let name = crd.metadata.name.clone().expect("CRDs are named");
-        api.patch(&name, &PatchParams::apply("edgefleet-tests").force(), &Patch::Apply(&crd)).await?;
+        api.patch(
+            &name,
+            &PatchParams::apply("edgefleet-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
         eventually(Duration::from_secs(30), || async {
             let crd = api.get(&name).await?;
             let established = crd
@@ -69,7 +83,11 @@ pub async fn install_crds(client: &Client) -> Result<()> {
                 .unwrap_or_default()
                 .iter()
                 .any(|c| c.type_ == "Established" && c.status == "True");
-            if established { Ok(()) } else { bail!("CRD {name} not established") }
+            if established {
+                Ok(())
+            } else {
+                bail!("CRD {name} not established")
+            }
         })
         .await?;
     }
@@ -88,7 +106,10 @@ where
     let name = unique_name(prefix);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    namespaces.create(&PostParams::default(), &ns).await.expect("create test namespace");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
     let result = tokio::spawn(test(client.clone(), name.clone())).await;
     let _ = namespaces.delete(&name, &DeleteParams::background()).await;
     match result {
@@ -103,7 +124,10 @@ where
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos & 0xffff)
 }
 
@@ -117,7 +141,9 @@ where
     loop {
         match check().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("still failing after {timeout:?}"))),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("still failing after {timeout:?}")));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -148,9 +174,17 @@ impl Process {
     pub fn spawn(name: &str, mut command: Command) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name(name)));
         let file = std::fs::File::create(&log)?;
-        command.env("KUBECONFIG", &env().kubeconfig).stdout(file.try_clone()?).stderr(file).stdin(Stdio::null());
+        command
+            .env("KUBECONFIG", &env().kubeconfig)
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null());
         let child = command.spawn().with_context(|| format!("spawn {name}"))?;
-        Ok(Self { name: name.into(), child: Some(child), log })
+        Ok(Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -159,7 +193,10 @@ impl Process {
 
     /// Sends a signal (e.g. "TERM", "KILL") to the process.
     pub fn signal(&self, signal: &str) -> Result<()> {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()?;
         if !status.success() {
             bail!("kill -{signal} {} failed", self.pid());
         }
@@ -175,7 +212,11 @@ impl Process {
                 return Ok(status.code());
             }
             if Instant::now() >= deadline {
-                bail!("{} (pid {}) still running after {timeout:?}", self.name, child.id());
+                bail!(
+                    "{} (pid {}) still running after {timeout:?}",
+                    self.name,
+                    child.id()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -193,24 +234,43 @@ impl Drop for Process {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- {} output ({}) ----\n{}", self.name, self.log.display(), self.output());
+            eprintln!(
+                "---- {} output ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.output()
+            );
         }
     }
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A plain HTTP/1.1 GET; returns (status code, body).
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).context("no status line")?.parse()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .context("no status line")?
+        .parse()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

@@ -1,0 +1,57 @@
+# The one entry point for people and CI. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: release
+release: ## Build every binary (release)
+	$(CARGO) build --workspace --bins --release
+
+.PHONY: crds
+crds: ## Regenerate crds/*.yaml from the Rust types
+	$(CARGO) run -q --bin crdgen -- crds
+
+.PHONY: controlplane
+controlplane: ## Build kube-apiserver, kube-controller-manager and etcd from Go modules (cached)
+	@bash hack/build-controlplane.sh >/dev/null
+
+.PHONY: up
+up: ## Start or reuse the local control plane and registry; use as: eval "$(make -s up)"
+	@bash hack/up.sh
+
+.PHONY: down
+down: ## Stop exactly the processes `make up` started
+	@bash hack/down.sh
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## Unit tests only (no control plane needed)
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p edgefleet-api --tests
+	$(CARGO) test --test crds committed_crds_are_fresh generated_schema_carries_the_admission_rules
+
+.PHONY: test
+test: ## The whole suite: lint, unit, and integration tests against the real control plane
+	@bash hack/test.sh
+
+.PHONY: demo
+demo: ## End to end on the local test ground: what edgefleet does today
+	@bash hack/demo.sh

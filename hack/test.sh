@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make test`: lint, then every test of the workspace. Integration tests start (or reuse) the
+# local control plane through the testenv crate; when this script started it, it stops it again
+# (set EDGEFLEET_KEEP_ENV=1 to keep it running).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
+cd "$here/.."
+
+was_running=0
+if [[ -f $EDGEFLEET_ENV_DIR/env.sh ]] && bash "$here/up.sh" >/dev/null 2>&1; then
+  was_running=1
+fi
+cleanup() {
+  if [[ $was_running == 0 && ${EDGEFLEET_KEEP_ENV:-0} != 1 ]]; then
+    bash "$here/down.sh" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+started=$(date +%s)
+log "lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+log "control plane"
+bash "$here/up.sh" >/dev/null
+log "tests"
+cargo test --workspace --no-fail-fast
+log "make test finished in $(($(date +%s) - started))s"
