@@ -25,5 +25,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "control plane"
 bash "$here/up.sh" >/dev/null
 log "tests"
-cargo test --workspace --no-fail-fast
+results=$(mktemp)
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$results"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary).
+summary=$(awk '/^test result:/ {p += $4; f += $6; i += $8} END {printf "%d passed, %d failed, %d skipped", p, f, i}' "$results")
+rm -f "$results"
 log "make test finished in $(($(date +%s) - started))s"
+echo "tests: $summary"
+exit "$status"
