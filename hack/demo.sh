@@ -31,7 +31,7 @@ trap 'kill $operator 2>/dev/null || true' EXIT
 echo "operator pid $operator, log $log_file"
 
 step "4. apply the Fashion-MNIST EdgeModel before its DeviceClass exists"
-kubectl apply -n "$ns" -f examples/fashion-mnist/edgemodel.yaml
+kubectl apply -n "$ns" -f examples/fashion-mnist.yaml
 kubectl wait -n "$ns" edgemodel/fashion-mnist --for jsonpath='{.status.phase}'=Stalled --timeout=60s >/dev/null
 kubectl get -n "$ns" edgemodels
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'

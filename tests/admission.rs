@@ -87,7 +87,7 @@ async fn every_invalid_manifest_is_refused_naming_the_field() {
 #[tokio::test]
 async fn publish_repository_is_immutable_and_source_is_not() {
     with_namespace("immutable", |_, ns| async move {
-        let file = repo_root().join("examples/fashion-mnist/edgemodel.yaml");
+        let file = repo_root().join("examples/fashion-mnist.yaml");
         let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", file.to_str().unwrap()]);
         assert!(ok, "{out}");
         let (ok, out) = kubectl(&[

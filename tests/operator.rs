@@ -201,7 +201,7 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
 async fn deletion_runs_the_finalizer_and_sigterm_releases_the_lease() {
     with_namespace("finalizer", |client, ns| async move {
         let identity = format!("{ns}-op");
-        let mut operator = Operator::start(&ns, &identity);
+        let mut operator = Operator::start_with(&ns, &identity, &["--log-format", "json"]);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         models
             .create(
@@ -250,6 +250,15 @@ async fn deletion_runs_the_finalizer_and_sigterm_releases_the_lease() {
             "operator output:\n{}",
             operator.process.output()
         );
+        // `--log-format json`: every line is a JSON object with a level and a message.
+        let output = operator.process.output();
+        let lines: Vec<_> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(lines.len() >= 3, "expected log lines, got {output:?}");
+        for line in lines {
+            let v: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+            assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+        }
         let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let lease = leases.get("edgefleet-operator").await?;
         let holder = lease
