@@ -9,23 +9,9 @@ use edgefleet_testenv::{eventually, with_namespace};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use std::time::{Duration, Instant};
-use support::Operator;
+use support::{Operator, model};
 
 const RECONCILES: &str = r#"edgefleet_operator_reconciles_total{controller="edgemodel"}"#;
-
-fn model(name: &str) -> EdgeModel {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"oci": "localhost:5000/edgefleet/base/fashion-cnn:v1"},
-            "deviceClasses": ["nowhere"],
-            "accuracy": {"floor": 0.85, "dataset": {"source": {"oci": "localhost:5000/edgefleet/datasets/fmnist:v1"}}},
-            "publish": {"repository": "localhost:5000/edgefleet/models/fashion"},
-        }
-    }))
-    .unwrap()
-}
 
 async fn observed(models: &Api<EdgeModel>, name: &str) -> anyhow::Result<()> {
     let m = models.get(name).await?;
@@ -58,7 +44,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
 
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         models
-            .create(&PostParams::default(), &model("first"))
+            .create(&PostParams::default(), &model("first", &["nowhere"]))
             .await?;
         eventually(Duration::from_secs(30), || observed(&models, "first")).await?;
         assert!(leader.metric(RECONCILES).unwrap_or(0.0) >= 1.0);
@@ -90,7 +76,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         );
 
         models
-            .create(&PostParams::default(), &model("second"))
+            .create(&PostParams::default(), &model("second", &["nowhere"]))
             .await?;
         eventually(Duration::from_secs(30), || observed(&models, "second")).await?;
         assert!(standby.metric(RECONCILES).unwrap_or(0.0) >= 1.0);

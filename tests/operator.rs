@@ -12,32 +12,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use std::time::Duration;
-use support::Operator;
+use support::{Operator, class, model};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn model(name: &str, classes: &[&str]) -> EdgeModel {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"oci": "localhost:5000/edgefleet/base/fashion-cnn:v1"},
-            "deviceClasses": classes,
-            "accuracy": {"floor": 0.85, "dataset": {"source": {"oci": "localhost:5000/edgefleet/datasets/fmnist:v1"}}},
-            "publish": {"repository": "localhost:5000/edgefleet/models/fashion"},
-        }
-    }))
-    .unwrap()
-}
-
-fn class(name: &str) -> DeviceClass {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "DeviceClass",
-        "metadata": {"name": name},
-        "spec": {"arch": ["arm64"], "runtime": "tract", "precisions": ["int8", "fp32"]},
-    }))
-    .unwrap()
-}
 
 fn ready(m: &EdgeModel) -> Option<(String, String, String, Option<i64>)> {
     let status = m.status.as_ref()?;

@@ -1,6 +1,7 @@
 //! Helpers shared by the operator's integration tests.
 #![allow(dead_code)]
 
+use edgefleet_api::{DeviceClass, EdgeModel};
 use edgefleet_testenv::{Process, free_port, http_get};
 use std::process::Command;
 
@@ -46,4 +47,29 @@ impl Operator {
         body.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
+}
+
+/// A minimal valid EdgeModel naming `classes`.
+pub fn model(name: &str, classes: &[&str]) -> EdgeModel {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"oci": "localhost:5000/edgefleet/base/fashion-cnn:v1"},
+            "deviceClasses": classes,
+            "accuracy": {"floor": 0.85, "dataset": {"source": {"oci": "localhost:5000/edgefleet/datasets/fmnist:v1"}}},
+            "publish": {"repository": "localhost:5000/edgefleet/models/fashion"},
+        }
+    }))
+    .unwrap()
+}
+
+/// A valid CPU DeviceClass.
+pub fn class(name: &str) -> DeviceClass {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "DeviceClass",
+        "metadata": {"name": name},
+        "spec": {"arch": ["arm64"], "runtime": "tract", "precisions": ["int8", "fp32"]},
+    }))
+    .unwrap()
 }
