@@ -8,6 +8,7 @@ command -v docker-registry >/dev/null || want+=(docker-registry)
 command -v htpasswd >/dev/null || want+=(apache2-utils)
 command -v openssl >/dev/null || want+=(openssl)
 command -v curl >/dev/null || want+=(curl)
+[[ -d /usr/share/datasets/fashion-mnist ]] || want+=(dataset-fashion-mnist)
 [[ ${#want[@]} -eq 0 ]] && exit 0
 
 log "installing Debian packages: ${want[*]}"

@@ -1,19 +1,92 @@
 //! edgefleet-optimizer: turns a base ONNX model into the best artifact a device class can run,
-//! behind an accuracy gate. This build carries the command-line shell and the shared API types;
-//! the passes, the evaluator and the search are the next piece of work (see README "Status").
+//! behind an accuracy gate. This build evaluates models; the optimization passes and the search
+//! are the next piece of work (see README "Status").
 
-use clap::Parser;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use edgefleet_optimizer::dataset::{Dataset, split};
+use edgefleet_optimizer::eval::{self, Plan, Runtime};
+use edgefleet_optimizer::model::Model;
+use std::path::PathBuf;
 
 /// Optimizes ONNX vision models per device class behind an accuracy gate.
 #[derive(Parser, Debug)]
 #[command(name = "edgefleet-optimizer", version)]
-struct Args {}
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Args::parse();
-    eprintln!(
-        "edgefleet-optimizer {}: no optimization passes in this build yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure a model's top-1 accuracy and latency on a dataset with a real runtime.
+    Evaluate {
+        #[arg(long)]
+        model: PathBuf,
+        /// `.npz` with `x` (float32, model layout) and `y` (int64 labels).
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long, value_enum, default_value = "tract")]
+        runtime: RuntimeName,
+        /// Evaluate on at most this many samples (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// Single-sample runs timed for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        latency_runs: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RuntimeName {
+    Tract,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Evaluate {
+            model,
+            dataset,
+            runtime,
+            limit,
+            batch,
+            latency_runs,
+            json,
+        } => {
+            let model = Model::load(&model)?;
+            let data = Dataset::load(&dataset)?;
+            let runtime: Box<dyn Runtime> = match runtime {
+                RuntimeName::Tract => Box::new(eval::tract::Tract),
+            };
+            let all = split(data.len(), 0, 0).evaluation;
+            let indices = &all[..limit.unwrap_or(all.len()).min(all.len())];
+            let plan = Plan {
+                indices,
+                batch: batch.max(1),
+                latency_runs,
+                reference: None,
+            };
+            let result = eval::evaluate(runtime.as_ref(), &model, &data, &plan)
+                .with_context(|| format!("evaluating {}", model.path.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                println!(
+                    "{}: top-1 {:.2}% on {} samples with {}; latency p50 {:.3} ms, p99 {:.3} ms (batch 1)",
+                    model.path.display(),
+                    result.accuracy * 100.0,
+                    result.samples,
+                    result.runtime,
+                    result.latency_ms_p50,
+                    result.latency_ms_p99
+                );
+            }
+        }
+    }
+    Ok(())
 }

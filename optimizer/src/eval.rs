@@ -1,0 +1,247 @@
+//! Evaluation of a model on a dataset with a real runtime: top-1 accuracy (or agreement with a
+//! reference's predictions), finiteness of every output, and single-sample latency.
+
+use crate::dataset::Dataset;
+use crate::model::Model;
+use std::time::Instant;
+
+pub mod tract;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{runtime} cannot load {model}: {reason}")]
+    Load {
+        runtime: &'static str,
+        model: String,
+        reason: String,
+    },
+    #[error("{runtime} failed running {model}: {reason}")]
+    Run {
+        runtime: &'static str,
+        model: String,
+        reason: String,
+    },
+    #[error("{model} does not fit dataset {dataset}: {reason}")]
+    Mismatch {
+        model: String,
+        dataset: String,
+        reason: String,
+    },
+    #[error("{model} produced non-finite outputs (NaN or infinity) on sample {sample}")]
+    NonFinite { model: String, sample: usize },
+}
+
+/// A model loaded in a runtime, ready to run batches.
+pub trait Session {
+    /// Runs one batch `[n, ..sample_shape]` and returns `[n, classes]` logits, row-major.
+    fn run(&mut self, batch: usize, data: &[f32]) -> Result<Vec<f32>, String>;
+}
+
+/// An inference runtime able to load a model for a fixed batch size.
+pub trait Runtime {
+    fn name(&self) -> &'static str;
+    fn load(
+        &self,
+        model: &Model,
+        sample_shape: &[usize],
+        batch: usize,
+    ) -> Result<Box<dyn Session>, String>;
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Evaluation {
+    pub runtime: &'static str,
+    pub samples: usize,
+    /// Top-1 against the labels, or agreement with the reference predictions.
+    pub accuracy: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    #[serde(skip)]
+    pub predictions: Vec<usize>,
+}
+
+/// What to evaluate on and how long to time.
+pub struct Plan<'a> {
+    pub indices: &'a [usize],
+    pub batch: usize,
+    /// Single-sample runs to time (taken from the first indices).
+    pub latency_runs: usize,
+    /// Predictions of the base model, used instead of labels when the dataset has none.
+    pub reference: Option<&'a [usize]>,
+}
+
+pub fn evaluate(
+    runtime: &dyn Runtime,
+    model: &Model,
+    data: &Dataset,
+    plan: &Plan,
+) -> Result<Evaluation, EvalError> {
+    let name = model.path.display().to_string();
+    check_fit(model, data)?;
+    let load = |batch| {
+        runtime
+            .load(model, &data.sample_shape, batch)
+            .map_err(|reason| EvalError::Load {
+                runtime: runtime.name(),
+                model: name.clone(),
+                reason,
+            })
+    };
+    let mut session = load(plan.batch)?;
+    let mut predictions = Vec::with_capacity(plan.indices.len());
+    let mut classes = None;
+    for chunk in plan.indices.chunks(plan.batch) {
+        // Pad the last batch by repeating its final sample; padded outputs are dropped.
+        let mut idx = chunk.to_vec();
+        idx.resize(plan.batch, *chunk.last().expect("chunks are non-empty"));
+        let (_, input) = data.batch(&idx);
+        let out = session
+            .run(plan.batch, &input)
+            .map_err(|reason| EvalError::Run {
+                runtime: runtime.name(),
+                model: name.clone(),
+                reason,
+            })?;
+        let width = out.len() / plan.batch;
+        classes.get_or_insert(width);
+        for (row, &sample) in out.chunks(width).zip(chunk) {
+            if row.iter().any(|v| !v.is_finite()) {
+                return Err(EvalError::NonFinite {
+                    model: name.clone(),
+                    sample,
+                });
+            }
+            predictions.push(argmax(row));
+        }
+    }
+    let width = classes.unwrap_or(0);
+    let accuracy = match (&data.labels, plan.reference) {
+        (_, Some(reference)) => agreement(&predictions, reference),
+        (Some(labels), None) => {
+            if let Some(&max) = labels.iter().max()
+                && max as usize >= width
+            {
+                return Err(EvalError::Mismatch {
+                    model: name,
+                    dataset: data.path.display().to_string(),
+                    reason: format!("labels go up to {max} but the model outputs {width} classes"),
+                });
+            }
+            let hits = plan
+                .indices
+                .iter()
+                .zip(&predictions)
+                .filter(|&(&i, &p)| labels[i] as usize == p)
+                .count();
+            hits as f64 / predictions.len().max(1) as f64
+        }
+        (None, None) => {
+            return Err(EvalError::Mismatch {
+                model: name,
+                dataset: data.path.display().to_string(),
+                reason: "the dataset has no labels and no reference predictions were given".into(),
+            });
+        }
+    };
+
+    let mut single = load(1)?;
+    let mut times = Vec::with_capacity(plan.latency_runs);
+    for &i in plan.indices.iter().cycle().take(plan.latency_runs) {
+        let input = data.sample(i);
+        let start = Instant::now();
+        single.run(1, input).map_err(|reason| EvalError::Run {
+            runtime: runtime.name(),
+            model: name.clone(),
+            reason,
+        })?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(Evaluation {
+        runtime: runtime.name(),
+        samples: predictions.len(),
+        accuracy,
+        latency_ms_p50: percentile(&mut times, 0.50),
+        latency_ms_p99: percentile(&mut times, 0.99),
+        predictions,
+    })
+}
+
+/// The model's input must take the dataset's samples.
+fn check_fit(model: &Model, data: &Dataset) -> Result<(), EvalError> {
+    let inputs = model.inputs();
+    let mismatch = |reason: String| EvalError::Mismatch {
+        model: model.path.display().to_string(),
+        dataset: data.path.display().to_string(),
+        reason,
+    };
+    let [input] = inputs.as_slice() else {
+        return Err(mismatch(format!(
+            "the model has {} inputs; image classifiers here take one",
+            inputs.len()
+        )));
+    };
+    let dims = Model::dims(input);
+    if dims.len() != data.sample_shape.len() + 1 {
+        return Err(mismatch(format!(
+            "input {:?} has rank {} but samples have shape {:?}",
+            input.name,
+            dims.len(),
+            data.sample_shape
+        )));
+    }
+    for (axis, (want, have)) in dims[1..].iter().zip(&data.sample_shape).enumerate() {
+        if let Some(want) = want
+            && want != have
+        {
+            return Err(mismatch(format!(
+                "input {:?} expects {want} on axis {} but samples have shape {:?}",
+                input.name,
+                axis + 1,
+                data.sample_shape
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
+}
+
+pub fn agreement(a: &[usize], b: &[usize]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+}
+
+/// Nearest-rank percentile; sorts in place.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.5), 50.0);
+        assert_eq!(percentile(&mut v, 0.99), 99.0);
+        assert_eq!(percentile(&mut [3.0], 0.99), 3.0);
+    }
+
+    #[test]
+    fn argmax_and_agreement() {
+        assert_eq!(argmax(&[0.1, 2.0, -1.0, 1.9]), 1);
+        assert_eq!(agreement(&[1, 2, 3, 4], &[1, 2, 0, 4]), 0.75);
+    }
+}

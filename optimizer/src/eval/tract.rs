@@ -1,0 +1,51 @@
+//! The tract runtime (pure Rust; the sidecar's default).
+
+use super::{Runtime, Session};
+use crate::model::Model;
+use tract_onnx::prelude::*;
+
+pub struct Tract;
+
+struct TractSession {
+    plan: std::sync::Arc<TypedSimplePlan>,
+    shape: Vec<usize>,
+}
+
+impl Runtime for Tract {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn load(
+        &self,
+        model: &Model,
+        sample_shape: &[usize],
+        batch: usize,
+    ) -> Result<Box<dyn Session>, String> {
+        let mut shape = vec![batch];
+        shape.extend(sample_shape);
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut model.bytes.as_slice())
+            .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(Box::new(TractSession { plan, shape }))
+    }
+}
+
+impl Session for TractSession {
+    fn run(&mut self, batch: usize, data: &[f32]) -> Result<Vec<f32>, String> {
+        let mut shape = self.shape.clone();
+        shape[0] = batch;
+        let input = Tensor::from_shape(&shape, data).map_err(|e| format!("{e:#}"))?;
+        let outputs = self
+            .plan
+            .run(tvec!(input.into()))
+            .map_err(|e| format!("{e:#}"))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| format!("output is not float32: {e:#}"))?;
+        Ok(view.iter().copied().collect())
+    }
+}

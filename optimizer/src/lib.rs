@@ -1,0 +1,8 @@
+//! edgefleet-optimizer as a library: ONNX model handling, datasets, evaluation with real
+//! runtimes. The binary (`main.rs`) is a thin command-line layer over it.
+
+pub mod dataset;
+pub mod eval;
+pub mod model;
+pub mod npy;
+pub mod passes;

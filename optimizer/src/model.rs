@@ -1,0 +1,137 @@
+//! ONNX models as protobuf (`tract_onnx::pb`): loading with clear errors, saving, and the facts
+//! the optimizer needs (inputs, outputs, operator histogram).
+
+use prost::Message;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+pub use tract_onnx::pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not an ONNX model ({reason})")]
+    NotOnnx { path: PathBuf, reason: String },
+}
+
+/// A loaded model and where it came from.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub path: PathBuf,
+    pub proto: pb::ModelProto,
+    pub bytes: Vec<u8>,
+}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, bytes)
+    }
+
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, ModelError> {
+        let not_onnx = |reason: String| ModelError::NotOnnx {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let proto =
+            pb::ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(e.to_string()))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| not_onnx("it has no graph".into()))?;
+        if graph.input.is_empty() || graph.output.is_empty() || graph.node.is_empty() {
+            return Err(not_onnx("its graph has no inputs, outputs or nodes".into()));
+        }
+        if proto.opset_import.is_empty() {
+            return Err(not_onnx("it imports no operator set".into()));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            proto,
+            bytes,
+        })
+    }
+
+    pub fn graph(&self) -> &pb::GraphProto {
+        self.proto.graph.as_ref().expect("checked at load")
+    }
+
+    /// The graph inputs that are not initializers (the real model inputs).
+    pub fn inputs(&self) -> Vec<&pb::ValueInfoProto> {
+        let graph = self.graph();
+        graph
+            .input
+            .iter()
+            .filter(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+            .collect()
+    }
+
+    /// Dimensions of a value: `Some(n)` for fixed ones, `None` for symbolic ones.
+    pub fn dims(value: &pb::ValueInfoProto) -> Vec<Option<usize>> {
+        use pb::tensor_shape_proto::dimension::Value;
+        use pb::type_proto::Value as Type;
+        let Some(Type::TensorType(t)) = value.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+            return vec![];
+        };
+        t.shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(v)) if v > 0 => Some(v as usize),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many nodes of each operator type the graph holds.
+    pub fn op_histogram(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for node in &self.graph().node {
+            *out.entry(node.op_type.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Number of weight values (all initializer elements).
+    pub fn parameters(&self) -> usize {
+        self.graph()
+            .initializer
+            .iter()
+            .map(|t| t.dims.iter().product::<i64>().max(0) as usize)
+            .sum()
+    }
+}
+
+/// Serializes a model.
+pub fn encode(proto: &pb::ModelProto) -> Vec<u8> {
+    proto.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_files_that_are_not_onnx() {
+        let path = Path::new("notes.txt");
+        let err = Model::from_bytes(path, b"hello, I am a text file".to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("notes.txt: not an ONNX model"), "{err}");
+        let empty = Model::from_bytes(path, encode(&pb::ModelProto::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("it has no graph"), "{empty}");
+    }
+}

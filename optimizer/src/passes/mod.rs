@@ -1,0 +1,11 @@
+//! Graph transformations. Each pass is one module, takes a graph and returns what it changed;
+//! every pass is unit-tested on small graphs built in code and checked by running them.
+
+pub mod cluster;
+pub mod fold_bn;
+pub mod graph;
+pub mod prune;
+pub mod weights;
+
+#[cfg(test)]
+pub(crate) mod testing;
