@@ -33,6 +33,14 @@ up: ## Start or reuse the local control plane and registry; use as: eval "$(make
 down: ## Stop exactly the processes `make up` started
 	@bash hack/down.sh
 
+.PHONY: datasets
+datasets: ## Build the .npz datasets from Debian's Fashion-MNIST (cached)
+	@bash hack/datasets.sh
+
+.PHONY: fixtures
+fixtures: ## Retrain and re-export the committed Fashion-MNIST CNN fixture (JAX, a few minutes)
+	cd optimizer/fixtures && "$$(bash ../../hack/python-env.sh)" train_fashion_cnn.py --epochs 4
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -22,6 +22,10 @@ started=$(date +%s)
 log "lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+log "Python tools, ONNX Runtime library and datasets"
+ORT_DYLIB_PATH=$(bash "$here/ort-lib.sh")
+export ORT_DYLIB_PATH
+bash "$here/datasets.sh" >/dev/null
 log "control plane"
 bash "$here/up.sh" >/dev/null
 log "tests"

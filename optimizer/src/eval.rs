@@ -5,6 +5,7 @@ use crate::dataset::Dataset;
 use crate::model::Model;
 use std::time::Instant;
 
+pub mod ort;
 pub mod tract;
 
 #[derive(Debug, thiserror::Error)]

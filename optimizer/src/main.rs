@@ -28,6 +28,9 @@ enum Command {
         dataset: PathBuf,
         #[arg(long, value_enum, default_value = "tract")]
         runtime: RuntimeName,
+        /// Intra-op threads (ONNX Runtime).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Evaluate on at most this many samples (default: all).
         #[arg(long)]
         limit: Option<usize>,
@@ -45,6 +48,7 @@ enum Command {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum RuntimeName {
     Tract,
+    Onnxruntime,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             model,
             dataset,
             runtime,
+            threads,
             limit,
             batch,
             latency_runs,
@@ -62,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             let data = Dataset::load(&dataset)?;
             let runtime: Box<dyn Runtime> = match runtime {
                 RuntimeName::Tract => Box::new(eval::tract::Tract),
+                RuntimeName::Onnxruntime => Box::new(eval::ort::OnnxRuntime { threads }),
             };
             let all = split(data.len(), 0, 0).evaluation;
             let indices = &all[..limit.unwrap_or(all.len()).min(all.len())];

@@ -1,0 +1,188 @@
+//! The evaluator on real data: the committed Fashion-MNIST CNN on the real 10k test set (built
+//! from Debian's dataset-fashion-mnist by hack/datasets.sh), with tract, must reproduce the
+//! accuracy ONNX Runtime measured when the fixture was exported; bad inputs fail clearly.
+
+use edgefleet_optimizer::dataset::{Dataset, split};
+use edgefleet_optimizer::eval::{self, Plan, tract::Tract};
+use edgefleet_optimizer::model::Model;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn datasets() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(root().join("hack/datasets.sh"))
+        .output()
+        .expect("run hack/datasets.sh");
+    assert!(
+        out.status.success(),
+        "hack/datasets.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn fixture() -> (Model, serde_json::Value) {
+    let dir = root().join("optimizer/fixtures/fashion-cnn");
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    (Model::load(&dir.join("model.onnx")).unwrap(), meta)
+}
+
+#[test]
+fn tract_reproduces_onnxruntime_accuracy_on_the_real_test_set() {
+    let data = Dataset::load(&datasets().join("fashion-mnist-test.npz")).unwrap();
+    assert_eq!(data.len(), 10_000);
+    assert_eq!(data.sample_shape, [1, 28, 28]);
+    assert_eq!(data.num_classes(), Some(10));
+    let (model, meta) = fixture();
+    let indices = split(data.len(), 0, 0).evaluation;
+    let plan = Plan {
+        indices: &indices,
+        batch: 100,
+        latency_runs: 20,
+        reference: None,
+    };
+    let result = eval::evaluate(&Tract, &model, &data, &plan).unwrap();
+    let expected = meta["test_accuracy_onnxruntime"].as_f64().unwrap();
+    assert_eq!(result.samples, 10_000);
+    // Two runtimes, same float32 model: at most a handful of near-tie samples may flip.
+    assert!(
+        (result.accuracy - expected).abs() <= 0.0005,
+        "tract {} vs onnxruntime {expected}",
+        result.accuracy
+    );
+    assert!(
+        result.accuracy > 0.85,
+        "the fixture should be a real classifier, got {}",
+        result.accuracy
+    );
+    assert!(result.latency_ms_p50 > 0.0 && result.latency_ms_p99 >= result.latency_ms_p50);
+}
+
+#[test]
+fn a_dataset_that_does_not_fit_the_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rgb.npz");
+    // 3-channel samples for a 1-channel model.
+    let status = Command::new(python())
+        .args(["-c", "import numpy as np, sys; np.savez(sys.argv[1], x=np.zeros((4,3,28,28), np.float32), y=np.zeros(4, np.int64))"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let data = Dataset::load(&path).unwrap();
+    let (model, _) = fixture();
+    let plan = Plan {
+        indices: &[0, 1, 2, 3],
+        batch: 2,
+        latency_runs: 1,
+        reference: None,
+    };
+    let err = eval::evaluate(&Tract, &model, &data, &plan)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not fit dataset") && err.contains("expects 1 on axis 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cli_names_the_file_that_is_not_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("model.onnx");
+    std::fs::write(&bogus, "this is not a model").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-optimizer"))
+        .args(["evaluate", "--model"])
+        .arg(&bogus)
+        .args(["--dataset", "unused.npz"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: not an ONNX model", bogus.display())),
+        "{stderr}"
+    );
+}
+
+fn python() -> String {
+    let out = Command::new("bash")
+        .arg(root().join("hack/python-env.sh"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn ort_lib() -> String {
+    let out = Command::new("bash")
+        .arg(root().join("hack/ort-lib.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn onnxruntime_through_ort_reproduces_the_python_measurement() {
+    let data = datasets().join("fashion-mnist-test.npz");
+    let model = root().join("optimizer/fixtures/fashion-cnn/model.onnx");
+    let (_, meta) = fixture();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-optimizer"))
+        .args([
+            "evaluate",
+            "--runtime",
+            "onnxruntime",
+            "--json",
+            "--latency-runs",
+            "20",
+            "--model",
+        ])
+        .arg(&model)
+        .arg("--dataset")
+        .arg(&data)
+        .env("ORT_DYLIB_PATH", ort_lib())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["runtime"], "onnxruntime");
+    assert_eq!(result["samples"], 10_000);
+    let expected = meta["test_accuracy_onnxruntime"].as_f64().unwrap();
+    let got = result["accuracy"].as_f64().unwrap();
+    assert!(
+        (got - expected).abs() <= 0.0002,
+        "ort from Rust {got} vs ort from Python {expected}"
+    );
+}
+
+#[test]
+fn a_missing_onnxruntime_library_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-optimizer"))
+        .args(["evaluate", "--runtime", "onnxruntime", "--model"])
+        .arg(root().join("optimizer/fixtures/fashion-cnn/model.onnx"))
+        .arg("--dataset")
+        .arg(datasets().join("fashion-mnist-test.npz"))
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("set ORT_DYLIB_PATH"), "{stderr}");
+}
