@@ -67,7 +67,10 @@ fn main() -> anyhow::Result<()> {
             let data = Dataset::load(&dataset)?;
             let runtime: Box<dyn Runtime> = match runtime {
                 RuntimeName::Tract => Box::new(eval::tract::Tract),
-                RuntimeName::Onnxruntime => Box::new(eval::ort::OnnxRuntime { threads }),
+                RuntimeName::Onnxruntime => Box::new(eval::ort::OnnxRuntime {
+                    threads,
+                    library: None,
+                }),
             };
             let all = split(data.len(), 0, 0).evaluation;
             let indices = &all[..limit.unwrap_or(all.len()).min(all.len())];

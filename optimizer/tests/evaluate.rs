@@ -186,3 +186,50 @@ fn a_missing_onnxruntime_library_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("set ORT_DYLIB_PATH"), "{stderr}");
 }
+
+/// Other tools (ONNX Runtime's quantizer among them) annotate intermediate values with a symbolic
+/// batch; evaluating at a fixed batch size must not trip over those hints.
+#[test]
+fn symbolic_value_info_does_not_block_a_fixed_batch() {
+    use edgefleet_optimizer::model::pb;
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let (mut model, _) = fixture();
+    let dim = |v: Value| Dimension {
+        value: Some(v),
+        ..Default::default()
+    };
+    let hint = pb::ValueInfoProto {
+        name: "l0.conv".into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![
+                        dim(Value::DimParam("N".into())),
+                        dim(Value::DimValue(32)),
+                        dim(Value::DimValue(28)),
+                        dim(Value::DimValue(28)),
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.proto.graph.as_mut().unwrap().value_info.push(hint);
+    let model = Model::from_bytes(
+        &model.path,
+        edgefleet_optimizer::model::encode(&model.proto),
+    )
+    .unwrap();
+    let data = Dataset::load(&datasets().join("fashion-mnist-test.npz")).unwrap();
+    let indices: Vec<usize> = (0..100).collect();
+    let plan = Plan {
+        indices: &indices,
+        batch: 50,
+        latency_runs: 1,
+        reference: None,
+    };
+    let result = eval::evaluate(&Tract, &model, &data, &plan).unwrap();
+    assert_eq!(result.samples, 100);
+}

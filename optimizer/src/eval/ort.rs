@@ -10,14 +10,19 @@ use std::sync::OnceLock;
 pub struct OnnxRuntime {
     /// Intra-op threads per session.
     pub threads: usize,
+    /// libonnxruntime.so to load; `ORT_DYLIB_PATH` when None. Only the first load in a process
+    /// counts.
+    pub library: Option<std::path::PathBuf>,
 }
 
 /// Loads the library and creates the process's one ONNX Runtime environment; the error says how
 /// to provide the library.
-pub fn environment() -> Result<&'static ort::environment::Environment, String> {
+pub fn environment(
+    library: Option<&std::path::Path>,
+) -> Result<&'static ort::environment::Environment, String> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-            let path = std::env::var("ORT_DYLIB_PATH").map_err(|_| {
+            let path = library.map(|p| p.display().to_string()).ok_or(()).or_else(|_| std::env::var("ORT_DYLIB_PATH")).map_err(|_| {
                 "ONNX Runtime is not available: set ORT_DYLIB_PATH to libonnxruntime.so \
                  (from `pip install onnxruntime`: site-packages/onnxruntime/capi/libonnxruntime.so.<version>)"
                     .to_string()
@@ -49,7 +54,7 @@ impl Runtime for OnnxRuntime {
         sample_shape: &[usize],
         _batch: usize,
     ) -> Result<Box<dyn Session>, String> {
-        let env = environment()?;
+        let env = environment(self.library.as_deref())?;
         let input = model
             .inputs()
             .first()

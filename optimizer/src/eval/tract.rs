@@ -24,7 +24,11 @@ impl Runtime for Tract {
     ) -> Result<Box<dyn Session>, String> {
         let mut shape = vec![batch];
         shape.extend(sample_shape);
+        // Shapes declared inside the graph (value_info, often with a symbolic batch written by
+        // other tools) are hints; the fixed input fact below is what tract should trust.
         let plan = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .with_ignore_output_shapes(true)
             .model_for_read(&mut model.bytes.as_slice())
             .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
             .and_then(|m| m.into_optimized())

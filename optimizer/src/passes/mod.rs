@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod fold_bn;
 pub mod graph;
+pub mod int8_weights;
 pub mod prune;
 pub mod weights;
 
