@@ -105,6 +105,16 @@ fn batchnorm_folding_is_exact_and_int8_weights_are_a_quarter_of_the_size() {
         base_acc - int8_acc <= 0.01,
         "weight-only int8 lost more than a point: {base_acc} -> {int8_acc}"
     );
+    // ONNX Runtime loads the same file (per-axis int8 DequantizeLinear) and agrees.
+    let ort = eval::ort::OnnxRuntime {
+        threads: 1,
+        library: Some(ort_lib()),
+    };
+    let ort_acc = accuracy(&ort, &int8, &data);
+    assert!(
+        (ort_acc - int8_acc).abs() <= 0.0005,
+        "tract {int8_acc} vs onnxruntime {ort_acc}"
+    );
     eprintln!(
         "base {base_acc:.4} ({} B), folded {folded_acc:.4}, int8 weights {int8_acc:.4} ({} B, {ratio:.3})",
         base.bytes.len(),
