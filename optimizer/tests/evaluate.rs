@@ -5,39 +5,14 @@
 use edgefleet_optimizer::dataset::{Dataset, split};
 use edgefleet_optimizer::eval::{self, Plan, tract::Tract};
 use edgefleet_optimizer::model::Model;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn datasets() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("hack/datasets.sh"))
-        .output()
-        .expect("run hack/datasets.sh");
-    assert!(
-        out.status.success(),
-        "hack/datasets.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn fixture() -> (Model, serde_json::Value) {
-    let dir = root().join("optimizer/fixtures/fashion-cnn");
-    let meta =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    (Model::load(&dir.join("model.onnx")).unwrap(), meta)
-}
+mod support;
+use support::{fixture, fixture_path, ort_lib, python, test_set, test_set_path};
 
 #[test]
 fn tract_reproduces_onnxruntime_accuracy_on_the_real_test_set() {
-    let data = Dataset::load(&datasets().join("fashion-mnist-test.npz")).unwrap();
+    let data = test_set();
     assert_eq!(data.len(), 10_000);
     assert_eq!(data.sample_shape, [1, 28, 28]);
     assert_eq!(data.num_classes(), Some(10));
@@ -113,32 +88,10 @@ fn the_cli_names_the_file_that_is_not_onnx() {
     );
 }
 
-fn python() -> String {
-    let out = Command::new("bash")
-        .arg(root().join("hack/python-env.sh"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn ort_lib() -> String {
-    let out = Command::new("bash")
-        .arg(root().join("hack/ort-lib.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn onnxruntime_through_ort_reproduces_the_python_measurement() {
-    let data = datasets().join("fashion-mnist-test.npz");
-    let model = root().join("optimizer/fixtures/fashion-cnn/model.onnx");
+    let data = test_set_path();
+    let model = fixture_path();
     let (_, meta) = fixture();
     let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-optimizer"))
         .args([
@@ -176,9 +129,9 @@ fn onnxruntime_through_ort_reproduces_the_python_measurement() {
 fn a_missing_onnxruntime_library_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-optimizer"))
         .args(["evaluate", "--runtime", "onnxruntime", "--model"])
-        .arg(root().join("optimizer/fixtures/fashion-cnn/model.onnx"))
+        .arg(fixture_path())
         .arg("--dataset")
-        .arg(datasets().join("fashion-mnist-test.npz"))
+        .arg(test_set_path())
         .env_remove("ORT_DYLIB_PATH")
         .output()
         .unwrap();
@@ -222,7 +175,7 @@ fn symbolic_value_info_does_not_block_a_fixed_batch() {
         edgefleet_optimizer::model::encode(&model.proto),
     )
     .unwrap();
-    let data = Dataset::load(&datasets().join("fashion-mnist-test.npz")).unwrap();
+    let data = test_set();
     let indices: Vec<usize> = (0..100).collect();
     let plan = Plan {
         indices: &indices,

@@ -7,48 +7,12 @@ use edgefleet_optimizer::model::{Model, encode};
 use edgefleet_optimizer::passes::{
     cluster::cluster, fold_bn::fold_batch_norm, int8_weights::quantize_weights, prune,
 };
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn data() -> Dataset {
-    let out = Command::new("bash")
-        .arg(root().join("hack/datasets.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Dataset::load(
-        &PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-            .join("fashion-mnist-test.npz"),
-    )
-    .unwrap()
-}
-
-fn ort_lib() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("hack/ort-lib.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+mod support;
+use support::{fixture, ort_lib, test_set};
 
 fn base() -> Model {
-    Model::load(&root().join("optimizer/fixtures/fashion-cnn/model.onnx")).unwrap()
+    fixture().0
 }
 
 fn accuracy(runtime: &dyn Runtime, model: &Model, data: &Dataset) -> f64 {
@@ -70,7 +34,7 @@ fn rebuild(model: &Model, name: &str, proto: &edgefleet_optimizer::model::pb::Mo
 
 #[test]
 fn batchnorm_folding_is_exact_and_int8_weights_are_a_quarter_of_the_size() {
-    let data = data();
+    let data = test_set();
     let base = base();
     let base_acc = accuracy(&Tract, &base, &data);
 
@@ -124,7 +88,7 @@ fn batchnorm_folding_is_exact_and_int8_weights_are_a_quarter_of_the_size() {
 
 #[test]
 fn pruned_and_clustered_weights_keep_the_model_useful() {
-    let data = data();
+    let data = test_set();
     let base = base();
     let base_acc = accuracy(&Tract, &base, &data);
     let mut proto = base.proto.clone();
@@ -154,7 +118,7 @@ fn pruned_and_clustered_weights_keep_the_model_useful() {
 
 #[test]
 fn clustering_alone_costs_under_a_point() {
-    let data = data();
+    let data = test_set();
     let base = base();
     let base_acc = accuracy(&Tract, &base, &data);
     let mut proto = base.proto.clone();
