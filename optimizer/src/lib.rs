@@ -6,3 +6,4 @@ pub mod eval;
 pub mod model;
 pub mod npy;
 pub mod passes;
+pub mod size;

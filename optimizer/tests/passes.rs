@@ -7,6 +7,7 @@ use edgefleet_optimizer::model::{Model, encode};
 use edgefleet_optimizer::passes::{
     cluster::cluster, fold_bn::fold_batch_norm, int8_weights::quantize_weights, prune,
 };
+use edgefleet_optimizer::size::zstd_bytes;
 
 mod support;
 use support::{fixture, ort_lib, test_set};
@@ -63,6 +64,15 @@ fn batchnorm_folding_is_exact_and_int8_weights_are_a_quarter_of_the_size() {
     assert!(
         ratio < 0.30,
         "int8 weights should be about a quarter of the file, got {ratio:.3}"
+    );
+    let (base_z, int8_z) = (zstd_bytes(&base.bytes), zstd_bytes(&int8.bytes));
+    eprintln!(
+        "zstd: fp32 {base_z} B, int8 weights {int8_z} B ({:.3})",
+        int8_z as f64 / base_z as f64
+    );
+    assert!(
+        (int8_z as f64) < 0.35 * base_z as f64,
+        "int8 weights over the air: {int8_z} vs {base_z}"
     );
     let int8_acc = accuracy(&Tract, &int8, &data);
     assert!(
@@ -127,6 +137,15 @@ fn clustering_alone_costs_under_a_point() {
     let layers = cluster(graph, 64, 2000).unwrap();
     assert!(layers.iter().all(|l| l.clusters <= 64));
     let model = rebuild(&base, "clustered.onnx", &proto);
+    let (base_z, clustered_z) = (zstd_bytes(&base.bytes), zstd_bytes(&model.bytes));
+    eprintln!(
+        "zstd: fp32 {base_z} B, 64 clusters {clustered_z} B ({:.3})",
+        clustered_z as f64 / base_z as f64
+    );
+    assert!(
+        (clustered_z as f64) < 0.35 * base_z as f64,
+        "clustered over the air: {clustered_z} vs {base_z}"
+    );
     let acc = accuracy(&Tract, &model, &data);
     eprintln!(
         "base {base_acc:.4}, 64 clusters {acc:.4}, {} B",
