@@ -130,7 +130,8 @@ pub fn uses(graph: &GraphProto, value: &str) -> usize {
         + graph.output.iter().filter(|o| o.name == value).count()
 }
 
-/// Drops initializers (and their graph-input entries) that nothing reads any more.
+/// Drops initializers (and their graph-input entries) that nothing reads any more. Real model
+/// inputs are never touched.
 pub fn remove_unused_initializers(graph: &mut GraphProto) {
     let used: std::collections::HashSet<String> = graph
         .node
@@ -138,18 +139,14 @@ pub fn remove_unused_initializers(graph: &mut GraphProto) {
         .flat_map(|n| n.input.iter().cloned())
         .chain(graph.output.iter().map(|o| o.name.clone()))
         .collect();
-    graph.initializer.retain(|t| used.contains(&t.name));
-    let kept: std::collections::HashSet<String> =
-        graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let initializer_inputs: Vec<String> = graph
-        .input
+    let removed: std::collections::HashSet<String> = graph
+        .initializer
         .iter()
-        .filter(|i| !kept.contains(&i.name) && !used.contains(&i.name))
-        .map(|i| i.name.clone())
+        .filter(|t| !used.contains(&t.name))
+        .map(|t| t.name.clone())
         .collect();
-    graph
-        .input
-        .retain(|i| !initializer_inputs.contains(&i.name) || used.contains(&i.name));
+    graph.initializer.retain(|t| !removed.contains(&t.name));
+    graph.input.retain(|i| !removed.contains(&i.name));
 }
 
 /// A name not used by any value in the graph, derived from `base`.
