@@ -205,6 +205,18 @@ fn check_fit(model: &Model, data: &Dataset) -> Result<(), EvalError> {
     Ok(())
 }
 
+/// Float samples onto an int8 input grid.
+pub fn quantize_input(data: &[f32], (scale, zero_point): (f32, f32)) -> Vec<i8> {
+    data.iter()
+        .map(|v| (v / scale + zero_point).round().clamp(-128.0, 127.0) as i8)
+        .collect()
+}
+
+/// Int8 outputs back to float.
+pub fn dequantize_output(data: &[i8], (scale, zero_point): (f32, f32)) -> Vec<f32> {
+    data.iter().map(|&v| (v as f32 - zero_point) * scale).collect()
+}
+
 pub fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()

@@ -7,3 +7,8 @@ pub mod model;
 pub mod npy;
 pub mod passes;
 pub mod size;
+pub mod calibrate;
+pub mod profile;
+pub mod recipe;
+pub mod report;
+pub mod optimize;

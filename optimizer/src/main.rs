@@ -1,6 +1,6 @@
 //! edgefleet-optimizer: turns a base ONNX model into the best artifact a device class can run,
-//! behind an accuracy gate. This build evaluates models; the optimization passes and the search
-//! are the next piece of work (see README "Status").
+//! behind an accuracy gate. `optimize` writes `DIR/model.onnx` and `DIR/report.json`;
+//! `evaluate` measures one model.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,6 +19,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Optimize a model for a device class behind the accuracy gate; writes DIR/model.onnx (the
+    /// winner, only when one passes) and DIR/report.json. Exits 3 when no candidate passes.
+    Optimize(Box<OptimizeArgs>),
     /// Measure a model's top-1 accuracy and latency on a dataset with a real runtime.
     Evaluate {
         #[arg(long)]
@@ -45,14 +48,76 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct OptimizeArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// `.npz` with `x` (float32, model layout) and optional `y` (int64 labels); without labels
+    /// the metric is top-1 agreement with the base model.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// A built-in profile (cpu-int8, integer-npu, nvidia-fp16) or a DeviceClass YAML file.
+    #[arg(long)]
+    device_class: String,
+    /// Minimum top-1 accuracy (0..1) the winner must reach.
+    #[arg(long)]
+    floor: Option<f64>,
+    /// Largest allowed drop from the base model's accuracy (0..1).
+    #[arg(long)]
+    max_drop: Option<f64>,
+    #[arg(long, value_enum, default_value = "balanced")]
+    objective: ObjectiveName,
+    /// Techniques to try (default: all the device class supports).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    techniques: Vec<TechniqueName>,
+    /// Samples held out for int8 calibration (never evaluated on).
+    #[arg(long, default_value_t = 200)]
+    calibration_samples: usize,
+    /// Wall-clock budget, e.g. 30m, 90s, 1h.
+    #[arg(long, default_value = "30m")]
+    time_budget: String,
+    /// Evaluation samples used to rank layers in the accuracy-aware search.
+    #[arg(long, default_value_t = 1000)]
+    search_samples: usize,
+    /// Single-sample runs timed per candidate.
+    #[arg(long, default_value_t = 200)]
+    latency_runs: usize,
+    /// Intra-op threads (ONNX Runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ObjectiveName {
+    Smallest,
+    Fastest,
+    Balanced,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TechniqueName {
+    Float16,
+    Int8Dynamic,
+    Int8Static,
+    FullInteger,
+    Pruning,
+    Clustering,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum RuntimeName {
     Tract,
     Onnxruntime,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status when no candidate reaches the accuracy requirement.
+const EXIT_FLOOR_NOT_MET: u8 = 3;
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     match Args::parse().command {
+        Command::Optimize(args) => return optimize(*args),
         Command::Evaluate {
             model,
             dataset,
@@ -97,5 +162,146 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn runtime(name: edgefleet_api::deviceclass::Runtime, threads: usize) -> Box<dyn Runtime> {
+    match name {
+        edgefleet_api::deviceclass::Runtime::Tract => Box::new(eval::tract::Tract),
+        edgefleet_api::deviceclass::Runtime::Onnxruntime => Box::new(eval::ort::OnnxRuntime {
+            threads,
+            library: None,
+        }),
+    }
+}
+
+fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
+    use edgefleet_api::edgemodel::{Objective, Technique};
+    use edgefleet_optimizer::optimize::{Options, optimize};
+    let profile = edgefleet_optimizer::profile::resolve(&args.device_class)?;
+    for (flag, v) in [("--floor", args.floor), ("--max-drop", args.max_drop)] {
+        if let Some(v) = v
+            && !(0.0..=1.0).contains(&v)
+        {
+            anyhow::bail!("{flag} {v}: must be a fraction between 0 and 1 (e.g. 0.88 for 88%)");
+        }
+    }
+    let time_budget = edgefleet_api::duration::parse(&args.time_budget)
+        .map_err(|e| anyhow::anyhow!("--time-budget {:?}: {e}", args.time_budget))?;
+    let model = Model::load(&args.model)?;
+    let data = Dataset::load(&args.dataset)?;
+    let options = Options {
+        floor: args.floor,
+        max_drop: args.max_drop,
+        objective: match args.objective {
+            ObjectiveName::Smallest => Objective::Smallest,
+            ObjectiveName::Fastest => Objective::Fastest,
+            ObjectiveName::Balanced => Objective::Balanced,
+        },
+        techniques: args
+            .techniques
+            .iter()
+            .map(|t| match t {
+                TechniqueName::Float16 => Technique::Float16,
+                TechniqueName::Int8Dynamic => Technique::Int8Dynamic,
+                TechniqueName::Int8Static => Technique::Int8Static,
+                TechniqueName::FullInteger => Technique::FullInteger,
+                TechniqueName::Pruning => Technique::Pruning,
+                TechniqueName::Clustering => Technique::Clustering,
+            })
+            .collect(),
+        calibration_samples: args.calibration_samples,
+        time_budget,
+        search_samples: args.search_samples,
+        latency_runs: args.latency_runs,
+        latency_representative: profile.spec.execution_provider
+            == edgefleet_api::deviceclass::ExecutionProvider::Cpu,
+        ..Options::default()
+    };
+    let runtime = runtime(profile.runtime(), args.threads);
+    let progress = Progress::new();
+    let outcome = optimize(&model, &data, &profile, runtime.as_ref(), &options, &|e| {
+        progress.event(e)
+    })
+    .with_context(|| format!("optimizing {}", args.model.display()))?;
+    progress.finish();
+
+    // Outputs appear whole or not at all: written beside, then renamed. A stale winner from an
+    // earlier run never survives a run that has none.
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let model_path = args.out.join("model.onnx");
+    let report_path = args.out.join("report.json");
+    match &outcome.winner {
+        Some(proto) => write_atomic(&model_path, &edgefleet_optimizer::model::encode(proto))?,
+        None => match std::fs::remove_file(&model_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", model_path.display())),
+        },
+    }
+    let mut json = serde_json::to_vec_pretty(&outcome.report)?;
+    json.push(b'\n');
+    write_atomic(&report_path, &json)?;
+    print!("{}", edgefleet_optimizer::report::table(&outcome.report));
+    println!("report: {}", report_path.display());
+    if outcome.winner.is_some() {
+        println!("model:  {}", model_path.display());
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: AccuracyFloorNotMet: no candidate for device class {} reached {:.2}% top-1 (base {:.2}%)",
+            outcome.report.device_class,
+            outcome.report.required_accuracy * 100.0,
+            outcome.report.base.accuracy * 100.0
+        );
+        Ok(std::process::ExitCode::from(EXIT_FLOOR_NOT_MET))
+    }
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())
+}
+
+/// Progress on the terminal: a spinner with the current step when stderr is a terminal, plain
+/// timestamped lines otherwise (logs of a Job).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal as _;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Self {
+            bar,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn event(&self, event: edgefleet_optimizer::optimize::Event) {
+        use edgefleet_optimizer::optimize::Event;
+        let line = |m: &str| format!("[{:>6.1}s] {m}", self.start.elapsed().as_secs_f64());
+        match (&self.bar, event) {
+            (Some(bar), Event::Step { message }) => bar.set_message(message),
+            (Some(bar), Event::Done { message }) => bar.println(line(&message)),
+            (None, Event::Step { message } | Event::Done { message }) => {
+                eprintln!("{}", line(&message))
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -94,6 +94,34 @@ impl Model {
             .unwrap_or_default()
     }
 
+    /// The element type of a tensor value (ONNX `TensorProto.DataType`), when declared.
+    pub fn elem_type(value: &pb::ValueInfoProto) -> Option<i32> {
+        let pb::type_proto::Value::TensorType(t) = value.r#type.as_ref()?.value.as_ref()?;
+        Some(t.elem_type)
+    }
+
+    /// A number stored in the model's metadata (e.g. the int8 input scale of a full-integer
+    /// model).
+    pub fn metadata_f32(&self, key: &str) -> Option<f32> {
+        self.proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == key)
+            .and_then(|p| p.value.parse().ok())
+    }
+
+    /// Scale and zero point of an int8 input (full-integer models), from the metadata.
+    pub fn input_quantization(&self) -> Option<(f32, f32)> {
+        use crate::passes::qdq::{INPUT_SCALE, INPUT_ZERO_POINT};
+        Some((self.metadata_f32(INPUT_SCALE)?, self.metadata_f32(INPUT_ZERO_POINT)?))
+    }
+
+    /// Scale and zero point of an int8 output (full-integer models), from the metadata.
+    pub fn output_quantization(&self) -> Option<(f32, f32)> {
+        use crate::passes::qdq::{OUTPUT_SCALE, OUTPUT_ZERO_POINT};
+        Some((self.metadata_f32(OUTPUT_SCALE)?, self.metadata_f32(OUTPUT_ZERO_POINT)?))
+    }
+
     /// How many nodes of each operator type the graph holds.
     pub fn op_histogram(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();

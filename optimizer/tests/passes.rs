@@ -5,7 +5,7 @@ use edgefleet_optimizer::dataset::{Dataset, split};
 use edgefleet_optimizer::eval::{self, Plan, Runtime, tract::Tract};
 use edgefleet_optimizer::model::{Model, encode};
 use edgefleet_optimizer::passes::{
-    cluster::cluster, fold_bn::fold_batch_norm, int8_weights::quantize_weights, prune,
+    cluster::{Storage, cluster}, fold_bn::fold_batch_norm, int8_weights::quantize_weights, prune,
 };
 use edgefleet_optimizer::size::zstd_bytes;
 
@@ -109,7 +109,7 @@ fn pruned_and_clustered_weights_keep_the_model_useful() {
         pruned.iter().all(|l| l.zeros * 10 >= l.params * 3 - 10),
         "{pruned:?}"
     );
-    let clustered = cluster(graph, 32, 2000).unwrap();
+    let clustered = cluster(graph, 32, 2000, &[], Storage::Codebook).unwrap();
     assert!(!clustered.is_empty());
     let model = rebuild(&base, "pruned-clustered.onnx", &proto);
     let acc = accuracy(&Tract, &model, &data);
@@ -134,7 +134,7 @@ fn clustering_alone_costs_under_a_point() {
     let mut proto = base.proto.clone();
     let graph = proto.graph.as_mut().unwrap();
     fold_batch_norm(graph).unwrap();
-    let layers = cluster(graph, 64, 2000).unwrap();
+    let layers = cluster(graph, 64, 2000, &[], Storage::Codebook).unwrap();
     assert!(layers.iter().all(|l| l.clusters <= 64));
     let model = rebuild(&base, "clustered.onnx", &proto);
     let (base_z, clustered_z) = (zstd_bytes(&base.bytes), zstd_bytes(&model.bytes));

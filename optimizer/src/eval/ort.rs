@@ -41,6 +41,8 @@ struct OrtSession {
     session: ort::session::Session,
     input: String,
     sample_shape: Vec<usize>,
+    input_q: Option<(f32, f32)>,
+    output_q: Option<(f32, f32)>,
 }
 
 impl Runtime for OnnxRuntime {
@@ -75,6 +77,8 @@ impl Runtime for OnnxRuntime {
             session,
             input,
             sample_shape: sample_shape.to_vec(),
+            input_q: model.input_quantization(),
+            output_q: model.output_quantization(),
         }))
     }
 }
@@ -83,12 +87,25 @@ impl Session for OrtSession {
     fn run(&mut self, batch: usize, data: &[f32]) -> Result<Vec<f32>, String> {
         let mut shape = vec![batch as i64];
         shape.extend(self.sample_shape.iter().map(|&d| d as i64));
-        let tensor =
-            ort::value::Tensor::from_array((shape, data.to_vec())).map_err(|e| e.to_string())?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input.as_str() => tensor])
-            .map_err(|e| e.to_string())?;
+        let outputs = match self.input_q {
+            Some(q) => {
+                let tensor = ort::value::Tensor::from_array((shape, super::quantize_input(data, q)))
+                    .map_err(|e| e.to_string())?;
+                self.session.run(ort::inputs![self.input.as_str() => tensor])
+            }
+            None => {
+                let tensor = ort::value::Tensor::from_array((shape, data.to_vec()))
+                    .map_err(|e| e.to_string())?;
+                self.session.run(ort::inputs![self.input.as_str() => tensor])
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        if let Some(q) = self.output_q {
+            let (_, values) = outputs[0]
+                .try_extract_tensor::<i8>()
+                .map_err(|e| format!("output is not int8: {e}"))?;
+            return Ok(super::dequantize_output(values, q));
+        }
         let (_, values) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| format!("output is not float32: {e}"))?;

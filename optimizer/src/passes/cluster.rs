@@ -1,13 +1,15 @@
-//! Weight clustering: each layer's weights take one of `k` values (1-D k-means), stored as a
-//! float32 codebook plus uint8 indices, `Gather(codebook, Cast(indices))` in the graph. The file
-//! shrinks to about one byte per weight before compression, and the indices compress well under
-//! zstd; runtimes fold the Gather at load, so inference runs at float32 speed. An exact zero
-//! (from pruning) stays an exact zero.
+//! Weight clustering: each layer's weights take one of `k` values (1-D k-means). Two storages:
+//! a float32 codebook plus uint8 indices, `Gather(codebook, Cast(indices))` in the graph, for
+//! float devices; or, where int8 is allowed, the clustered values on one int8 grid per tensor
+//! behind a `DequantizeLinear` (k distinct codes, so zstd codes each weight in about log2(k)
+//! bits). Either way runtimes fold the weight at load and inference runs at float32 speed. An
+//! exact zero (from pruning) stays an exact zero.
 
 use super::graph::{
     INT64, PassError, f32_tensor, fresh_name, int_attr, node, remove_unused_initializers, u8_tensor,
 };
-use super::weights::layer_weights;
+use super::int8_weights::{Grid, quantize_weight};
+use super::weights::{Weight, layer_weights};
 use crate::model::pb::GraphProto;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -19,16 +21,27 @@ pub struct ClusteredLayer {
     pub mean_abs_error: f32,
 }
 
+/// How clustered weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Storage {
+    Codebook,
+    Int8,
+}
+
+/// Clusters every layer weight with at least `min_params` values, except those in `skip`.
 pub fn cluster(
     graph: &mut GraphProto,
     k: usize,
     min_params: usize,
+    skip: &[String],
+    storage: Storage,
 ) -> Result<Vec<ClusteredLayer>, PassError> {
     assert!((2..=256).contains(&k), "k must fit uint8 indices");
     let mut report = Vec::new();
     for w in layer_weights(graph)
         .into_iter()
-        .filter(|w| w.values.len() >= min_params)
+        .filter(|w| w.values.len() >= min_params && !skip.contains(&w.name))
     {
         let (codebook, indices) = kmeans_1d(&w.values, k, 20);
         let error = w
@@ -38,6 +51,21 @@ pub fn cluster(
             .map(|(v, &i)| (v - codebook[i as usize]).abs())
             .sum::<f32>()
             / w.values.len() as f32;
+        let summary = ClusteredLayer {
+            weight: w.name.clone(),
+            params: w.values.len(),
+            clusters: codebook.len(),
+            mean_abs_error: error,
+        };
+        if storage == Storage::Int8 {
+            let snapped = Weight {
+                values: indices.iter().map(|&i| codebook[i as usize]).collect(),
+                ..w
+            };
+            quantize_weight(graph, &snapped, Grid::PerTensor)?;
+            report.push(summary);
+            continue;
+        }
         let codebook_name = fresh_name(graph, &format!("{}.codebook", w.name));
         let indices_name = fresh_name(graph, &format!("{}.indices", w.name));
         let wide_name = fresh_name(graph, &format!("{}.indices_i64", w.name));
@@ -67,12 +95,7 @@ pub fn cluster(
         // Constants first: nodes must appear in topological order.
         graph.node.insert(0, gather);
         graph.node.insert(0, cast);
-        report.push(ClusteredLayer {
-            weight: w.name,
-            params: w.values.len(),
-            clusters: codebook.len(),
-            mean_abs_error: error,
-        });
+        report.push(summary);
     }
     remove_unused_initializers(graph);
     Ok(report)
@@ -172,7 +195,7 @@ mod tests {
         let mut model = conv_bn_relu_model();
         let original =
             f32_values(initializer(model.graph.as_ref().unwrap(), "conv.w").unwrap()).unwrap();
-        let report = cluster(model.graph.as_mut().unwrap(), 8, 10).unwrap();
+        let report = cluster(model.graph.as_mut().unwrap(), 8, 10, &[], Storage::Codebook).unwrap();
         assert_eq!(report.len(), 1);
         assert_eq!(report[0].clusters, 8);
         let graph = model.graph.as_ref().unwrap();
@@ -218,7 +241,7 @@ mod tests {
         let mut model = conv_bn_relu_model();
         let graph = model.graph.as_mut().unwrap();
         prune(graph, Sparsity::PerLayer(0.5), 10);
-        cluster(graph, 4, 10).unwrap();
+        cluster(graph, 4, 10, &[], Storage::Codebook).unwrap();
         let codebook = graph
             .initializer
             .iter()

@@ -7,7 +7,7 @@
 use super::graph::{
     INT8, PassError, attr_i, f32_tensor, fresh_name, int_attr, node, remove_unused_initializers,
 };
-use super::weights::layer_weights;
+use super::weights::{Weight, layer_weights};
 use crate::model::pb::{GraphProto, TensorProto};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -31,65 +31,119 @@ pub fn quantize_weights(
         .into_iter()
         .filter(|w| w.values.len() >= min_params && !skip.contains(&w.name))
     {
-        let consumer = graph
-            .node
-            .iter()
-            .find(|n| n.input.get(1) == Some(&w.name))
-            .expect("layer weights have a consumer")
-            .clone();
-        // Output channels sit on axis 0 for Conv and for Gemm with transB; on the last axis for
-        // MatMul and for Gemm without transB.
-        let axis = match consumer.op_type.as_str() {
-            "Conv" | "ConvTranspose" => 0,
-            "Gemm" if attr_i(&consumer, "transB") == Some(1) => 0,
-            "Gemm" | "MatMul" if w.dims.len() == 2 => 1,
-            _ => {
-                return Err(PassError::new(
-                    &consumer,
-                    format!(
-                        "weight {} has rank {}; cannot pick a channel axis",
-                        w.name,
-                        w.dims.len()
-                    ),
-                ));
-            }
-        };
-        let channels = w.dims[axis] as usize;
-        let (scales, q, max_relative_error) = quantize(&w.values, &w.dims, axis);
-        let q_name = fresh_name(graph, &format!("{}.int8", w.name));
-        let s_name = fresh_name(graph, &format!("{}.scale", w.name));
-        graph.initializer.retain(|t| t.name != w.name);
-        graph.initializer.push(TensorProto {
-            name: q_name.clone(),
-            dims: w.dims.clone(),
-            data_type: INT8,
-            raw_data: q.iter().map(|&v| v as u8).collect(),
-            ..Default::default()
-        });
-        graph
-            .initializer
-            .push(f32_tensor(&s_name, &[channels as i64], &scales));
-        let dq = node(
-            "DequantizeLinear",
-            &fresh_name(graph, &format!("{}.dequantize", w.name)),
-            &[&q_name, &s_name],
-            &[&w.name],
-            vec![int_attr("axis", axis as i64)],
-        );
-        graph.node.insert(0, dq);
-        report.push(QuantizedWeight {
-            weight: w.name,
-            params: w.values.len(),
-            channels,
-            max_relative_error,
-        });
+        report.push(quantize_weight(graph, &w, Grid::PerChannel)?);
     }
     remove_unused_initializers(graph);
     Ok(report)
 }
 
-/// Symmetric per-channel int8 over `axis` of a row-major tensor: (scales, values, worst relative error).
-fn quantize(values: &[f32], dims: &[i64], axis: usize) -> (Vec<f32>, Vec<i8>, f32) {
+/// Like `quantize_weights`, on a narrower grid: `bits` (2..=8) per weight, symmetric per
+/// channel, still stored in int8. Fewer levels cost accuracy but compress: zstd codes each weight
+/// in about the entropy of its level, well under `bits` for bell-shaped weights. Weights in
+/// `eight_bit` keep the full 8-bit grid.
+pub fn quantize_weights_bits(
+    graph: &mut GraphProto,
+    bits: u32,
+    eight_bit: &[String],
+) -> Result<Vec<QuantizedWeight>, PassError> {
+    assert!((2..=8).contains(&bits), "bits must be 2..=8");
+    let mut report = Vec::new();
+    for w in layer_weights(graph) {
+        let grid = if eight_bit.contains(&w.name) {
+            Grid::PerChannel
+        } else {
+            Grid::PerChannelBits(bits)
+        };
+        report.push(quantize_weight(graph, &w, grid)?);
+    }
+    remove_unused_initializers(graph);
+    Ok(report)
+}
+
+/// How a weight maps onto int8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// One scale per output channel (best accuracy).
+    PerChannel,
+    /// Per channel, with only `2^(bits-1) - 1` levels each side of zero.
+    PerChannelBits(u32),
+    /// One scale for the tensor: a weight with k distinct values keeps k distinct int8 codes,
+    /// which is what makes clustered weights compress.
+    PerTensor,
+}
+
+/// Replaces one float weight by int8 values and a `DequantizeLinear` that restores it. The
+/// float initializer is left for `remove_unused_initializers`.
+pub fn quantize_weight(
+    graph: &mut GraphProto,
+    w: &Weight,
+    grid: Grid,
+) -> Result<QuantizedWeight, PassError> {
+    let consumer = graph
+        .node
+        .iter()
+        .find(|n| n.input.get(1) == Some(&w.name))
+        .expect("layer weights have a consumer")
+        .clone();
+    let axis = match consumer.op_type.as_str() {
+        "Conv" | "ConvTranspose" => 0,
+        "Gemm" if attr_i(&consumer, "transB") == Some(1) => 0,
+        "Gemm" | "MatMul" if w.dims.len() == 2 => 1,
+        _ => {
+            return Err(PassError::new(
+                &consumer,
+                format!(
+                    "weight {} has rank {}; cannot pick a channel axis",
+                    w.name,
+                    w.dims.len()
+                ),
+            ));
+        }
+    };
+    let (scales, q, max_relative_error) = match grid {
+        Grid::PerChannel => quantize(&w.values, &w.dims, axis, 127.0),
+        Grid::PerChannelBits(bits) => {
+            quantize(&w.values, &w.dims, axis, ((1 << (bits - 1)) - 1) as f32)
+        }
+        Grid::PerTensor => quantize(&w.values, &[1, w.values.len() as i64], 0, 127.0),
+    };
+    let q_name = fresh_name(graph, &format!("{}.int8", w.name));
+    let s_name = fresh_name(graph, &format!("{}.scale", w.name));
+    graph.initializer.retain(|t| t.name != w.name);
+    graph.initializer.push(TensorProto {
+        name: q_name.clone(),
+        dims: w.dims.clone(),
+        data_type: INT8,
+        raw_data: q.iter().map(|&v| v as u8).collect(),
+        ..Default::default()
+    });
+    let (scale_dims, attributes) = match grid {
+        Grid::PerChannel | Grid::PerChannelBits(_) => (
+            vec![scales.len() as i64],
+            vec![int_attr("axis", axis as i64)],
+        ),
+        Grid::PerTensor => (vec![], vec![]),
+    };
+    graph
+        .initializer
+        .push(f32_tensor(&s_name, &scale_dims, &scales));
+    let dq = node(
+        "DequantizeLinear",
+        &fresh_name(graph, &format!("{}.dequantize", w.name)),
+        &[&q_name, &s_name],
+        &[&w.name],
+        attributes,
+    );
+    graph.node.insert(0, dq);
+    Ok(QuantizedWeight {
+        weight: w.name.clone(),
+        params: w.values.len(),
+        channels: scales.len(),
+        max_relative_error,
+    })
+}
+
+fn quantize(values: &[f32], dims: &[i64], axis: usize, qmax: f32) -> (Vec<f32>, Vec<i8>, f32) {
     let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     let channels = dims[axis];
     let inner: usize = dims[axis + 1..].iter().product();
@@ -101,7 +155,7 @@ fn quantize(values: &[f32], dims: &[i64], axis: usize) -> (Vec<f32>, Vec<i8>, f3
     }
     let scales: Vec<f32> = max_abs
         .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .map(|&m| if m > 0.0 { m / qmax } else { 1.0 })
         .collect();
     let mut worst = 0f32;
     let q = values
@@ -109,7 +163,7 @@ fn quantize(values: &[f32], dims: &[i64], axis: usize) -> (Vec<f32>, Vec<i8>, f3
         .enumerate()
         .map(|(i, &v)| {
             let c = channel_of(i);
-            let q = (v / scales[c]).round().clamp(-127.0, 127.0);
+            let q = (v / scales[c]).round().clamp(-qmax, qmax);
             if max_abs[c] > 0.0 {
                 worst = worst.max((q * scales[c] - v).abs() / max_abs[c]);
             }
@@ -128,12 +182,18 @@ mod tests {
     #[test]
     fn per_channel_scales_follow_the_output_axis() {
         // Two output channels of a [2,3] Gemm weight with transB (axis 0).
-        let (scales, q, err) = quantize(&[1.0, -0.5, 0.25, 4.0, 2.0, -4.0], &[2, 3], 0);
+        let (scales, q, err) = quantize(&[1.0, -0.5, 0.25, 4.0, 2.0, -4.0], &[2, 3], 0, 127.0);
         assert_eq!(scales, [1.0 / 127.0, 4.0 / 127.0]);
         assert_eq!(q, [127, -64, 32, 127, 64, -127]);
         assert!(err <= 0.5 / 127.0 + 1e-6);
         // The same values as a MatMul weight [2,3]: output channels are the 3 columns (axis 1).
-        let (scales, _, _) = quantize(&[1.0, -0.5, 0.25, 4.0, 2.0, -4.0], &[2, 3], 1);
+        let (scales, _, _) = quantize(&[1.0, -0.5, 0.25, 4.0, 2.0, -4.0], &[2, 3], 1, 127.0);
+        assert_eq!(scales, [4.0 / 127.0, 2.0 / 127.0, 4.0 / 127.0]);
+        // 4 bits: 7 levels each side
+        let (scales, q, _) = quantize(&[1.0, -0.6, 0.25, 4.0, 2.2, -4.0], &[2, 3], 0, 7.0);
+        assert_eq!(scales, [1.0 / 7.0, 4.0 / 7.0]);
+        assert_eq!(q, [7, -4, 2, 7, 4, -7]);
+        let (scales, _, _) = quantize(&[1.0, -0.5, 0.25, 4.0, 2.0, -4.0], &[2, 3], 1, 127.0);
         assert_eq!(scales, [4.0 / 127.0, 2.0 / 127.0, 4.0 / 127.0]);
     }
 

@@ -116,3 +116,21 @@ pub fn run(model: &ModelProto, shape: &[usize], data: &[f32]) -> Vec<f32> {
         .copied()
         .collect()
 }
+
+/// Runs a model with an int8 input once with tract and returns its int8 output.
+pub fn run_i8(model: &ModelProto, shape: &[usize], data: &[i8]) -> Vec<i8> {
+    let bytes = crate::model::encode(model);
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut bytes.as_slice())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .expect("tract loads the test model");
+    let input = Tensor::from_shape(shape, data).unwrap();
+    let out = plan.run(tvec!(input.into())).unwrap();
+    out[0]
+        .to_plain_array_view::<i8>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}

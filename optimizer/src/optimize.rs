@@ -1,0 +1,684 @@
+//! The optimizer's driver: measure the base model, build each candidate the device class allows,
+//! gate it on the evaluation samples with the device class's runtime, search layer by layer when
+//! a candidate misses, and choose the winner by the objective. I/O (files, terminal) stays in
+//! `main.rs`; the decisions (`required_accuracy`, `choose`) are pure functions.
+
+use crate::calibrate::{self, Observed};
+use crate::dataset::{Dataset, split};
+use crate::eval::{self, EvalError, Evaluation, Plan, Runtime};
+use crate::model::{Model, encode};
+use crate::profile::Profile;
+use crate::recipe::{Recipe, plan};
+use crate::report::{Candidate, Measured, Report, Samples, Search, Winner};
+use crate::size::zstd_bytes;
+use edgefleet_api::deviceclass::Precision;
+use edgefleet_api::edgemodel::{Objective, Technique};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub floor: Option<f64>,
+    pub max_drop: Option<f64>,
+    pub objective: Objective,
+    pub techniques: Vec<Technique>,
+    pub calibration_samples: usize,
+    pub time_budget: Duration,
+    /// Evaluation samples used to rank layers in the search.
+    pub search_samples: usize,
+    pub batch: usize,
+    pub latency_runs: usize,
+    pub seed: u64,
+    /// Whether latency measured here stands for the device's (a CPU device class measured on a
+    /// CPU). When it does not (a CUDA or NPU class gated on this machine's CPU), the winner is
+    /// ranked by size and accuracy only.
+    pub latency_representative: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            floor: None,
+            max_drop: None,
+            objective: Objective::Balanced,
+            techniques: Vec::new(),
+            calibration_samples: 200,
+            time_budget: Duration::from_secs(30 * 60),
+            search_samples: 1000,
+            batch: 50,
+            latency_runs: 200,
+            seed: 0,
+            latency_representative: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    #[error("neither --floor nor --max-drop was given: the gate needs an accuracy requirement")]
+    NoRequirement,
+    #[error("dataset {0} has no samples")]
+    EmptyDataset(String),
+    #[error("dataset {dataset} has {samples} samples: too few to hold out {calibration} for calibration and still evaluate")]
+    TooSmall {
+        dataset: String,
+        samples: usize,
+        calibration: usize,
+    },
+    #[error("device class {0} allows none of the requested techniques")]
+    NoTechniques(String),
+    #[error("{0}")]
+    Eval(#[from] EvalError),
+    #[error("{model}: node {node:?} uses operator {op}{domain}, which {runtime} does not support ({reason})")]
+    Unsupported {
+        model: String,
+        node: String,
+        op: String,
+        domain: String,
+        runtime: &'static str,
+        reason: String,
+    },
+    #[error("calibration failed: {0}")]
+    Calibration(String),
+}
+
+/// Progress of a long run, for the terminal.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Step { message: String },
+    Done { message: String },
+}
+
+pub struct Outcome {
+    pub report: Report,
+    /// The winner's model, when one passed.
+    pub winner: Option<crate::model::pb::ModelProto>,
+}
+
+/// The accuracy a candidate must reach.
+pub fn required_accuracy(floor: Option<f64>, max_drop: Option<f64>, base: f64) -> Option<f64> {
+    match (floor, max_drop) {
+        (None, None) => None,
+        (f, d) => Some(f.unwrap_or(0.0).max(d.map_or(0.0, |d| base - d))),
+    }
+}
+
+/// Chooses among the candidates that passed; returns the index and why.
+pub fn choose(
+    candidates: &[(usize, &Measured)],
+    base: &Measured,
+    objective: Objective,
+    latency_representative: bool,
+) -> Option<(usize, String)> {
+    if !latency_representative && objective != Objective::Smallest {
+        return choose(candidates, base, Objective::Smallest, true).map(|(i, why)| {
+            (
+                i,
+                format!(
+                    "{why} (latency measured here does not stand for the device's, so {} ranked by size)",
+                    format!("{objective:?}").to_lowercase()
+                ),
+            )
+        });
+    }
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 1.0 };
+    let size = |m: &Measured| ratio(m.bytes_zstd as f64, base.bytes_zstd as f64);
+    let speed = |m: &Measured| ratio(m.latency_ms_p50, base.latency_ms_p50);
+    let score = |m: &Measured| match objective {
+        Objective::Smallest => (size(m), speed(m), -m.accuracy),
+        Objective::Fastest => (speed(m), size(m), -m.accuracy),
+        // Geometric mean of the two ratios: halving size is worth as much as halving latency.
+        Objective::Balanced => ((size(m) * speed(m)).sqrt(), -m.accuracy, size(m)),
+    };
+    let (i, m) = candidates.iter().min_by(|a, b| {
+        let (x, y) = (score(a.1), score(b.1));
+        x.0.total_cmp(&y.0)
+            .then(x.1.total_cmp(&y.1))
+            .then(x.2.total_cmp(&y.2))
+    })?;
+    let n = candidates.len();
+    let what = match objective {
+        Objective::Smallest => format!(
+            "smallest over-the-air size of {n} passing candidate(s): {} bytes zstd, {:.3}x of fp32",
+            m.bytes_zstd,
+            size(m)
+        ),
+        Objective::Fastest => format!(
+            "fastest of {n} passing candidate(s): p50 {:.3} ms, {:.2}x the speed of fp32",
+            m.latency_ms_p50,
+            1.0 / speed(m).max(1e-9)
+        ),
+        Objective::Balanced => format!(
+            "best size x latency balance of {n} passing candidate(s): {:.3}x the zstd size and {:.2}x the speed of fp32",
+            size(m),
+            1.0 / speed(m).max(1e-9)
+        ),
+    };
+    Some((*i, what))
+}
+
+/// Runs the whole optimization.
+pub fn optimize(
+    base: &Model,
+    data: &Dataset,
+    profile: &Profile,
+    runtime: &dyn Runtime,
+    options: &Options,
+    progress: &dyn Fn(Event),
+) -> Result<Outcome, OptimizeError> {
+    let started = Instant::now();
+    if options.floor.is_none() && options.max_drop.is_none() {
+        return Err(OptimizeError::NoRequirement);
+    }
+    let dataset_name = data.path.display().to_string();
+    if data.is_empty() {
+        return Err(OptimizeError::EmptyDataset(dataset_name));
+    }
+    let parts = split(data.len(), options.calibration_samples, options.seed);
+    if parts.evaluation.is_empty() || (options.calibration_samples > 0 && parts.calibration.is_empty()) {
+        return Err(OptimizeError::TooSmall {
+            dataset: dataset_name,
+            samples: data.len(),
+            calibration: options.calibration_samples,
+        });
+    }
+    let techniques = profile.techniques(&options.techniques);
+    let recipes = plan(
+        &techniques,
+        profile.allows(Precision::Int8),
+        profile.allows(Precision::Fp32),
+    );
+    if recipes.is_empty() {
+        return Err(OptimizeError::NoTechniques(profile.name.clone()));
+    }
+    let search_idx: Vec<usize> = parts
+        .evaluation
+        .iter()
+        .step_by((parts.evaluation.len() / options.search_samples.max(1)).max(1))
+        .copied()
+        .take(options.search_samples)
+        .collect();
+    let batch = options.batch.max(1);
+
+    // The base model: its accuracy, and its predictions when the dataset has no labels.
+    progress(Event::Step {
+        message: format!(
+            "measuring the base model on {} samples with {}",
+            parts.evaluation.len(),
+            runtime.name()
+        ),
+    });
+    let labelled = data.labels.is_some();
+    let unlabelled_reference = if labelled {
+        None
+    } else {
+        let plan = Plan {
+            indices: &parts.evaluation,
+            batch,
+            latency_runs: 0,
+            reference: Some(&[]),
+        };
+        let e = evaluate(runtime, base, data, &plan)?;
+        Some(e.predictions)
+    };
+    let reference_for = |indices: &[usize]| -> Option<Vec<usize>> {
+        unlabelled_reference.as_ref().map(|all| {
+            indices
+                .iter()
+                .map(|i| all[parts.evaluation.binary_search(i).expect("evaluation index")])
+                .collect()
+        })
+    };
+    let full_ref = reference_for(&parts.evaluation);
+    let search_ref = reference_for(&search_idx);
+    let full_plan = Plan {
+        indices: &parts.evaluation,
+        batch,
+        latency_runs: options.latency_runs,
+        reference: full_ref.as_deref(),
+    };
+    let search_plan = Plan {
+        indices: &search_idx,
+        batch,
+        latency_runs: 0,
+        reference: search_ref.as_deref(),
+    };
+    let base_eval = evaluate(runtime, base, data, &full_plan)?;
+    let base_measured = Measured {
+        accuracy: base_eval.accuracy,
+        bytes: base.bytes.len(),
+        bytes_zstd: zstd_bytes(&base.bytes),
+        latency_ms_p50: base_eval.latency_ms_p50,
+        latency_ms_p99: base_eval.latency_ms_p99,
+    };
+    let required = required_accuracy(options.floor, options.max_drop, base_eval.accuracy)
+        .expect("checked above");
+    progress(Event::Done {
+        message: format!(
+            "base: top-1 {:.2}%, {} bytes ({} zstd), p50 {:.3} ms; candidates need {:.2}%",
+            base_eval.accuracy * 100.0,
+            base_measured.bytes,
+            base_measured.bytes_zstd,
+            base_eval.latency_ms_p50,
+            required * 100.0
+        ),
+    });
+
+    // Calibration, once, if any candidate needs it.
+    let mut observed: BTreeMap<String, Observed> = BTreeMap::new();
+    if recipes.iter().any(Recipe::calibrated) {
+        progress(Event::Step {
+            message: format!(
+                "calibrating activation ranges on {} held-out samples",
+                parts.calibration.len()
+            ),
+        });
+        observed = calibrate::observe(&base.proto, data, &parts.calibration, batch)
+            .map_err(OptimizeError::Calibration)?;
+    }
+
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut models: Vec<Option<crate::model::pb::ModelProto>> = Vec::new();
+    let total = recipes.len();
+    for (n, recipe) in recipes.iter().enumerate() {
+        let t0 = Instant::now();
+        let mut candidate = Candidate {
+            technique: recipe.technique().into(),
+            precision: recipe.precision().into(),
+            status: "skipped",
+            reason: None,
+            measured: None,
+            parameters: recipe.parameters(),
+            layers_kept_float: Vec::new(),
+            search: None,
+            seconds: 0.0,
+        };
+        if started.elapsed() > options.time_budget {
+            candidate.reason = Some("time budget spent".into());
+            candidates.push(candidate);
+            models.push(None);
+            continue;
+        }
+        progress(Event::Step {
+            message: format!("[{}/{total}] {} {}", n + 1, recipe.technique(), params(recipe)),
+        });
+        let built = gate(
+            recipe,
+            base,
+            data,
+            runtime,
+            &observed,
+            required,
+            (&search_plan, &full_plan),
+            started,
+            options.time_budget,
+            &mut candidate,
+            progress,
+        );
+        candidate.seconds = t0.elapsed().as_secs_f64();
+        progress(Event::Done {
+            message: format!(
+                "[{}/{total}] {}: {}{}",
+                n + 1,
+                recipe.technique(),
+                candidate.status,
+                match (&candidate.measured, &candidate.reason) {
+                    (Some(m), _) => format!(
+                        ", top-1 {:.2}%, {} bytes zstd, p50 {:.3} ms, {} layer(s) kept float",
+                        m.accuracy * 100.0,
+                        m.bytes_zstd,
+                        m.latency_ms_p50,
+                        candidate.layers_kept_float.len()
+                    ),
+                    (None, Some(r)) => format!(" ({r})"),
+                    _ => String::new(),
+                }
+            ),
+        });
+        models.push(built);
+        candidates.push(candidate);
+    }
+
+    let passing: Vec<(usize, &Measured)> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.status == "passed")
+        .filter_map(|(i, c)| c.measured.as_ref().map(|m| (i, m)))
+        .collect();
+    let choice = choose(
+        &passing,
+        &base_measured,
+        options.objective,
+        options.latency_representative,
+    );
+    let (winner, winner_model) = match choice {
+        Some((i, reason)) => {
+            let c = &candidates[i];
+            (
+                Some(Winner {
+                    technique: c.technique.clone(),
+                    precision: c.precision.clone(),
+                    measured: c.measured.clone().expect("passing candidates are measured"),
+                    parameters: c.parameters.clone(),
+                    layers_kept_float: c.layers_kept_float.clone(),
+                    reason: format!(
+                        "{reason}; top-1 {:.2}% >= required {:.2}%",
+                        c.measured.as_ref().map_or(0.0, |m| m.accuracy) * 100.0,
+                        required * 100.0
+                    ),
+                }),
+                models[i].clone(),
+            )
+        }
+        None => (None, None),
+    };
+    let report = Report {
+        format: crate::report::FORMAT,
+        model: base.path.display().to_string(),
+        dataset: data.path.display().to_string(),
+        device_class: profile.name.clone(),
+        runtime: runtime.name().into(),
+        objective: format!("{:?}", options.objective).to_lowercase(),
+        required_accuracy: required,
+        floor: options.floor,
+        max_drop: options.max_drop,
+        metric: if labelled { "labels" } else { "agreement" },
+        samples: Samples {
+            calibration: parts.calibration.len(),
+            evaluation: parts.evaluation.len(),
+            search: search_idx.len(),
+        },
+        base: base_measured,
+        verdict: if winner.is_some() {
+            "passed"
+        } else {
+            "AccuracyFloorNotMet"
+        },
+        winner,
+        candidates,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(Outcome {
+        report,
+        winner: winner_model,
+    })
+}
+
+fn params(recipe: &Recipe) -> String {
+    let p = recipe.parameters();
+    if p.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&p).unwrap_or_default()
+}
+
+fn evaluate(
+    runtime: &dyn Runtime,
+    model: &Model,
+    data: &Dataset,
+    plan: &Plan,
+) -> Result<Evaluation, OptimizeError> {
+    eval::evaluate(runtime, model, data, plan).map_err(|e| match e {
+        EvalError::Load { reason, .. } => unsupported(model, runtime, reason),
+        other => OptimizeError::Eval(other),
+    })
+}
+
+/// A base model the runtime cannot load: name the first node with an operator outside the
+/// standard ONNX domain, or else pass the runtime's reason on.
+fn unsupported(model: &Model, runtime: &dyn Runtime, reason: String) -> OptimizeError {
+    let graph = model.graph();
+    let suspect = graph
+        .node
+        .iter()
+        .find(|n| !n.domain.is_empty() && n.domain != "ai.onnx")
+        .or_else(|| graph.node.iter().find(|n| reason.contains(&n.op_type)))
+        .or_else(|| {
+            graph
+                .node
+                .iter()
+                .find(|n| !n.name.is_empty() && reason.contains(&n.name))
+        });
+    match suspect {
+        Some(n) => OptimizeError::Unsupported {
+            model: model.path.display().to_string(),
+            node: n.name.clone(),
+            op: n.op_type.clone(),
+            domain: if n.domain.is_empty() {
+                String::new()
+            } else {
+                format!(" (domain {})", n.domain)
+            },
+            runtime: runtime.name(),
+            reason,
+        },
+        None => OptimizeError::Eval(EvalError::Load {
+            runtime: runtime.name(),
+            model: model.path.display().to_string(),
+            reason,
+        }),
+    }
+}
+
+/// Builds, measures and (when it misses) searches one candidate. Fills `candidate`; returns the
+/// model when it passed.
+#[allow(clippy::too_many_arguments)]
+fn gate(
+    recipe: &Recipe,
+    base: &Model,
+    data: &Dataset,
+    runtime: &dyn Runtime,
+    observed: &BTreeMap<String, Observed>,
+    required: f64,
+    (search_plan, full_plan): (&Plan, &Plan),
+    started: Instant,
+    budget: Duration,
+    candidate: &mut Candidate,
+    progress: &dyn Fn(Event),
+) -> Option<crate::model::pb::ModelProto> {
+    let path = Path::new(recipe.technique()).to_path_buf();
+    let build = |keep: &[String]| -> Result<Model, String> {
+        let proto = recipe
+            .build(&base.proto, keep, observed)
+            .map_err(|e| e.to_string())?;
+        Ok(Model {
+            path: path.clone(),
+            bytes: encode(&proto),
+            proto,
+        })
+    };
+    let reject = |candidate: &mut Candidate, reason: String| {
+        candidate.status = "rejected";
+        candidate.reason = Some(reason);
+    };
+    // A step that reaches the requirement on the search subset is confirmed on the full set;
+    // if the full set disagrees, the search goes on.
+    let subset_required = required;
+    let mut keep: Vec<String> = Vec::new();
+    let first = match build(&keep) {
+        Ok(m) => m,
+        Err(e) => {
+            reject(candidate, format!("could not be built: {e}"));
+            return None;
+        }
+    };
+    let mut current = first;
+    let mut search: Option<Search> = None;
+    let mut order: Vec<String> = Vec::new();
+    loop {
+        let quick = if search_plan.indices.is_empty() {
+            None
+        } else {
+            match eval::evaluate(runtime, &current, data, search_plan) {
+                Ok(e) => Some(e.accuracy),
+                Err(e) => {
+                    reject(candidate, e.to_string());
+                    return None;
+                }
+            }
+        };
+        if let Some(s) = search.as_mut()
+            && let Some(q) = quick
+        {
+            s.steps.push((keep.len(), q));
+        }
+        if quick.is_none_or(|q| q >= subset_required) {
+            let full = match eval::evaluate(runtime, &current, data, full_plan) {
+                Ok(e) => e,
+                Err(e) => {
+                    reject(candidate, e.to_string());
+                    return None;
+                }
+            };
+            let measured = Measured {
+                accuracy: full.accuracy,
+                bytes: current.bytes.len(),
+                bytes_zstd: zstd_bytes(&current.bytes),
+                latency_ms_p50: full.latency_ms_p50,
+                latency_ms_p99: full.latency_ms_p99,
+            };
+            candidate.measured = Some(measured);
+            candidate.layers_kept_float = keep.clone();
+            candidate.search = search.clone();
+            if full.accuracy >= required {
+                candidate.status = "passed";
+                candidate.reason = (!keep.is_empty()).then(|| {
+                    format!("passed with {} layer(s) back in higher precision", keep.len())
+                });
+                return Some(current.proto);
+            }
+            candidate.status = "failed";
+            candidate.reason = Some(format!(
+                "top-1 {:.2}% < required {:.2}%",
+                full.accuracy * 100.0,
+                required * 100.0
+            ));
+        } else {
+            candidate.status = "failed";
+            candidate.reason = Some(format!(
+                "top-1 {:.2}% on the search subset < required {:.2}%",
+                quick.unwrap_or(0.0) * 100.0,
+                required * 100.0
+            ));
+            candidate.layers_kept_float = keep.clone();
+            candidate.search = search.clone();
+        }
+        // Missed: search, if this recipe can keep layers in higher precision.
+        if !recipe.searchable() || search_plan.indices.is_empty() {
+            return None;
+        }
+        if started.elapsed() > budget {
+            candidate.reason = Some(format!(
+                "{}; time budget spent during the search",
+                candidate.reason.clone().unwrap_or_default()
+            ));
+            return None;
+        }
+        if search.is_none() {
+            let layers: Vec<String> = base
+                .graph()
+                .node
+                .iter()
+                .filter(|n| matches!(n.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul"))
+                .map(|n| n.name.clone())
+                .collect();
+            progress(Event::Step {
+                message: format!(
+                    "  {} missed; measuring the sensitivity of {} layers",
+                    recipe.technique(),
+                    layers.len()
+                ),
+            });
+            let mut sensitivity = Vec::new();
+            for layer in &layers {
+                if started.elapsed() > budget {
+                    break;
+                }
+                let acc = build(std::slice::from_ref(layer))
+                    .ok()
+                    .and_then(|m| eval::evaluate(runtime, &m, data, search_plan).ok())
+                    .map_or(0.0, |e| e.accuracy);
+                sensitivity.push((layer.clone(), acc));
+            }
+            sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
+            order = sensitivity.iter().map(|(l, _)| l.clone()).collect();
+            search = Some(Search {
+                sensitivity,
+                steps: quick.map(|q| vec![(0, q)]).unwrap_or_default(),
+            });
+        }
+        let Some(next) = order.get(keep.len()).cloned() else {
+            return None; // every layer is back in higher precision and it still misses
+        };
+        keep.push(next);
+        progress(Event::Step {
+            message: format!(
+                "  {}: keeping {} layer(s) in higher precision: {}",
+                recipe.technique(),
+                keep.len(),
+                keep.join(", ")
+            ),
+        });
+        current = match build(&keep) {
+            Ok(m) => m,
+            Err(e) => {
+                reject(candidate, format!("could not be built: {e}"));
+                return None;
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(accuracy: f64, zstd: usize, p50: f64) -> Measured {
+        Measured {
+            accuracy,
+            bytes: zstd,
+            bytes_zstd: zstd,
+            latency_ms_p50: p50,
+            latency_ms_p99: p50,
+        }
+    }
+
+    #[test]
+    fn requirement_is_the_stricter_of_floor_and_max_drop() {
+        assert_eq!(required_accuracy(Some(0.8), None, 0.9), Some(0.8));
+        assert_eq!(required_accuracy(None, Some(0.01), 0.9), Some(0.9 - 0.01));
+        assert_eq!(required_accuracy(Some(0.895), Some(0.01), 0.9), Some(0.895));
+        assert_eq!(required_accuracy(None, None, 0.9), None);
+    }
+
+    #[test]
+    fn objectives_pick_different_winners() {
+        let base = m(0.9, 1000, 1.0);
+        let small = m(0.88, 100, 1.0);
+        let fast = m(0.89, 300, 0.4);
+        let both = [(0, &small), (1, &fast)];
+        assert_eq!(choose(&both, &base, Objective::Smallest, true).unwrap().0, 0);
+        assert_eq!(choose(&both, &base, Objective::Fastest, true).unwrap().0, 1);
+        // balanced: sqrt(0.1 * 1.0) = 0.316 vs sqrt(0.3 * 0.4) = 0.346
+        let (i, why) = choose(&both, &base, Objective::Balanced, true).unwrap();
+        assert_eq!(i, 0);
+        assert!(why.contains("0.100x"), "{why}");
+        assert!(choose(&[], &base, Objective::Balanced, true).is_none());
+        // A GPU class gated on this CPU: its latency says nothing, size decides.
+        let (i, why) = choose(&both, &base, Objective::Fastest, false).unwrap();
+        assert_eq!(i, 0);
+        assert!(why.contains("ranked by size"), "{why}");
+    }
+
+    #[test]
+    fn ties_go_to_the_more_accurate_candidate() {
+        let base = m(0.9, 1000, 1.0);
+        let a = m(0.88, 100, 1.0);
+        let b = m(0.89, 100, 1.0);
+        assert_eq!(
+            choose(&[(0, &a), (1, &b)], &base, Objective::Smallest, true).unwrap().0,
+            1
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! `report.json`: the optimizer's stable, documented output (see docs/optimizer-report.md).
+//! Field names are snake_case and only ever added to; `format` names the version.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const FORMAT: &str = "edgefleet.dev/optimization-report/v1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub format: &'static str,
+    pub model: String,
+    pub dataset: String,
+    pub device_class: String,
+    pub runtime: String,
+    pub objective: String,
+    /// The accuracy a candidate must reach: the floor, or base minus max drop, whichever is
+    /// higher.
+    pub required_accuracy: f64,
+    pub floor: Option<f64>,
+    pub max_drop: Option<f64>,
+    /// `labels` (top-1) or `agreement` (top-1 agreement with the base model).
+    pub metric: &'static str,
+    pub samples: Samples,
+    pub base: Measured,
+    pub winner: Option<Winner>,
+    /// `passed` or `AccuracyFloorNotMet`.
+    pub verdict: &'static str,
+    pub candidates: Vec<Candidate>,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Samples {
+    pub calibration: usize,
+    pub evaluation: usize,
+    /// Evaluation samples used to rank layers during the accuracy-aware search (the gate always
+    /// uses all evaluation samples).
+    pub search: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Measured {
+    pub accuracy: f64,
+    pub bytes: usize,
+    pub bytes_zstd: usize,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Winner {
+    pub technique: String,
+    pub precision: String,
+    #[serde(flatten)]
+    pub measured: Measured,
+    pub parameters: BTreeMap<&'static str, serde_json::Value>,
+    pub layers_kept_float: Vec<String>,
+    /// Why this candidate won, in words.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub technique: String,
+    pub precision: String,
+    /// `passed`, `failed` (accuracy under the requirement), `rejected` (could not be built or
+    /// run, or produced non-finite outputs) or `skipped` (time budget).
+    pub status: &'static str,
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub measured: Option<Measured>,
+    pub parameters: BTreeMap<&'static str, serde_json::Value>,
+    pub layers_kept_float: Vec<String>,
+    /// The accuracy-aware search, when it ran: per-layer sensitivity and each step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<Search>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Search {
+    /// Search-subset accuracy with only this layer kept at higher precision, best first.
+    pub sensitivity: Vec<(String, f64)>,
+    /// (layers kept, search-subset accuracy) for each step tried.
+    pub steps: Vec<(usize, f64)>,
+}
+
+/// A readable table of the candidates, for the terminal.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    let kb = |b: usize| format!("{:.1} KB", b as f64 / 1000.0);
+    out.push_str(&format!(
+        "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>6}  {}\n",
+        "technique", "status", "top-1", "size", "zstd", "p50 ms", "float", "note"
+    ));
+    out.push_str(&format!(
+        "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>6}  {}\n",
+        "base (fp32)",
+        "-",
+        report.base.accuracy * 100.0,
+        kb(report.base.bytes),
+        kb(report.base.bytes_zstd),
+        report.base.latency_ms_p50,
+        "",
+        ""
+    ));
+    for c in &report.candidates {
+        let label = match c.parameters.get("calibration") {
+            Some(m) => format!("{} ({})", c.technique, m.as_str().unwrap_or("")),
+            None => c.technique.clone(),
+        };
+        let note = c.reason.clone().unwrap_or_default();
+        match &c.measured {
+            Some(m) => out.push_str(&format!(
+                "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>6}  {}\n",
+                label,
+                c.status,
+                m.accuracy * 100.0,
+                kb(m.bytes),
+                kb(m.bytes_zstd),
+                m.latency_ms_p50,
+                c.layers_kept_float.len(),
+                note
+            )),
+            None => out.push_str(&format!(
+                "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>6}  {}\n",
+                label, c.status, "-", "-", "-", "-", "", note
+            )),
+        }
+    }
+    match &report.winner {
+        Some(w) => out.push_str(&format!("winner: {} — {}\n", w.technique, w.reason)),
+        None => out.push_str(&format!(
+            "verdict: {} — no candidate reached {:.2}% top-1\n",
+            report.verdict,
+            report.required_accuracy * 100.0
+        )),
+    }
+    out
+}
