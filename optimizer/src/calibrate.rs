@@ -47,7 +47,8 @@ impl Observed {
                 if v.is_empty() {
                     (self.min, self.max)
                 } else {
-                    let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+                    let at =
+                        |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
                     (at(1.0 - p), at(p))
                 }
             }
@@ -122,7 +123,12 @@ pub fn observe(
     Ok(seen)
 }
 
-fn observe_values(seen: &mut BTreeMap<String, Observed>, name: &str, values: &[f32], chunks: usize) {
+fn observe_values(
+    seen: &mut BTreeMap<String, Observed>,
+    name: &str,
+    values: &[f32],
+    chunks: usize,
+) {
     let o = seen.entry(name.to_string()).or_insert_with(|| Observed {
         min: f32::INFINITY,
         max: f32::NEG_INFINITY,

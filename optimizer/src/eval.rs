@@ -214,7 +214,9 @@ pub fn quantize_input(data: &[f32], (scale, zero_point): (f32, f32)) -> Vec<i8> 
 
 /// Int8 outputs back to float.
 pub fn dequantize_output(data: &[i8], (scale, zero_point): (f32, f32)) -> Vec<f32> {
-    data.iter().map(|&v| (v as f32 - zero_point) * scale).collect()
+    data.iter()
+        .map(|&v| (v as f32 - zero_point) * scale)
+        .collect()
 }
 
 pub fn argmax(row: &[f32]) -> usize {

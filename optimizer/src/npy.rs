@@ -163,8 +163,8 @@ fn parse_shape(text: &str) -> Result<Vec<usize>, NpyError> {
         .collect()
 }
 
-#[cfg(test)]
-pub(crate) fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
+/// A float32 `.npy` file (used to write datasets and test inputs).
+pub fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
     encode(
         shape,
         "<f4",
@@ -175,8 +175,8 @@ pub(crate) fn encode_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
     )
 }
 
-#[cfg(test)]
-pub(crate) fn encode_i64(shape: &[usize], values: &[i64]) -> Vec<u8> {
+/// An int64 `.npy` file.
+pub fn encode_i64(shape: &[usize], values: &[i64]) -> Vec<u8> {
     encode(
         shape,
         "<i8",
@@ -187,7 +187,6 @@ pub(crate) fn encode_i64(shape: &[usize], values: &[i64]) -> Vec<u8> {
     )
 }
 
-#[cfg(test)]
 fn encode(shape: &[usize], descr: &str, body: &[u8]) -> Vec<u8> {
     let dims: Vec<_> = shape.iter().map(ToString::to_string).collect();
     let shape = if dims.len() == 1 {

@@ -147,7 +147,10 @@ mod tests {
             assert_eq!(parsed.spec.runtime, built.spec.runtime, "{}", parsed.name);
             assert_eq!(parsed.spec.precisions, built.spec.precisions);
             assert_eq!(parsed.spec.integer_only, built.spec.integer_only);
-            assert_eq!(parsed.spec.execution_provider, built.spec.execution_provider);
+            assert_eq!(
+                parsed.spec.execution_provider,
+                built.spec.execution_provider
+            );
         }
     }
 
@@ -160,7 +163,10 @@ mod tests {
             [Int8Dynamic, Int8Static, Pruning, Clustering]
         );
         assert_eq!(cpu.techniques(&[Float16, Clustering]), [Clustering]);
-        assert_eq!(built_in("integer-npu").unwrap().techniques(&[]), [FullInteger]);
+        assert_eq!(
+            built_in("integer-npu").unwrap().techniques(&[]),
+            [FullInteger]
+        );
         assert_eq!(
             built_in("nvidia-fp16").unwrap().techniques(&[]),
             [Float16, Pruning, Clustering]
@@ -170,7 +176,10 @@ mod tests {
     #[test]
     fn unknown_names_and_bad_files_are_explained() {
         let err = resolve("no-such-class").unwrap_err().to_string();
-        assert!(err.contains("no-such-class") && err.contains("cpu-int8"), "{err}");
+        assert!(
+            err.contains("no-such-class") && err.contains("cpu-int8"),
+            "{err}"
+        );
         let err = parse("apiVersion: edgefleet.dev/v1alpha1\nkind: DeviceClass\nmetadata: {name: x}\nspec: {arch: [amd64], precisions: [int9]}\n")
             .unwrap_err();
         assert!(err.contains("int9"), "{err}");

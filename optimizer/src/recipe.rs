@@ -34,13 +34,32 @@ pub enum Recipe {
     Float16,
     Int8Dynamic,
     /// Weight-only on a narrower grid (`bits` per weight, int8 storage).
-    LowBitWeights { bits: u32 },
-    Int8Static { calibration: Method },
-    FullInteger { calibration: Method },
-    Pruning { sparsity: Sparsity, int8: bool },
-    Clustering { clusters: usize, int8: bool },
-    PruningClustering { sparsity: Sparsity, clusters: usize, int8: bool },
-    ClusteringInt8Static { clusters: usize, calibration: Method },
+    LowBitWeights {
+        bits: u32,
+    },
+    Int8Static {
+        calibration: Method,
+    },
+    FullInteger {
+        calibration: Method,
+    },
+    Pruning {
+        sparsity: Sparsity,
+        int8: bool,
+    },
+    Clustering {
+        clusters: usize,
+        int8: bool,
+    },
+    PruningClustering {
+        sparsity: Sparsity,
+        clusters: usize,
+        int8: bool,
+    },
+    ClusteringInt8Static {
+        clusters: usize,
+        calibration: Method,
+    },
 }
 
 impl Recipe {
@@ -235,7 +254,11 @@ fn cluster_rest(
     keep: &[String],
     int8: bool,
 ) -> Result<(), PassError> {
-    let storage = if int8 { Storage::Int8 } else { Storage::Codebook };
+    let storage = if int8 {
+        Storage::Int8
+    } else {
+        Storage::Codebook
+    };
     cluster(graph, clusters, MIN_PARAMS, keep, storage)?;
     if int8 {
         // Kept and small layers: per-channel int8.

@@ -5,7 +5,10 @@ use edgefleet_optimizer::dataset::{Dataset, split};
 use edgefleet_optimizer::eval::{self, Plan, Runtime, tract::Tract};
 use edgefleet_optimizer::model::{Model, encode};
 use edgefleet_optimizer::passes::{
-    cluster::{Storage, cluster}, fold_bn::fold_batch_norm, int8_weights::quantize_weights, prune,
+    cluster::{Storage, cluster},
+    fold_bn::fold_batch_norm,
+    int8_weights::quantize_weights,
+    prune,
 };
 use edgefleet_optimizer::size::zstd_bytes;
 

@@ -89,14 +89,17 @@ impl Session for OrtSession {
         shape.extend(self.sample_shape.iter().map(|&d| d as i64));
         let outputs = match self.input_q {
             Some(q) => {
-                let tensor = ort::value::Tensor::from_array((shape, super::quantize_input(data, q)))
-                    .map_err(|e| e.to_string())?;
-                self.session.run(ort::inputs![self.input.as_str() => tensor])
+                let tensor =
+                    ort::value::Tensor::from_array((shape, super::quantize_input(data, q)))
+                        .map_err(|e| e.to_string())?;
+                self.session
+                    .run(ort::inputs![self.input.as_str() => tensor])
             }
             None => {
                 let tensor = ort::value::Tensor::from_array((shape, data.to_vec()))
                     .map_err(|e| e.to_string())?;
-                self.session.run(ort::inputs![self.input.as_str() => tensor])
+                self.session
+                    .run(ort::inputs![self.input.as_str() => tensor])
             }
         }
         .map_err(|e| e.to_string())?;

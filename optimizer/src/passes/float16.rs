@@ -35,7 +35,10 @@ pub fn to_float16(graph: &mut GraphProto, keep: &[String]) -> Float16Report {
             continue;
         }
         let values = f32_values(t).expect("float tensor");
-        if values.iter().any(|v| v.is_finite() && v.abs() > f16::MAX.to_f32()) {
+        if values
+            .iter()
+            .any(|v| v.is_finite() && v.abs() > f16::MAX.to_f32())
+        {
             report.kept_out_of_range.push(t.name.clone());
             continue;
         }
@@ -97,7 +100,9 @@ pub fn to_float16(graph: &mut GraphProto, keep: &[String]) -> Float16Report {
         let cast = fresh_name(graph, &format!("{name}.fp16"));
         let except: Vec<&str> = keep.iter().map(String::as_str).collect();
         rename_reads(graph, &name, &cast, &except);
-        graph.node.insert(0, cast_node(graph, &name, &cast, FLOAT16));
+        graph
+            .node
+            .insert(0, cast_node(graph, &name, &cast, FLOAT16));
     }
     // Graph inputs: cast float32 → fp16 once, at the top.
     let inputs: Vec<String> = graph
@@ -110,7 +115,9 @@ pub fn to_float16(graph: &mut GraphProto, keep: &[String]) -> Float16Report {
     for name in inputs {
         let half = fresh_name(graph, &format!("{name}.fp16"));
         rename_reads(graph, &name, &half, &[]);
-        graph.node.insert(0, cast_node(graph, &name, &half, FLOAT16));
+        graph
+            .node
+            .insert(0, cast_node(graph, &name, &half, FLOAT16));
     }
     // Graph outputs: the producer writes fp16, a final cast restores float32.
     let outputs: Vec<String> = graph
@@ -175,7 +182,6 @@ fn rename_reads(graph: &mut GraphProto, from: &str, to: &str, except: &[&str]) {
     }
 }
 
-
 /// Whether a value is fp16 after conversion: an fp16 initializer, or an activation (everything
 /// computed here is float unless produced by a shape-like op).
 fn is_half(graph: &GraphProto, value: &str) -> bool {
@@ -219,7 +225,11 @@ mod tests {
     fn out_of_range_weights_and_kept_nodes_stay_float32() {
         let mut model = conv_bn_relu_model();
         let graph = model.graph.as_mut().unwrap();
-        let big = graph.initializer.iter_mut().find(|t| t.name == "bn.var").unwrap();
+        let big = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == "bn.var")
+            .unwrap();
         *big = f32_tensor("bn.var", &[3], &[1e6, 2e6, 70000.0]);
         let input: Vec<f32> = (0..50).map(|i| (i as f32 * 0.7).cos()).collect();
         let want = run(&model, &[1, 2, 5, 5], &input);

@@ -52,7 +52,12 @@ pub fn quantize_static(
     let linear: Vec<_> = graph
         .node
         .iter()
-        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul"))
+        .filter(|n| {
+            matches!(
+                n.op_type.as_str(),
+                "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
+            )
+        })
         .cloned()
         .collect();
     for n in linear {
@@ -80,7 +85,10 @@ pub fn quantize_static(
     if full_integer {
         // Every float activation, kept layers included: an integer-only device has no float.
         for n in &graph.node {
-            if matches!(n.op_type.as_str(), "DequantizeLinear" | "Shape" | "Constant") {
+            if matches!(
+                n.op_type.as_str(),
+                "DequantizeLinear" | "Shape" | "Constant"
+            ) {
                 continue;
             }
             for o in &n.output {
@@ -124,8 +132,20 @@ pub fn quantize_static(
             .iter()
             .position(|n| n.output.contains(x))
             .map_or(0, |p| p + 1);
-        let qn = node("QuantizeLinear", &fresh_name(graph, &format!("{x}.quantize")), &[x, &s, &z], &[&q], vec![]);
-        let dqn = node("DequantizeLinear", &fresh_name(graph, &format!("{x}.dequantize")), &[&q, &s, &z], &[&dq], vec![]);
+        let qn = node(
+            "QuantizeLinear",
+            &fresh_name(graph, &format!("{x}.quantize")),
+            &[x, &s, &z],
+            &[&q],
+            vec![],
+        );
+        let dqn = node(
+            "DequantizeLinear",
+            &fresh_name(graph, &format!("{x}.dequantize")),
+            &[&q, &s, &z],
+            &[&dq],
+            vec![],
+        );
         graph.node.insert(at, dqn);
         graph.node.insert(at, qn);
         report.quantized_activations += 1;
@@ -157,10 +177,26 @@ pub fn quantize_static(
         }
         graph.node.insert(
             0,
-            node("DequantizeLinear", &fresh_name(graph, "input.dequantize"), &[&input, &s, &z], &[&float], vec![]),
+            node(
+                "DequantizeLinear",
+                &fresh_name(graph, "input.dequantize"),
+                &[&input, &s, &z],
+                &[&float],
+                vec![],
+            ),
         );
-        set_elem_type(graph.input.iter_mut().find(|i| i.name == input).expect("input"), INT8);
-        let mut meta = vec![(INPUT_SCALE, scale.to_string()), (INPUT_ZERO_POINT, zp.to_string())];
+        set_elem_type(
+            graph
+                .input
+                .iter_mut()
+                .find(|i| i.name == input)
+                .expect("input"),
+            INT8,
+        );
+        let mut meta = vec![
+            (INPUT_SCALE, scale.to_string()),
+            (INPUT_ZERO_POINT, zp.to_string()),
+        ];
 
         let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
         for out in outputs {
@@ -187,14 +223,32 @@ pub fn quantize_static(
                     }
                 }
             }
-            graph.node.push(node("QuantizeLinear", &fresh_name(graph, &format!("{out}.quantize")), &[&float, &s, &z], &[&out], vec![]));
-            set_elem_type(graph.output.iter_mut().find(|o| o.name == out).expect("output"), INT8);
+            graph.node.push(node(
+                "QuantizeLinear",
+                &fresh_name(graph, &format!("{out}.quantize")),
+                &[&float, &s, &z],
+                &[&out],
+                vec![],
+            ));
+            set_elem_type(
+                graph
+                    .output
+                    .iter_mut()
+                    .find(|o| o.name == out)
+                    .expect("output"),
+                INT8,
+            );
             meta.push((OUTPUT_SCALE, scale.to_string()));
             meta.push((OUTPUT_ZERO_POINT, zp.to_string()));
         }
-        model.metadata_props.retain(|p| !p.key.starts_with("edgefleet.dev/"));
+        model
+            .metadata_props
+            .retain(|p| !p.key.starts_with("edgefleet.dev/"));
         for (key, value) in meta {
-            model.metadata_props.push(pb::StringStringEntryProto { key: key.into(), value });
+            model.metadata_props.push(pb::StringStringEntryProto {
+                key: key.into(),
+                value,
+            });
         }
     }
     let graph = model.graph.as_mut().expect("model has a graph");
@@ -236,7 +290,10 @@ mod tests {
         assert_eq!(z, -128);
         let (s, z) = int8_params(-1.0, 1.0);
         assert!((s - 2.0 / 255.0).abs() < 1e-7);
-        assert!(-1.0 / s + z as f32 >= -128.5 && 1.0 / s + z as f32 <= 127.5, "{z}");
+        assert!(
+            -1.0 / s + z as f32 >= -128.5 && 1.0 / s + z as f32 <= 127.5,
+            "{z}"
+        );
         // zero maps onto an integer code exactly
         let (s, z) = int8_params(-0.3, 2.0);
         assert_eq!(((0.0 / s).round() + z as f32) as i8, z);
@@ -263,7 +320,14 @@ mod tests {
         let report = quantize_static(&mut q, &ranges, &[], false).unwrap();
         assert_eq!(report.quantized_layers, ["conv"]);
         assert_eq!(report.quantized_activations, 1);
-        let ops: Vec<&str> = q.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
+        let ops: Vec<&str> = q
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
         assert_eq!(ops.iter().filter(|o| **o == "QuantizeLinear").count(), 1);
         assert_eq!(ops.iter().filter(|o| **o == "DequantizeLinear").count(), 2);
         let got = run(&q, &[1, 2, 5, 5], &input);
@@ -287,10 +351,17 @@ mod tests {
         let elem = |v| crate::model::Model::elem_type(v).unwrap();
         assert_eq!(elem(&graph.input[0]), INT8);
         assert_eq!(elem(&graph.output[0]), INT8);
-        let meta: BTreeMap<_, _> = q.metadata_props.iter().map(|p| (p.key.as_str(), p.value.parse::<f32>().unwrap())).collect();
+        let meta: BTreeMap<_, _> = q
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.parse::<f32>().unwrap()))
+            .collect();
         let (s_in, z_in) = (meta[INPUT_SCALE], meta[INPUT_ZERO_POINT]);
         let (s_out, z_out) = (meta[OUTPUT_SCALE], meta[OUTPUT_ZERO_POINT]);
-        let x: Vec<i8> = input.iter().map(|v| (v / s_in + z_in).round().clamp(-128.0, 127.0) as i8).collect();
+        let x: Vec<i8> = input
+            .iter()
+            .map(|v| (v / s_in + z_in).round().clamp(-128.0, 127.0) as i8)
+            .collect();
         let got = crate::passes::testing::run_i8(&q, &[1, 2, 5, 5], &x);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (a, b) in got.iter().zip(&want) {
