@@ -61,5 +61,9 @@ test: ## The whole suite: lint, unit, and integration tests against the real con
 	@bash hack/test.sh
 
 .PHONY: demo
+.PHONY: bench-optimizer
+bench-optimizer: ## Optimizer per technique vs fp32 and ONNX Runtime's quantizers; writes bench-results/optimizer.json
+	hack/bench-optimizer.sh
+
 demo: ## End to end on the local test ground: what edgefleet does today
 	@bash hack/demo.sh

@@ -45,6 +45,20 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Leave out the samples `optimize --calibration-samples N` holds out for calibration,
+        /// so figures compare with its report.
+        #[arg(long, default_value_t = 0)]
+        exclude_calibration: usize,
+    },
+    /// Write the samples `optimize --calibration-samples N` calibrates on to an `.npz` (for
+    /// other tools, such as ONNX Runtime's quantizer, to calibrate on the same data).
+    CalibrationSet {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -118,6 +132,27 @@ const EXIT_FLOOR_NOT_MET: u8 = 3;
 fn main() -> anyhow::Result<std::process::ExitCode> {
     match Args::parse().command {
         Command::Optimize(args) => return optimize(*args),
+        Command::CalibrationSet {
+            dataset,
+            samples,
+            out,
+        } => {
+            let data = Dataset::load(&dataset)?;
+            let indices = split(data.len(), samples, 0).calibration;
+            let (shape, x) = data.batch(&indices);
+            let mut zip = zip::ZipWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?,
+            );
+            zip.start_file("x.npy", zip::write::SimpleFileOptions::default())?;
+            std::io::Write::write_all(&mut zip, &edgefleet_optimizer::npy::encode_f32(&shape, &x))?;
+            zip.finish()?;
+            println!(
+                "{} calibration samples written to {}",
+                indices.len(),
+                out.display()
+            );
+        }
         Command::Evaluate {
             model,
             dataset,
@@ -127,6 +162,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             batch,
             latency_runs,
             json,
+            exclude_calibration,
         } => {
             let model = Model::load(&model)?;
             let data = Dataset::load(&dataset)?;
@@ -137,7 +173,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                     library: None,
                 }),
             };
-            let all = split(data.len(), 0, 0).evaluation;
+            let all = split(data.len(), exclude_calibration, 0).evaluation;
             let indices = &all[..limit.unwrap_or(all.len()).min(all.len())];
             let plan = Plan {
                 indices,
@@ -148,7 +184,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             let result = eval::evaluate(runtime.as_ref(), &model, &data, &plan)
                 .with_context(|| format!("evaluating {}", model.path.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
+                let mut value = serde_json::to_value(&result)?;
+                value["bytes"] = model.bytes.len().into();
+                value["bytes_zstd"] = edgefleet_optimizer::size::zstd_bytes(&model.bytes).into();
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!(
                     "{}: top-1 {:.2}% on {} samples with {}; latency p50 {:.3} ms, p99 {:.3} ms (batch 1)",

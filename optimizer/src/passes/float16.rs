@@ -30,6 +30,7 @@ pub fn to_float16(graph: &mut GraphProto, keep: &[String]) -> Float16Report {
         .flat_map(|n| n.input.iter().skip(1).cloned())
         .collect();
 
+    gemm_to_matmul(graph);
     for t in &mut graph.initializer {
         if t.data_type != FLOAT || pinned.contains(&t.name) {
             continue;
@@ -145,6 +146,69 @@ pub fn to_float16(graph: &mut GraphProto, keep: &[String]) -> Float16Report {
     report
 }
 
+/// `Gemm(A, B, C)` with a constant B, alpha = beta = 1 and no transposed A becomes
+/// `Add(MatMul(A, B'), C)` (B' pre-transposed when transB = 1): tract 0.23's fp16 Gemm declares a
+/// float32 output and refuses the graph, while fp16 MatMul and Add run in every runtime.
+fn gemm_to_matmul(graph: &mut GraphProto) {
+    use super::graph::{attr_f, attr_i, f32_tensor, initializer};
+    let mut i = 0;
+    while i < graph.node.len() {
+        let n = graph.node[i].clone();
+        let plain = n.op_type == "Gemm"
+            && attr_f(&n, "alpha").unwrap_or(1.0) == 1.0
+            && attr_f(&n, "beta").unwrap_or(1.0) == 1.0
+            && attr_i(&n, "transA").unwrap_or(0) == 0;
+        let weight = n.input.get(1).and_then(|b| initializer(graph, b)).cloned();
+        let (true, Some(b)) = (plain, weight) else {
+            i += 1;
+            continue;
+        };
+        let Some(values) = f32_values(&b).filter(|_| b.dims.len() == 2) else {
+            i += 1;
+            continue;
+        };
+        let mut b_name = b.name.clone();
+        if attr_i(&n, "transB").unwrap_or(0) == 1 {
+            let (rows, cols) = (b.dims[0] as usize, b.dims[1] as usize);
+            let transposed: Vec<f32> = (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                .map(|(r, c)| values[r * cols + c])
+                .collect();
+            b_name = fresh_name(graph, &format!("{}.t", b.name));
+            graph.initializer.push(f32_tensor(
+                &b_name,
+                &[cols as i64, rows as i64],
+                &transposed,
+            ));
+        }
+        let product = fresh_name(graph, &format!("{}.matmul", n.output[0]));
+        let mut replacement = vec![node(
+            "MatMul",
+            &format!("{}.matmul", n.name),
+            &[&n.input[0], &b_name],
+            &[if n.input.len() > 2 {
+                &product
+            } else {
+                &n.output[0]
+            }],
+            vec![],
+        )];
+        if let Some(c) = n.input.get(2).filter(|c| !c.is_empty()) {
+            replacement.push(node(
+                "Add",
+                &n.name,
+                &[&product, c],
+                &[&n.output[0]],
+                vec![],
+            ));
+        }
+        let added = replacement.len();
+        graph.node.splice(i..=i, replacement);
+        i += added;
+    }
+    super::graph::remove_unused_initializers(graph);
+}
+
 fn f16_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     TensorProto {
         name: name.into(),
@@ -218,6 +282,45 @@ mod tests {
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() <= 0.01 * scale, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn gemm_runs_in_half_as_matmul_and_add() {
+        use crate::passes::graph::{int_attr, node};
+        use crate::passes::testing::model;
+        let w: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        let m = model(
+            vec![node(
+                "Gemm",
+                "fc",
+                &["input", "w", "b"],
+                &["output"],
+                vec![int_attr("transB", 1)],
+            )],
+            vec![
+                f32_tensor("w", &[3, 4], &w),
+                f32_tensor("b", &[3], &[0.5, -0.25, 1.0]),
+            ],
+            ("input", &[1, 4]),
+            ("output", &[1, 3]),
+        );
+        let input = [0.3, -1.2, 0.8, 2.0];
+        let want = run(&m, &[1, 4], &input);
+        let mut half = m.clone();
+        to_float16(half.graph.as_mut().unwrap(), &[]);
+        let ops: Vec<&str> = half
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.as_str())
+            .collect();
+        assert_eq!(ops, ["Cast", "MatMul", "Add", "Cast"]);
+        let got = run(&half, &[1, 4], &input);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 0.01, "{a} vs {b}");
         }
     }
 
