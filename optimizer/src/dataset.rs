@@ -1,8 +1,9 @@
 //! Validation datasets: an `.npz` with `x` (float32, already in the model's layout) and optional
-//! `y` (int64 labels). Calibration and evaluation samples are split deterministically and never
+//! `y` (int64 labels), or an ImageFolder directory (`images.rs`). Calibration and evaluation samples are split deterministically and never
 //! overlap: the optimizer must not calibrate on what it evaluates.
 
 use crate::npy::{self, Data};
+use edgefleet_api::edgemodel::Preprocessing;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -93,6 +94,52 @@ impl Dataset {
             x: values,
             labels,
         })
+    }
+
+    /// A dataset from samples already in model layout (used by the ImageFolder reader).
+    pub fn from_parts(
+        path: PathBuf,
+        sample_shape: Vec<usize>,
+        x: Vec<f32>,
+        labels: Option<Vec<i64>>,
+    ) -> Result<Self, DatasetError> {
+        let sample_len: usize = sample_shape.iter().product();
+        if sample_len == 0 || x.is_empty() || x.len() % sample_len != 0 {
+            return Err(DatasetError::Invalid {
+                path,
+                message: format!(
+                    "{} values do not make samples of shape {sample_shape:?}",
+                    x.len()
+                ),
+            });
+        }
+        if let Some(l) = &labels
+            && l.len() != x.len() / sample_len
+        {
+            return Err(DatasetError::Invalid {
+                path,
+                message: format!("{} labels for {} samples", l.len(), x.len() / sample_len),
+            });
+        }
+        Ok(Self {
+            path,
+            sample_shape,
+            x,
+            labels,
+        })
+    }
+
+    /// An `.npz` file, or an ImageFolder directory preprocessed with `pre` (required for one).
+    pub fn open(path: &Path, pre: Option<&Preprocessing>) -> Result<Self, DatasetError> {
+        if path.is_dir() {
+            let pre = pre.ok_or_else(|| DatasetError::Invalid {
+                path: path.to_path_buf(),
+                message: "is an image folder: give its preprocessing (--preprocessing FILE or --color/--resize/--center-crop/--mean/--std/--layout)".into(),
+            })?;
+            crate::images::load(path, pre)
+        } else {
+            Self::load(path)
+        }
     }
 
     pub fn len(&self) -> usize {

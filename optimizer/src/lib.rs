@@ -4,6 +4,7 @@
 pub mod calibrate;
 pub mod dataset;
 pub mod eval;
+pub mod images;
 pub mod model;
 pub mod npy;
 pub mod optimize;

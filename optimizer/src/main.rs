@@ -45,6 +45,8 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        pre: PreprocessingArgs,
         /// Leave out the samples `optimize --calibration-samples N` holds out for calibration,
         /// so figures compare with its report.
         #[arg(long, default_value_t = 0)]
@@ -70,6 +72,8 @@ struct OptimizeArgs {
     /// the metric is top-1 agreement with the base model.
     #[arg(long)]
     dataset: PathBuf,
+    #[command(flatten)]
+    pre: PreprocessingArgs,
     /// A built-in profile (cpu-int8, integer-npu, nvidia-fp16) or a DeviceClass YAML file.
     #[arg(long)]
     device_class: String,
@@ -101,6 +105,85 @@ struct OptimizeArgs {
     threads: usize,
     #[arg(long)]
     out: PathBuf,
+}
+
+/// How an ImageFolder dataset's images become model inputs (ignored for `.npz`).
+#[derive(clap::Args, Debug, Default)]
+struct PreprocessingArgs {
+    /// YAML with the EdgeModel's `accuracy.preprocessing` fields (colorMode, resize, centerCrop,
+    /// mean, std, layout).
+    #[arg(long, conflicts_with_all = ["color", "resize", "center_crop", "mean", "std", "layout"])]
+    preprocessing: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    color: Option<ColorName>,
+    /// Resize the shorter side to this many pixels.
+    #[arg(long)]
+    resize: Option<u32>,
+    /// Center crop to a square of this many pixels.
+    #[arg(long)]
+    center_crop: Option<u32>,
+    /// Per-channel mean after scaling pixels to [0, 1], e.g. 0.485,0.456,0.406.
+    #[arg(long, value_delimiter = ',')]
+    mean: Vec<f64>,
+    #[arg(long, value_delimiter = ',')]
+    std: Vec<f64>,
+    #[arg(long, value_enum)]
+    layout: Option<LayoutName>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ColorName {
+    Grayscale,
+    Rgb,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LayoutName {
+    Nchw,
+    Nhwc,
+}
+
+impl PreprocessingArgs {
+    fn get(&self) -> anyhow::Result<Option<edgefleet_api::edgemodel::Preprocessing>> {
+        use edgefleet_api::edgemodel::{ColorMode, Preprocessing, TensorLayout};
+        if let Some(path) = &self.preprocessing {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let pre: Preprocessing = serde_yaml_ng::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            return Ok(Some(pre));
+        }
+        let any = self.color.is_some()
+            || self.resize.is_some()
+            || self.center_crop.is_some()
+            || !self.mean.is_empty()
+            || !self.std.is_empty()
+            || self.layout.is_some();
+        if !any {
+            return Ok(None);
+        }
+        if self.mean.len() != self.std.len() {
+            anyhow::bail!(
+                "--mean has {} values but --std has {}: give one of each per channel",
+                self.mean.len(),
+                self.std.len()
+            );
+        }
+        Ok(Some(Preprocessing {
+            color_mode: match self.color {
+                Some(ColorName::Grayscale) => ColorMode::Grayscale,
+                Some(ColorName::Rgb) | None => ColorMode::Rgb,
+            },
+            resize: self.resize,
+            center_crop: self.center_crop,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            layout: match self.layout {
+                Some(LayoutName::Nhwc) => TensorLayout::Nhwc,
+                Some(LayoutName::Nchw) | None => TensorLayout::Nchw,
+            },
+        }))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -162,10 +245,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             batch,
             latency_runs,
             json,
+            pre,
             exclude_calibration,
         } => {
             let model = Model::load(&model)?;
-            let data = Dataset::load(&dataset)?;
+            let data = Dataset::open(&dataset, pre.get()?.as_ref())?;
             let runtime: Box<dyn Runtime> = match runtime {
                 RuntimeName::Tract => Box::new(eval::tract::Tract),
                 RuntimeName::Onnxruntime => Box::new(eval::ort::OnnxRuntime {
@@ -228,7 +312,7 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
     let time_budget = edgefleet_api::duration::parse(&args.time_budget)
         .map_err(|e| anyhow::anyhow!("--time-budget {:?}: {e}", args.time_budget))?;
     let model = Model::load(&args.model)?;
-    let data = Dataset::load(&args.dataset)?;
+    let data = Dataset::open(&args.dataset, args.pre.get()?.as_ref())?;
     let options = Options {
         floor: args.floor,
         max_drop: args.max_drop,
