@@ -104,7 +104,7 @@ impl Dataset {
         labels: Option<Vec<i64>>,
     ) -> Result<Self, DatasetError> {
         let sample_len: usize = sample_shape.iter().product();
-        if sample_len == 0 || x.is_empty() || x.len() % sample_len != 0 {
+        if sample_len == 0 || x.is_empty() || !x.len().is_multiple_of(sample_len) {
             return Err(DatasetError::Invalid {
                 path,
                 message: format!(
