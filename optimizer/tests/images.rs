@@ -19,14 +19,14 @@ const SAMPLES: usize = 300;
 fn write_images(dir: &Path, by_class: bool) -> Vec<i64> {
     let data = test_set();
     let labels = data.labels.clone().unwrap();
-    for i in 0..SAMPLES {
+    for (i, label) in labels.iter().take(SAMPLES).enumerate() {
         let pixels: Vec<u8> = data
             .sample(i)
             .iter()
             .map(|&v| ((v as f64 * STD + MEAN) * 255.0).round().clamp(0.0, 255.0) as u8)
             .collect();
         let folder = if by_class {
-            dir.join(format!("class-{:02}", labels[i]))
+            dir.join(format!("class-{label:02}"))
         } else {
             dir.to_path_buf()
         };
