@@ -1,8 +1,8 @@
 """Optimizer benchmark driver (see hack/bench-optimizer.sh).
 
-For each technique: `edgefleet-optimizer optimize --techniques T --objective smallest` for the
-device class that offers it, then the written model re-measured with `evaluate` on both runtimes
-(1 thread, the same 9,800 evaluation samples, calibration samples excluded). The peer is ONNX
+For each model and device class: one `edgefleet-optimizer optimize --objective smallest
+--keep-candidates` run, then every passing candidate re-measured with `evaluate` on both runtimes
+(1 thread, the evaluation samples only: the calibration samples are excluded). The peer is ONNX
 Runtime's quantize_static (QDQ, per-channel, 200 calibration images: the very samples the
 optimizer calibrates on) and quantize_dynamic, measured the same way.
 """
@@ -28,10 +28,11 @@ def run(cmd, ok=(0,)):
 
 
 def measure(opt, model, dataset, runtime):
+    limit = ["--limit", str(TRACT_LIMIT)] if runtime == "tract" and TRACT_LIMIT else []
     try:
         p = run([opt, "evaluate", "--model", model, "--dataset", dataset, "--runtime", runtime,
-                 "--threads", "1", "--latency-runs", "500", "--json",
-                 "--exclude-calibration", str(CALIBRATION)])
+                 "--threads", "1", "--latency-runs", "300", "--json",
+                 "--exclude-calibration", str(CALIBRATION)] + limit)
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         cause = next((lines[i + 1] for i, line in enumerate(lines[:-1]) if line == "Caused by:"), lines[-1])
@@ -79,58 +80,92 @@ def peer(opt, base, dataset, work):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--optimizer", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--max-drop", default="0.01")
-    a = ap.parse_args()
-    opt = os.path.abspath(a.optimizer)
-    work = tempfile.mkdtemp(prefix="bench-optimizer-")
-    results = {"fp32": entry(opt, a.model, a.dataset)}
-    plan = [("int8-dynamic", "cpu-int8"), ("int8-static", "cpu-int8"), ("pruning", "cpu-int8"),
-            ("clustering", "cpu-int8"), ("float16", "nvidia-fp16"), ("full-integer", "integer-npu")]
-    for technique, device_class in plan:
-        out = os.path.join(work, technique)
-        t = time.time()
-        p = run([opt, "optimize", "--model", a.model, "--dataset", a.dataset, "--device-class",
-                 device_class, "--max-drop", a.max_drop, "--objective", "smallest", "--techniques",
-                 technique, "--calibration-samples", str(CALIBRATION), "--latency-runs", "50",
-                 "--out", out], ok=(0, 3))
-        wall = round(time.time() - t, 2)
-        report = json.load(open(os.path.join(out, "report.json")))
-        w = report["winner"]
-        print(f"{technique} ({device_class}): {report['verdict']}, winner "
-              f"{w and w['technique']} in {wall}s", file=sys.stderr)
-        if w is None or w["technique"] == "fp32":
-            results[technique] = {"device_class": device_class, "verdict": report["verdict"],
-                                  "note": "no candidate of this technique passed the gate",
-                                  "wall_seconds": wall}
-            continue
-        results[technique] = entry(opt, os.path.join(out, "model.onnx"), a.dataset, {
-            "device_class": device_class, "gated_with": report["runtime"],
-            "gate_accuracy": w["accuracy"], "required_accuracy": report["required_accuracy"],
-            "parameters": w["parameters"], "layers_kept_float": w["layers_kept_float"],
-            "wall_seconds": wall})
-    results.update(peer(opt, a.model, a.dataset, work))
+def optimize_class(opt, model, dataset, device_class, max_drop, work, search_samples):
+    """One optimize run keeping every passing candidate; returns (report, wall seconds)."""
+    out = os.path.join(work, os.path.basename(device_class).replace(".yaml", ""))
+    t = time.time()
+    run([opt, "optimize", "--model", model, "--dataset", dataset, "--device-class", device_class,
+         "--max-drop", max_drop, "--objective", "smallest", "--calibration-samples", str(CALIBRATION),
+         "--search-samples", str(search_samples), "--latency-runs", "50", "--keep-candidates",
+         "--out", out], ok=(0, 3))
+    wall = round(time.time() - t, 2)
+    return json.load(open(os.path.join(out, "report.json"))), wall
 
+
+def bench_model(opt, name, model, dataset, classes, max_drop, work, search_samples, tract_limit):
+    global TRACT_LIMIT
+    TRACT_LIMIT = tract_limit
+    os.makedirs(work, exist_ok=True)
+    results = {"fp32": entry(opt, model, dataset)}
+    runs = {}
+    for device_class in classes:
+        report, wall = optimize_class(opt, model, dataset, device_class, max_drop, work, search_samples)
+        label = os.path.basename(device_class).replace(".yaml", "")
+        runs[label] = {"verdict": report["verdict"], "winner": report["winner"] and report["winner"]["technique"],
+                       "wall_seconds": wall, "runtime": report["runtime"]}
+        print(f"{name} / {label}: {report['verdict']}, winner "
+              f"{report['winner'] and report['winner']['technique']} in {wall}s", file=sys.stderr)
+        for c in report["candidates"]:
+            if c["technique"] == "fp32":
+                continue
+            params = c["parameters"]
+            key = c["technique"] + "".join(f" {k}={v if not isinstance(v, dict) else v.get('sparsity')}"
+                                           for k, v in sorted(params.items()) if k != "int8Weights")
+            if c.get("file") is None:
+                results.setdefault(key, {"device_class": label, "status": c["status"], "reason": c["reason"],
+                                         "seconds": round(c["seconds"], 2)})
+                continue
+            results[key] = entry(opt, c["file"], dataset, {
+                "device_class": label, "gated_with": report["runtime"], "gate_accuracy": c["accuracy"],
+                "required_accuracy": report["required_accuracy"], "layers_kept_float": c["layers_kept_float"],
+                "seconds": round(c["seconds"], 2)})
+    results.update(peer(opt, model, dataset, work))
     base = results["fp32"]
     summary = {}
-    for name, r in results.items():
+    for key, r in results.items():
         if "bytes_zstd" not in r:
             continue
         s = {"zstd_vs_fp32": round(r["bytes_zstd"] / base["bytes_zstd"], 4)}
         for rt in ("tract", "onnxruntime"):
             m, b = r[rt], base[rt]
-            if "accuracy" in m:
+            if "accuracy" in m and "accuracy" in b:
                 s[f"{rt}_top1_drop_points"] = round((b["accuracy"] - m["accuracy"]) * 100, 2)
                 s[f"{rt}_speedup_vs_fp32"] = round(b["latency_ms_p50"] / m["latency_ms_p50"], 3)
-        summary[name] = s
-    doc = {"bench": "optimizer", "model": "fashion-cnn", "dataset": "fashion-mnist test, 9800 evaluation samples",
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
-           "threads": 1, "results": results, "summary": summary}
+        summary[key] = s
+    return {"runs": runs, "results": results, "summary": summary}
+
+
+TRACT_LIMIT = None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--optimizer", required=True)
+    ap.add_argument("--cnn", required=True)
+    ap.add_argument("--cnn-dataset", required=True)
+    ap.add_argument("--efficientnet")
+    ap.add_argument("--efficientnet-dataset")
+    ap.add_argument("--cpu-onnxruntime", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--max-drop", default="0.01")
+    a = ap.parse_args()
+    opt = os.path.abspath(a.optimizer)
+    work = tempfile.mkdtemp(prefix="bench-optimizer-")
+    doc = {"bench": "optimizer", "threads": 1,
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+           "evaluation": f"test set minus the {CALIBRATION} calibration samples; batch-1 latency at 1 thread",
+           "models": {}}
+    doc["models"]["fashion-cnn"] = bench_model(
+        opt, "fashion-cnn", a.cnn, a.cnn_dataset, ["cpu-int8", "nvidia-fp16", "integer-npu"],
+        a.max_drop, os.path.join(work, "cnn"), 1000, None)
+    if a.efficientnet:
+        doc["models"]["efficientnet-lite0"] = bench_model(
+            opt, "efficientnet-lite0", a.efficientnet, a.efficientnet_dataset,
+            [a.cpu_onnxruntime, "nvidia-fp16", "integer-npu"], a.max_drop,
+            os.path.join(work, "efficientnet"), 500, 1000)
+        doc["models"]["efficientnet-lite0"]["note"] = (
+            "gated with ONNX Runtime (hack/bench/cpu-onnxruntime.yaml); tract figures on the first "
+            "1000 evaluation samples")
     with open(a.out, "w") as f:
         json.dump(doc, f, indent=2)
     print(json.dumps(doc))

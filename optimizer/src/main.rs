@@ -105,6 +105,9 @@ struct OptimizeArgs {
     threads: usize,
     #[arg(long)]
     out: PathBuf,
+    /// Also write every passing candidate to DIR/candidates/ (named in report.json).
+    #[arg(long)]
+    keep_candidates: bool,
 }
 
 /// How an ImageFolder dataset's images become model inputs (ignored for `.npz`).
@@ -343,7 +346,7 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let runtime = runtime(profile.runtime(), args.threads);
     let progress = Progress::new();
-    let outcome = optimize(&model, &data, &profile, runtime.as_ref(), &options, &|e| {
+    let mut outcome = optimize(&model, &data, &profile, runtime.as_ref(), &options, &|e| {
         progress.event(e)
     })
     .with_context(|| format!("optimizing {}", args.model.display()))?;
@@ -362,6 +365,21 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", model_path.display())),
         },
+    }
+    if args.keep_candidates {
+        let dir = args.out.join("candidates");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (i, proto) in outcome.passed.iter().enumerate() {
+            let Some(proto) = proto else { continue };
+            let c = &mut outcome.report.candidates[i];
+            let path = dir.join(format!(
+                "{:02}-{}.onnx",
+                i + 1,
+                c.technique.replace('+', "-")
+            ));
+            write_atomic(&path, &edgefleet_optimizer::model::encode(proto))?;
+            c.file = Some(path.display().to_string());
+        }
     }
     let mut json = serde_json::to_vec_pretty(&outcome.report)?;
     json.push(b'\n');

@@ -103,6 +103,8 @@ pub struct Outcome {
     pub report: Report,
     /// The winner's model, when one passed.
     pub winner: Option<crate::model::pb::ModelProto>,
+    /// Every passing candidate's model, by candidate index (None for the others).
+    pub passed: Vec<Option<crate::model::pb::ModelProto>>,
 }
 
 /// The accuracy a candidate must reach.
@@ -313,6 +315,7 @@ pub fn optimize(
             layers_kept_float: Vec::new(),
             search: None,
             seconds: 0.0,
+            file: None,
         };
         if started.elapsed() > options.time_budget {
             candidate.reason = Some("time budget spent".into());
@@ -427,6 +430,7 @@ pub fn optimize(
     Ok(Outcome {
         report,
         winner: winner_model,
+        passed: models,
     })
 }
 

@@ -76,6 +76,9 @@ pub struct Candidate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub search: Option<Search>,
     pub seconds: f64,
+    /// Where the candidate's model was written (`--keep-candidates`, passing candidates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
