@@ -111,7 +111,7 @@ def bench_model(opt, name, model, dataset, classes, max_drop, work, search_sampl
             if c["technique"] == "fp32":
                 continue
             params = c["parameters"]
-            key = c["technique"] + "".join(f" {k}={v if not isinstance(v, dict) else v.get('sparsity')}"
+            key = f"{label}: " + c["technique"] + "".join(f" {k}={v if not isinstance(v, dict) else v.get('sparsity')}"
                                            for k, v in sorted(params.items()) if k != "int8Weights")
             if c.get("file") is None:
                 results.setdefault(key, {"device_class": label, "status": c["status"], "reason": c["reason"],
@@ -153,10 +153,12 @@ def main():
     a = ap.parse_args()
     opt = os.path.abspath(a.optimizer)
     work = tempfile.mkdtemp(prefix="bench-optimizer-")
+    # A run of one model (BENCH_EFFICIENTNET=0) keeps the other model's figures from the last run.
+    previous = json.load(open(a.out)) if os.path.exists(a.out) else {}
     doc = {"bench": "optimizer", "threads": 1,
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
            "evaluation": f"test set minus the {CALIBRATION} calibration samples; batch-1 latency at 1 thread",
-           "models": {}}
+           "models": dict(previous.get("models", {}))}
     doc["models"]["fashion-cnn"] = bench_model(
         opt, "fashion-cnn", a.cnn, a.cnn_dataset, [("cpu-int8", "30m"), ("nvidia-fp16", "30m"), ("integer-npu", "30m")],
         a.max_drop, os.path.join(work, "cnn"), 1000, None)

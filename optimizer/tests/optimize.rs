@@ -325,3 +325,44 @@ fn bad_input_fails_clearly_before_anything_is_written() {
 
     assert!(!out_dir.exists(), "no output was written for bad input");
 }
+
+#[test]
+fn a_device_class_manifest_picks_the_runtime_and_names_the_report() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let class = support::root().join("hack/bench/cpu-onnxruntime.yaml");
+    let out = optimizer(&[
+        "--model",
+        fixture_path().to_str().unwrap(),
+        "--dataset",
+        test_set_path().to_str().unwrap(),
+        "--device-class",
+        class.to_str().unwrap(),
+        "--max-drop",
+        "0.01",
+        "--techniques",
+        "int8-static",
+        "--latency-runs",
+        "5",
+        "--keep-candidates",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(out_dir.path());
+    assert_eq!(r["device_class"], "cpu-onnxruntime");
+    assert_eq!(r["runtime"], "onnxruntime");
+    // Every passing candidate was kept, and the files are the models that were measured.
+    for c in r["candidates"].as_array().unwrap() {
+        assert_eq!(c["status"], "passed", "{c}");
+        let file = c["file"].as_str().unwrap();
+        let again = remeasure(
+            &OnnxRuntime {
+                threads: 1,
+                library: Some(ort_lib()),
+            },
+            Path::new(file),
+            200,
+        );
+        assert_eq!(again, c["accuracy"].as_f64().unwrap(), "{file}");
+    }
+}
