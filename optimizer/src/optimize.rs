@@ -586,6 +586,8 @@ fn gate(
                 required * 100.0
             ));
         } else {
+            // Figures of an earlier, fully measured step describe another keep-list.
+            candidate.measured = None;
             candidate.status = "failed";
             candidate.reason = Some(format!(
                 "top-1 {:.2}% on the search subset, under the required {:.2}% ({:.2}% on that subset)",
