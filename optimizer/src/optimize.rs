@@ -10,7 +10,6 @@ use crate::model::{Model, encode};
 use crate::profile::Profile;
 use crate::recipe::{Recipe, plan};
 use crate::report::{Candidate, Measured, Report, Samples, Search, Winner};
-use crate::size::zstd_bytes;
 use edgefleet_api::deviceclass::Precision;
 use edgefleet_api::edgemodel::{Objective, Technique};
 use std::collections::BTreeMap;
@@ -258,13 +257,7 @@ pub fn optimize(
         reference: search_ref.as_deref(),
     };
     let base_eval = evaluate(runtime, base, data, &full_plan)?;
-    let base_measured = Measured {
-        accuracy: base_eval.accuracy,
-        bytes: base.bytes.len(),
-        bytes_zstd: zstd_bytes(&base.bytes),
-        latency_ms_p50: base_eval.latency_ms_p50,
-        latency_ms_p99: base_eval.latency_ms_p99,
-    };
+    let base_measured = Measured::of(&base.bytes, &base_eval);
     let required = required_accuracy(options.floor, options.max_drop, base_eval.accuracy)
         .expect("checked above");
     progress(Event::Done {
@@ -559,13 +552,7 @@ fn gate(
                     return None;
                 }
             };
-            let measured = Measured {
-                accuracy: full.accuracy,
-                bytes: current.bytes.len(),
-                bytes_zstd: zstd_bytes(&current.bytes),
-                latency_ms_p50: full.latency_ms_p50,
-                latency_ms_p99: full.latency_ms_p99,
-            };
+            let measured = Measured::of(&current.bytes, &full);
             candidate.measured = Some(measured);
             candidate.layers_kept_float = keep.clone();
             candidate.search = search.clone();
@@ -614,12 +601,7 @@ fn gate(
                 .graph()
                 .node
                 .iter()
-                .filter(|n| {
-                    matches!(
-                        n.op_type.as_str(),
-                        "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
-                    )
-                })
+                .filter(|n| crate::passes::weights::is_layer(&n.op_type))
                 .map(|n| n.name.clone())
                 .collect();
             progress(Event::Step {

@@ -48,6 +48,19 @@ pub struct Measured {
     pub latency_ms_p99: f64,
 }
 
+impl Measured {
+    /// The figures of a model file and its evaluation.
+    pub fn of(bytes: &[u8], eval: &crate::eval::Evaluation) -> Self {
+        Self {
+            accuracy: eval.accuracy,
+            bytes: bytes.len(),
+            bytes_zstd: crate::size::zstd_bytes(bytes),
+            latency_ms_p50: eval.latency_ms_p50,
+            latency_ms_p99: eval.latency_ms_p99,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Winner {
     pub technique: String,

@@ -52,12 +52,7 @@ pub fn quantize_static(
     let linear: Vec<_> = graph
         .node
         .iter()
-        .filter(|n| {
-            matches!(
-                n.op_type.as_str(),
-                "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
-            )
-        })
+        .filter(|n| crate::passes::weights::is_layer(&n.op_type))
         .cloned()
         .collect();
     for n in linear {

@@ -101,24 +101,19 @@ pub fn conv_bn_relu_model() -> ModelProto {
 
 /// Runs a model once with tract and returns its first output.
 pub fn run(model: &ModelProto, shape: &[usize], data: &[f32]) -> Vec<f32> {
-    let bytes = crate::model::encode(model);
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut bytes.as_slice())
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .expect("tract loads the test model");
-    let input = Tensor::from_shape(shape, data).unwrap();
-    let out = plan.run(tvec!(input.into())).unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
+    run_typed(model, shape, data)
 }
 
 /// Runs a model with an int8 input once with tract and returns its int8 output.
 pub fn run_i8(model: &ModelProto, shape: &[usize], data: &[i8]) -> Vec<i8> {
+    run_typed(model, shape, data)
+}
+
+fn run_typed<In: Datum + Copy, Out: Datum + Copy>(
+    model: &ModelProto,
+    shape: &[usize],
+    data: &[In],
+) -> Vec<Out> {
     let bytes = crate::model::encode(model);
     let plan = tract_onnx::onnx()
         .model_for_read(&mut bytes.as_slice())
@@ -128,7 +123,7 @@ pub fn run_i8(model: &ModelProto, shape: &[usize], data: &[i8]) -> Vec<i8> {
     let input = Tensor::from_shape(shape, data).unwrap();
     let out = plan.run(tvec!(input.into())).unwrap();
     out[0]
-        .to_plain_array_view::<i8>()
+        .to_plain_array_view::<Out>()
         .unwrap()
         .iter()
         .copied()

@@ -15,13 +15,15 @@ pub struct Weight {
     pub values: Vec<f32>,
 }
 
+/// Operators whose second input is a layer weight.
+pub fn is_layer(op: &str) -> bool {
+    matches!(op, "Conv" | "ConvTranspose" | "Gemm" | "MatMul")
+}
+
 pub fn layer_weights(graph: &GraphProto) -> Vec<Weight> {
     let mut out: Vec<Weight> = Vec::new();
     for node in &graph.node {
-        if !matches!(
-            node.op_type.as_str(),
-            "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
-        ) {
+        if !is_layer(&node.op_type) {
             continue;
         }
         let Some(name) = node.input.get(1) else {
