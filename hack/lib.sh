@@ -11,3 +11,8 @@ die() { printf '[edgefleet] error: %s\n' "$*" >&2; exit 1; }
 controlplane_bin_dir() {
   echo "$EDGEFLEET_CACHE/controlplane/k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION/bin"
 }
+
+ORAS_VERSION=${ORAS_VERSION:-1.3.6}
+oras_bin() {
+  echo "$EDGEFLEET_CACHE/tools/oras-v$ORAS_VERSION/oras"
+}

@@ -2,6 +2,8 @@
 //! `make up` starts (reused when running), one namespace per test, and child processes that are
 //! killed when the test ends. Never shipped.
 
+pub mod registry;
+
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -172,10 +174,15 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, mut command: Command) -> Result<Self> {
+        command.env("KUBECONFIG", &env().kubeconfig);
+        Self::spawn_standalone(name, command)
+    }
+
+    /// Like [`Process::spawn`], without starting (or pointing at) the control plane.
+    pub fn spawn_standalone(name: &str, mut command: Command) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name(name)));
         let file = std::fs::File::create(&log)?;
         command
-            .env("KUBECONFIG", &env().kubeconfig)
             .stdout(file.try_clone()?)
             .stderr(file)
             .stdin(Stdio::null());

@@ -1,0 +1,537 @@
+//! Push and pull over plain OCI distribution (via `oci-client`), with edgefleet's rules:
+//! blobs the registry has are not sent again, small blobs go in one request and large ones in
+//! chunks; pulls are by digest only, every blob is checked against its sha256 before it enters
+//! the [`Cache`], and an interrupted download resumes with an HTTP Range request.
+
+use crate::cache::Partial;
+use crate::manifest::{Artifact, ModelConfig, Packed, apply_config, unpack};
+use crate::{Cache, Credentials, Digest, DockerConfig, Error, Lease, Result, SelfTest, media};
+use futures::StreamExt;
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach registries.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Registries (`host:port`) that may be reached over plain HTTP. Every other registry is
+    /// HTTPS only.
+    pub plain_http: Vec<String>,
+    /// Extra CA certificates (PEM files) to trust.
+    pub ca_files: Vec<PathBuf>,
+    /// Credentials per registry; anonymous where none are configured.
+    pub credentials: DockerConfig,
+    /// Blobs up to this size are uploaded in one request, larger ones in chunks.
+    pub monolithic_max: u64,
+    /// Attempts per blob download before giving up (each resumes where the last stopped).
+    pub attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            plain_http: Vec::new(),
+            ca_files: Vec::new(),
+            credentials: DockerConfig::default(),
+            monolithic_max: 4 << 20,
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// `registry/repository@sha256:…`: how the artifact is addressed from now on.
+    pub reference: String,
+    pub digest: Digest,
+    pub uploaded_bytes: u64,
+    pub skipped_blobs: usize,
+}
+
+/// Network figures of a pull.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullStats {
+    /// Body bytes received for blobs.
+    pub fetched_bytes: u64,
+    /// Bytes that were already on disk from an interrupted download and not fetched again.
+    pub resumed_bytes: u64,
+    /// Blobs served from the cache without any request.
+    pub cached_blobs: usize,
+    /// Download attempts that failed and were retried.
+    pub retries: u32,
+}
+
+/// A pulled, verified artifact.
+#[derive(Debug)]
+pub struct Pulled {
+    pub artifact: Artifact,
+    pub config: ModelConfig,
+    /// The ONNX model, uncompressed and verified, held in the cache.
+    pub model: Lease,
+    pub report: Option<Vec<u8>>,
+    pub selftest: Option<SelfTest>,
+    pub stats: PullStats,
+}
+
+pub struct Registry {
+    options: RegistryOptions,
+    /// Two clients because `oci-client` picks monolithic or chunked upload per client.
+    single: Client,
+    chunked: Client,
+}
+
+fn parse_reference(reference: &str) -> Result<Reference> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| Error::InvalidReference {
+            reference: reference.into(),
+            reason: e.to_string(),
+        })
+}
+
+fn descriptor(d: &crate::manifest::Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size as i64,
+        ..Default::default()
+    }
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Result<Self> {
+        // One process-wide TLS provider (ring, as the rest of the workspace uses).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut certs = Vec::new();
+        for path in &options.ca_files {
+            let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            certs.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+        let config = |monolithic: bool| ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(options.plain_http.clone()),
+            extra_root_certificates: certs.clone(),
+            use_monolithic_push: monolithic,
+            platform_resolver: None,
+            connect_timeout: Some(options.connect_timeout),
+            read_timeout: Some(options.read_timeout),
+            ..Default::default()
+        };
+        Ok(Registry {
+            single: Client::new(config(true)),
+            chunked: Client::new(config(false)),
+            options,
+        })
+    }
+
+    fn credentials(&self, r: &Reference) -> Credentials {
+        self.options.credentials.credentials_for(r.registry())
+    }
+
+    fn auth(&self, r: &Reference) -> RegistryAuth {
+        match self.credentials(r) {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Basic { username, password } => RegistryAuth::Basic(username, password),
+            Credentials::Bearer(token) => RegistryAuth::Bearer(token),
+        }
+    }
+
+    /// Turns a client error into one that names the reference and says whether it was the
+    /// credentials, a missing object or the network.
+    fn error(&self, r: &Reference, e: OciDistributionError) -> Error {
+        let status = match &e {
+            OciDistributionError::RequestError(re) => re.status().map(|s| s.as_u16()),
+            OciDistributionError::ServerError { code, .. } => Some(*code),
+            _ => None,
+        };
+        let denied = matches!(status, Some(401 | 403))
+            || match &e {
+                OciDistributionError::AuthenticationFailure(_)
+                | OciDistributionError::UnauthorizedError { .. } => true,
+                OciDistributionError::RegistryError { envelope, .. } => envelope
+                    .errors
+                    .iter()
+                    .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+                _ => false,
+            };
+        if denied {
+            return Error::Unauthorized {
+                registry: r.registry().into(),
+                user: self.credentials(r).who(),
+                reason: format!("the registry refused the request (401/403): {e}"),
+            };
+        }
+        let missing = matches!(&e, OciDistributionError::ImageManifestNotFoundError(_))
+            || matches!(&e, OciDistributionError::RegistryError { envelope, .. } if envelope.errors.iter().any(|x| matches!(x.code, OciErrorCode::ManifestUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound)))
+            || status == Some(404);
+        if missing {
+            return Error::NotFound {
+                reference: r.whole(),
+                reason: e.to_string(),
+            };
+        }
+        Error::Registry {
+            reference: r.whole(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn login(&self, client: &Client, r: &Reference, op: RegistryOperation) -> Result<()> {
+        client
+            .auth(r, &self.auth(r), op)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(r, e))
+    }
+
+    /// Pushes `packed` to `target` (`registry/repository[:tag]`).
+    pub async fn push(&self, target: &str, packed: &Packed) -> Result<Pushed> {
+        let r = parse_reference(target)?;
+        if r.digest().is_some() {
+            return Err(Error::InvalidReference {
+                reference: target.into(),
+                reason: "push to a repository or a tag; the digest is computed from the content"
+                    .into(),
+            });
+        }
+        let repo = Reference::with_digest(
+            r.registry().into(),
+            r.repository().into(),
+            packed.digest.to_string(),
+        );
+        self.login(&self.single, &repo, RegistryOperation::Push)
+            .await?;
+        self.login(&self.chunked, &repo, RegistryOperation::Push)
+            .await?;
+        let mut uploaded = 0;
+        let mut skipped = 0;
+        for blob in packed.blobs() {
+            let d = &blob.descriptor;
+            if self
+                .single
+                .blob_exists(&repo, &d.digest)
+                .await
+                .map_err(|e| self.error(&repo, e))?
+            {
+                skipped += 1;
+                continue;
+            }
+            let client = if d.size <= self.options.monolithic_max {
+                &self.single
+            } else {
+                &self.chunked
+            };
+            client
+                .push_blob(&repo, blob.data.clone(), &d.digest)
+                .await
+                .map_err(|e| self.error(&repo, e))?;
+            uploaded += d.size;
+        }
+        // A tag only when the target names one (`Reference` would default to `latest`).
+        let tagged = target
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'));
+        let manifest_ref = if tagged { r.clone() } else { repo.clone() };
+        self.single
+            .push_manifest_raw(
+                &manifest_ref,
+                packed.manifest_bytes.clone(),
+                media::OCI_MANIFEST.parse().expect("static header value"),
+            )
+            .await
+            .map_err(|e| self.error(&manifest_ref, e))?;
+        uploaded += packed.manifest_bytes.len() as u64;
+        Ok(Pushed {
+            reference: format!("{}/{}@{}", r.registry(), r.repository(), packed.digest),
+            digest: packed.digest.clone(),
+            uploaded_bytes: uploaded,
+            skipped_blobs: skipped,
+        })
+    }
+
+    /// Fetches and verifies a manifest. Tags are resolved (for people: `inspect`); the digest
+    /// it resolved to is returned and everything after uses it.
+    pub async fn manifest(&self, reference: &str) -> Result<(Reference, Digest, Vec<u8>)> {
+        let r = parse_reference(reference)?;
+        self.login(&self.single, &r, RegistryOperation::Pull)
+            .await?;
+        let (bytes, _) = self
+            .single
+            .pull_manifest_raw(&r, &self.auth(&r), &[media::OCI_MANIFEST])
+            .await
+            .map_err(|e| self.error(&r, e))?;
+        let actual = Digest::of(&bytes);
+        if let Some(expected) = r.digest() {
+            let expected: Digest = expected.parse()?;
+            if actual != expected {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {reference}"),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let pinned = Reference::with_digest(
+            r.registry().into(),
+            r.repository().into(),
+            actual.to_string(),
+        );
+        Ok((pinned, actual, bytes.to_vec()))
+    }
+
+    /// Reads what an artifact holds without downloading its layers.
+    pub async fn inspect(&self, reference: &str) -> Result<(Artifact, ModelConfig)> {
+        let (r, digest, bytes) = self.manifest(reference).await?;
+        let mut artifact = unpack(&r.whole(), digest, &bytes)?;
+        let config = self
+            .fetch_small(&r, &artifact.manifest.config.clone(), "config")
+            .await?;
+        let parsed = apply_config(&mut artifact, &r.whole(), &config)?;
+        Ok((artifact, parsed))
+    }
+
+    async fn fetch_small(
+        &self,
+        r: &Reference,
+        d: &crate::manifest::Descriptor,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let digest = d.digest()?;
+        self.single
+            .pull_blob(r, &descriptor(d), &mut out)
+            .await
+            .map_err(|e| match e {
+                OciDistributionError::DigestError(_) => Error::DigestMismatch {
+                    what: format!("{what} of {}", r.whole()),
+                    expected: digest.clone(),
+                    actual: Digest::of(&out),
+                },
+                e => self.error(r, e),
+            })?;
+        if Digest::of(&out) != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("{what} of {}", r.whole()),
+                expected: digest,
+                actual: Digest::of(&out),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Pulls an artifact by digest into `cache`, verifying every blob, and returns the
+    /// uncompressed model held in the cache.
+    pub async fn pull(&self, reference: &str, cache: &Cache) -> Result<Pulled> {
+        let r = parse_reference(reference)?;
+        let Some(digest) = r.digest() else {
+            return Err(Error::InvalidReference {
+                reference: reference.into(),
+                reason: "pulls are by digest only (registry/repository@sha256:…); tags can move. \
+                         Resolve the tag with `edgefleet-optimizer inspect`."
+                    .into(),
+            });
+        };
+        let digest: Digest = digest.parse()?;
+        let mut stats = PullStats::default();
+        let what = format!("manifest {reference}");
+        let manifest_bytes = match cache.lease(&digest)? {
+            Some(lease) => {
+                stats.cached_blobs += 1;
+                lease.read()?
+            }
+            None => {
+                let (_, _, bytes) = self.manifest(reference).await?;
+                cache.put(&digest, &bytes, &what)?;
+                bytes
+            }
+        };
+        let mut artifact = unpack(reference, digest, &manifest_bytes)?;
+        self.login(&self.single, &r, RegistryOperation::Pull)
+            .await?;
+        let config_desc = artifact.manifest.config.clone();
+        let config = self
+            .fetch(&r, &config_desc, "config", cache, &mut stats)
+            .await?;
+        let config = apply_config(&mut artifact, reference, &config.read()?)?;
+        let layer = artifact.model.descriptor.clone();
+        let blob = self
+            .fetch(&r, &layer, "model layer", cache, &mut stats)
+            .await?;
+        let model = if artifact.model.compressed {
+            self.decompress(&artifact, &blob, cache)?
+        } else {
+            blob
+        };
+        let report = match artifact.report.clone() {
+            Some(d) => Some(
+                self.fetch(&r, &d, "report layer", cache, &mut stats)
+                    .await?
+                    .read()?,
+            ),
+            None => None,
+        };
+        let selftest = match artifact.selftest.clone() {
+            Some(d) => Some(SelfTest::from_json(
+                &self
+                    .fetch(&r, &d, "selftest layer", cache, &mut stats)
+                    .await?
+                    .read()?,
+            )?),
+            None => None,
+        };
+        Ok(Pulled {
+            artifact,
+            config,
+            model,
+            report,
+            selftest,
+            stats,
+        })
+    }
+
+    /// Stores the uncompressed model under its own digest (the config's diff_id, checked).
+    fn decompress(&self, artifact: &Artifact, blob: &Lease, cache: &Cache) -> Result<Lease> {
+        if let Some(d) = &artifact.model.diff_id
+            && let Some(lease) = cache.lease(d)?
+        {
+            return Ok(lease);
+        }
+        let compressed = blob.read()?;
+        let raw =
+            zstd::stream::decode_all(compressed.as_slice()).map_err(|e| Error::NotAModel {
+                reference: artifact.digest.to_string(),
+                reason: format!("model layer {} is not valid zstd: {e}", blob.digest()),
+            })?;
+        let digest = artifact
+            .model
+            .diff_id
+            .clone()
+            .unwrap_or_else(|| Digest::of(&raw));
+        cache.put(
+            &digest,
+            &raw,
+            &format!("uncompressed model of {} (config diff_id)", artifact.digest),
+        )
+    }
+
+    /// One blob into the cache: from the cache if there, else downloaded (resuming any earlier
+    /// partial download), verified, then moved into place.
+    async fn fetch(
+        &self,
+        r: &Reference,
+        d: &crate::manifest::Descriptor,
+        what: &str,
+        cache: &Cache,
+        stats: &mut PullStats,
+    ) -> Result<Lease> {
+        let digest = d.digest()?;
+        let what = format!("{what} {digest} of {}", r.whole());
+        let mut attempt = 0;
+        loop {
+            if let Some(lease) = cache.lease(&digest)? {
+                stats.cached_blobs += 1;
+                return Ok(lease);
+            }
+            let Some(partial) = cache.try_partial(&digest)? else {
+                // Another process on this node is downloading it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            if let Some(lease) = cache.lease(&digest)? {
+                cache.abandon(partial);
+                stats.cached_blobs += 1;
+                return Ok(lease);
+            }
+            match self.download(r, d, partial, &what, cache, stats).await {
+                Ok(lease) => return Ok(lease),
+                Err(e) if e.is_transient() && attempt + 1 < self.options.attempts => {
+                    attempt += 1;
+                    stats.retries += 1;
+                    let delay = self.options.backoff * 2u32.pow(attempt - 1);
+                    tracing::warn!(%what, attempt, ?delay, error = %e, "download interrupted; resuming");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn download(
+        &self,
+        r: &Reference,
+        d: &crate::manifest::Descriptor,
+        mut partial: Partial,
+        what: &str,
+        cache: &Cache,
+        stats: &mut PullStats,
+    ) -> Result<Lease> {
+        if partial.len() > d.size {
+            partial.truncate()?;
+        }
+        let offset = partial.len();
+        if offset < d.size {
+            let response = self
+                .single
+                .pull_blob_stream_partial(r, &descriptor(d), offset, None)
+                .await
+                .map_err(|e| self.error(r, e))?;
+            let mut stream = match response {
+                BlobResponse::Full(s) => {
+                    // The registry ignored the Range header: start over.
+                    partial.truncate()?;
+                    s.stream
+                }
+                BlobResponse::Partial(s) => {
+                    stats.resumed_bytes += offset;
+                    s.stream
+                }
+            };
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    // Whatever arrived stays on disk for the next attempt.
+                    Err(e) if partial.len() < d.size => {
+                        return Err(Error::Registry {
+                            reference: r.whole(),
+                            reason: format!(
+                                "{what}: download interrupted at {} of {} bytes: {e}",
+                                partial.len(),
+                                d.size
+                            ),
+                        });
+                    }
+                    Err(_) => break,
+                };
+                stats.fetched_bytes += chunk.len() as u64;
+                if partial.len() + chunk.len() as u64 > d.size {
+                    let actual = partial.len() + chunk.len() as u64;
+                    cache.abandon(partial);
+                    return Err(Error::SizeMismatch {
+                        what: what.into(),
+                        expected: d.size,
+                        actual,
+                    });
+                }
+                partial.append(&chunk)?;
+            }
+        }
+        cache.finish(partial, d.size, what)
+    }
+}

@@ -1,0 +1,440 @@
+//! The artifact library against real Debian `docker-registry` instances on loopback: round trip,
+//! tampered blobs, interrupted downloads, credentials and TLS, and several pullers on one cache.
+
+use edgefleet_artifact::manifest::{Compression, Contents};
+use edgefleet_artifact::{
+    Cache, Digest, DockerConfig, Error, Facts, Registry, RegistryOptions, SelfTest, pack,
+};
+use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
+use edgefleet_testenv::repo_root;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn fixture_model() -> Vec<u8> {
+    std::fs::read(repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx")).unwrap()
+}
+
+fn facts() -> Facts {
+    Facts {
+        name: Some("fashion-mnist".into()),
+        device_class: "cpu-int8".into(),
+        runtime: "tract".into(),
+        technique: "fp32".into(),
+        accuracy: 0.8946,
+        base_accuracy: Some(0.8946),
+        precision: Some("fp32".into()),
+        ..Default::default()
+    }
+}
+
+fn plain(registry: &str) -> RegistryOptions {
+    RegistryOptions {
+        plain_http: vec![registry.to_string()],
+        attempts: 1,
+        ..Default::default()
+    }
+}
+
+/// Bytes that zstd cannot shrink, so the layer's size is known exactly.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9E3779B97F4A7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn round_trip_skips_known_blobs_and_serves_again_from_cache() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let model = fixture_model();
+    let selftest = SelfTest::new(vec![1, 2], &[(vec![1.0, 2.0], 3)]);
+    let report = br#"{"format":"edgefleet.dev/optimization-report/v1"}"#;
+    let packed = pack(
+        &Contents {
+            model: &model,
+            report: Some(report),
+            selftest: Some(&selftest.to_json()),
+        },
+        &facts(),
+        Compression::Auto,
+    )
+    .unwrap();
+    let registry = Registry::new(plain(&reg.addr)).unwrap();
+    let target = format!("{}/models/fashion:v1", reg.addr);
+    let first = registry.push(&target, &packed).await.unwrap();
+    assert_eq!(first.digest, packed.digest);
+    assert_eq!(first.skipped_blobs, 0);
+    assert_eq!(
+        first.reference,
+        format!("{}/models/fashion@{}", reg.addr, packed.digest)
+    );
+    let blob_bytes: u64 = packed.blobs().map(|b| b.descriptor.size).sum();
+    assert_eq!(
+        first.uploaded_bytes,
+        blob_bytes + packed.manifest_bytes.len() as u64
+    );
+    let again = registry.push(&target, &packed).await.unwrap();
+    assert_eq!(
+        again.skipped_blobs, 4,
+        "model, report, selftest and config are known"
+    );
+    assert_eq!(again.uploaded_bytes, packed.manifest_bytes.len() as u64);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let pulled = registry.pull(&first.reference, &cache).await.unwrap();
+    assert_eq!(
+        pulled.model.read().unwrap(),
+        model,
+        "the model comes back byte for byte"
+    );
+    assert_eq!(pulled.model.digest(), &Digest::of(&model));
+    assert_eq!(pulled.artifact.digest, packed.digest);
+    assert!(pulled.artifact.model.compressed);
+    let mut expected_facts = facts();
+    expected_facts.quantization = None;
+    assert_eq!(pulled.artifact.facts.clone().unwrap(), expected_facts);
+    assert_eq!(pulled.report.as_deref(), Some(&report[..]));
+    assert_eq!(pulled.selftest.as_ref(), Some(&selftest));
+    assert_eq!(pulled.stats.fetched_bytes, blob_bytes);
+    assert_eq!(pulled.config.config.format.as_deref(), Some("onnx"));
+    drop(pulled);
+
+    let cached = registry.pull(&first.reference, &cache).await.unwrap();
+    assert_eq!(cached.stats.fetched_bytes, 0, "everything from the cache");
+    assert_eq!(
+        cached.stats.cached_blobs, 5,
+        "manifest, config and three layers"
+    );
+
+    // Inspect resolves a tag (for people); pull refuses one.
+    let (inspected, _) = registry.inspect(&target).await.unwrap();
+    assert_eq!(inspected.digest, packed.digest);
+    let e = registry
+        .pull(&target, &cache)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("by digest only") && e.contains("models/fashion:v1"),
+        "{e}"
+    );
+    // Unknown digest: a clear not-found naming the reference.
+    let missing = format!("{}/models/fashion@{}", reg.addr, Digest::of(b"nothing"));
+    let e = registry.pull(&missing, &cache).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    // Plain HTTP only where allowed: the same registry without the exception is refused.
+    let strict = Registry::new(RegistryOptions {
+        attempts: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(strict.push(&target, &packed).await.is_err());
+}
+
+#[tokio::test]
+async fn large_blobs_go_in_chunks() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let model = noise(9 << 20); // over the 4 MiB chunk size: at least three PATCH requests
+    let packed = pack(
+        &Contents {
+            model: &model,
+            ..Default::default()
+        },
+        &facts(),
+        Compression::Auto,
+    )
+    .unwrap();
+    let registry = Registry::new(RegistryOptions {
+        monolithic_max: 1 << 20,
+        ..plain(&reg.addr)
+    })
+    .unwrap();
+    let pushed = registry
+        .push(&format!("{}/models/big", reg.addr), &packed)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pulled = registry
+        .pull(&pushed.reference, &Cache::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert!(!pulled.artifact.model.compressed, "noise is stored raw");
+    assert_eq!(pulled.model.read().unwrap(), model);
+}
+
+#[tokio::test]
+async fn a_blob_altered_on_the_registry_disk_is_refused_and_never_cached() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let model = fixture_model();
+    let packed = pack(
+        &Contents {
+            model: &model,
+            ..Default::default()
+        },
+        &facts(),
+        Compression::Auto,
+    )
+    .unwrap();
+    let registry = Registry::new(plain(&reg.addr)).unwrap();
+    let pushed = registry
+        .push(&format!("{}/models/tamper", reg.addr), &packed)
+        .await
+        .unwrap();
+    let layer = packed.manifest.layers[0].digest.clone();
+    let path = reg.blob_path(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let e = registry.pull(&pushed.reference, &cache).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{text}");
+    assert!(
+        text.contains(&layer) && text.contains("model layer"),
+        "{text}"
+    );
+    let layer: Digest = layer.parse().unwrap();
+    assert!(
+        !cache.contains(&layer),
+        "tampered bytes never enter the cache"
+    );
+    assert!(
+        cache.lease(&Digest::of(&model)).unwrap().is_none(),
+        "no model to load"
+    );
+    let partial = dir.path().join("partial").join(layer.hex());
+    assert_eq!(std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0), 0);
+}
+
+/// A TCP proxy that forwards everything but closes each connection after `limit` bytes went
+/// from the registry to the client: a download cut half-way.
+async fn cutting_proxy(upstream: String, limit: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let server = TcpStream::connect(&upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 16 << 10];
+                while sent < limit {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(limit - sent),
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_interrupted_download_resumes_and_fetches_only_the_remainder() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let size = 6 << 20;
+    let model = noise(size);
+    let packed = pack(
+        &Contents {
+            model: &model,
+            ..Default::default()
+        },
+        &facts(),
+        Compression::None,
+    )
+    .unwrap();
+    let direct = Registry::new(plain(&reg.addr)).unwrap();
+    direct
+        .push(&format!("{}/models/resume", reg.addr), &packed)
+        .await
+        .unwrap();
+    let proxy = cutting_proxy(reg.addr.clone(), size / 2).await;
+    let via_proxy = Registry::new(RegistryOptions {
+        plain_http: vec![proxy.clone()],
+        attempts: 1,
+        read_timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let e = via_proxy
+        .pull(&format!("{proxy}/models/resume@{}", packed.digest), &cache)
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "a cut connection is worth retrying: {e}");
+    let layer: Digest = packed.manifest.layers[0].digest.parse().unwrap();
+    let partial = std::fs::metadata(dir.path().join("partial").join(layer.hex()))
+        .unwrap()
+        .len();
+    assert!(
+        partial > (size as u64) / 4 && partial < size as u64,
+        "about half arrived before the cut: {partial} of {size}"
+    );
+
+    let pulled = direct
+        .pull(
+            &format!("{}/models/resume@{}", reg.addr, packed.digest),
+            &cache,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pulled.model.read().unwrap(), model);
+    assert_eq!(pulled.stats.resumed_bytes, partial);
+    assert_eq!(
+        pulled.stats.fetched_bytes,
+        size as u64 - partial,
+        "only the remainder crosses the network"
+    );
+}
+
+#[tokio::test]
+async fn credentials_and_tls_with_a_custom_ca() {
+    let reg = TestRegistry::start(RegistryConfig {
+        htpasswd: Some(("fleet".into(), "s3cret".into())),
+        tls: true,
+    })
+    .unwrap();
+    let ca = reg.ca.clone().unwrap();
+    let model = fixture_model();
+    let packed = pack(
+        &Contents {
+            model: &model,
+            ..Default::default()
+        },
+        &facts(),
+        Compression::Auto,
+    )
+    .unwrap();
+    let config = |password: &str| {
+        let auth = base64_basic("fleet", password);
+        let json = format!(
+            r#"{{"auths": {{"https://{}": {{"auth": "{auth}"}}}}}}"#,
+            reg.addr
+        );
+        DockerConfig::parse(json.as_bytes(), "config.json").unwrap()
+    };
+    let options = |credentials: DockerConfig| RegistryOptions {
+        ca_files: vec![ca.clone()],
+        credentials,
+        attempts: 1,
+        ..Default::default()
+    };
+    let target = format!("{}/models/private", reg.addr);
+
+    let good = Registry::new(options(config("s3cret"))).unwrap();
+    let pushed = good.push(&target, &packed).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pulled = good
+        .pull(&pushed.reference, &Cache::open(dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pulled.model.read().unwrap(), model);
+
+    let wrong = Registry::new(options(config("guess"))).unwrap();
+    let e = wrong.push(&target, &packed).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{text}");
+    assert!(
+        text.contains(&reg.addr) && text.contains("\"fleet\"") && text.contains("401"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("guess"),
+        "the password never appears: {text}"
+    );
+    let e = wrong
+        .pull(
+            &pushed.reference,
+            &Cache::open(dir.path().join("w")).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+
+    let anonymous = Registry::new(options(DockerConfig::default())).unwrap();
+    let e = anonymous.inspect(&pushed.reference).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Unauthorized { .. }) && e.to_string().contains("anonymous"),
+        "{e}"
+    );
+
+    let untrusted = Registry::new(RegistryOptions {
+        ca_files: vec![],
+        ..options(config("s3cret"))
+    })
+    .unwrap();
+    let e = untrusted.inspect(&pushed.reference).await.unwrap_err();
+    assert!(
+        !matches!(e, Error::Unauthorized { .. }),
+        "a TLS failure is not a credentials failure: {e}"
+    );
+}
+
+fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+#[tokio::test]
+async fn two_pullers_on_one_cache_download_once() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let model = noise(3 << 20);
+    let packed = pack(
+        &Contents {
+            model: &model,
+            ..Default::default()
+        },
+        &facts(),
+        Compression::None,
+    )
+    .unwrap();
+    let registry = Registry::new(plain(&reg.addr)).unwrap();
+    let pushed = registry
+        .push(&format!("{}/models/shared", reg.addr), &packed)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = tokio::join!(
+        async {
+            let cache = Cache::open(dir.path()).unwrap();
+            registry.pull(&pushed.reference, &cache).await.unwrap()
+        },
+        async {
+            let cache = Cache::open(dir.path()).unwrap();
+            registry.pull(&pushed.reference, &cache).await.unwrap()
+        }
+    );
+    assert_eq!(a.model.read().unwrap(), model);
+    assert_eq!(b.model.read().unwrap(), model);
+    let layer_fetches = [&a, &b]
+        .iter()
+        .filter(|p| p.stats.fetched_bytes >= model.len() as u64)
+        .count();
+    assert_eq!(
+        layer_fetches, 1,
+        "the model layer crossed the network once: {:?} {:?}",
+        a.stats, b.stats
+    );
+}

@@ -1,0 +1,175 @@
+//! A private Debian `docker-registry` per test, on loopback, optionally with htpasswd auth and
+//! TLS from a throwaway CA: for tests that tamper with the registry's disk, cut it off or need
+//! credentials, without touching the shared one from `make up`.
+
+use crate::{Process, free_port, unique_name};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// `(user, password)` accepted by htpasswd auth.
+    pub htpasswd: Option<(String, String)>,
+    /// Serve HTTPS with a certificate from a fresh CA ([`TestRegistry::ca`]).
+    pub tls: bool,
+}
+
+pub struct TestRegistry {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// Storage root (`docker/registry/v2/blobs/sha256/…` lives below it).
+    pub root: PathBuf,
+    /// The CA certificate (PEM) when TLS is on.
+    pub ca: Option<PathBuf>,
+    pub dir: tempfile::TempDir,
+    process: Option<Process>,
+    config: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn make_tls(dir: &Path) -> Result<()> {
+    let p = |f: &str| dir.join(f);
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=edgefleet-test-ca",
+            "-keyout",
+        ])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.crt")))?;
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")))?;
+    std::fs::write(
+        p("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.crt"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .args(["-CAcreateserial", "-extfile"])
+        .arg(p("server.ext"))
+        .arg("-out")
+        .arg(p("server.crt")))?;
+    Ok(())
+}
+
+impl TestRegistry {
+    pub fn start(config: RegistryConfig) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("edgefleet-registry-")
+            .tempdir()?;
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(&root)?;
+        let port = free_port();
+        let mut yaml = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            root.display()
+        );
+        let mut ca = None;
+        if config.tls {
+            make_tls(dir.path())?;
+            yaml.push_str(&format!(
+                "  tls: {{certificate: {}, key: {}}}\n",
+                dir.path().join("server.crt").display(),
+                dir.path().join("server.key").display()
+            ));
+            ca = Some(dir.path().join("ca.crt"));
+        }
+        if let Some((user, password)) = &config.htpasswd {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()?;
+            if !out.status.success() {
+                bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::fs::write(dir.path().join("htpasswd"), out.stdout)?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd: {{realm: edgefleet-test, path: {}}}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        let config_path = dir.path().join("registry.yml");
+        std::fs::write(&config_path, yaml)?;
+        let mut registry = TestRegistry {
+            addr: format!("127.0.0.1:{port}"),
+            root,
+            ca,
+            dir,
+            process: None,
+            config: config_path,
+        };
+        registry.restart()?;
+        Ok(registry)
+    }
+
+    /// (Re)starts the registry process on the same port and storage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process = None;
+        let mut cmd = Command::new("timeout");
+        cmd.args(["600", "docker-registry", "serve"])
+            .arg(&self.config);
+        self.process = Some(Process::spawn_standalone(&unique_name("registry"), cmd)?);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "registry on {} did not start: {}",
+                    self.addr,
+                    self.process
+                        .as_ref()
+                        .map(Process::output)
+                        .unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stops the registry (its storage stays).
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Where the registry keeps a blob's bytes.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.root
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
