@@ -293,13 +293,14 @@ pub fn pack(contents: &Contents<'_>, facts: &Facts, compression: Compression) ->
         layers.push(blob);
     }
     if let Some(selftest) = contents.selftest {
-        let blob = Blob::new(
+        let z = zstd::bulk::compress(selftest, ZSTD_LEVEL)
+            .map_err(|e| Error::io("selftest.json (zstd)", e))?;
+        diff_ids.push(Digest::of(selftest).to_string());
+        layers.push(Blob::new(
             media::SELFTEST,
-            selftest.to_vec(),
-            file_annotations("selftest.json", "selftest.json"),
-        );
-        diff_ids.push(blob.descriptor.digest.clone());
-        layers.push(blob);
+            z,
+            file_annotations("selftest.json", "selftest.json.zst"),
+        ));
     }
     let config = ModelConfig {
         descriptor: ModelDescriptor {

@@ -388,12 +388,18 @@ impl Registry {
             None => None,
         };
         let selftest = match artifact.selftest.clone() {
-            Some(d) => Some(SelfTest::from_json(
-                &self
+            Some(d) => {
+                let z = self
                     .fetch(&r, &d, "selftest layer", cache, &mut stats)
                     .await?
-                    .read()?,
-            )?),
+                    .read()?;
+                let json =
+                    zstd::stream::decode_all(z.as_slice()).map_err(|e| Error::NotAModel {
+                        reference: reference.into(),
+                        reason: format!("selftest layer {} is not valid zstd: {e}", d.digest),
+                    })?;
+                Some(SelfTest::from_json(&json)?)
+            }
             None => None,
         };
         Ok(Pulled {

@@ -10,6 +10,8 @@ pub mod npy;
 pub mod optimize;
 pub mod passes;
 pub mod profile;
+pub mod publish;
 pub mod recipe;
 pub mod report;
+pub mod selftest;
 pub mod size;

@@ -52,6 +52,42 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         exclude_calibration: usize,
     },
+    /// Publish an `optimize` output directory (model.onnx, report.json, selftest.json) as a
+    /// model artifact; prints `REGISTRY/REPOSITORY@sha256:…`.
+    Push {
+        /// The `optimize --out` directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// `registry/repository[:tag]`.
+        target: String,
+        /// Model name recorded in the ModelPack config.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Print what an artifact holds (manifest, config, edgefleet facts) without downloading
+    /// its layers. Accepts a tag or a digest.
+    Inspect {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull an artifact by digest, verify every blob, and write model.onnx (and report.json,
+    /// selftest.json when present) to DIR.
+    Pull {
+        /// `registry/repository@sha256:…`
+        reference: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Content-addressed blob cache (default: ~/.cache/edgefleet/artifacts).
+        #[arg(long, env = "EDGEFLEET_CACHE_DIR")]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Write the samples `optimize --calibration-samples N` calibrates on to an `.npz` (for
     /// other tools, such as ONNX Runtime's quantizer, to calibrate on the same data).
     CalibrationSet {
@@ -108,6 +144,68 @@ struct OptimizeArgs {
     /// Also write every passing candidate to DIR/candidates/ (named in report.json).
     #[arg(long)]
     keep_candidates: bool,
+    /// Evaluation samples shipped in the artifact for the device's self-test.
+    #[arg(long, default_value_t = 8)]
+    selftest_samples: usize,
+    /// After a passing run, publish the winner to this `registry/repository[:tag]`.
+    #[arg(long)]
+    push: Option<String>,
+    /// Model name recorded in the artifact.
+    #[arg(long)]
+    name: Option<String>,
+    /// Digest identifying the inputs, as the operator computed it (default: computed here from
+    /// the model, dataset, device class and settings).
+    #[arg(long)]
+    inputs_digest: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to reach registries.
+#[derive(clap::Args, Debug, Default)]
+struct RegistryArgs {
+    /// Registries (host:port) that may be reached over plain HTTP; all others are HTTPS only.
+    #[arg(long, env = "EDGEFLEET_PLAIN_HTTP", value_delimiter = ',')]
+    plain_http: Vec<String>,
+    /// Docker config.json (or a mounted kubernetes.io/dockerconfigjson Secret's
+    /// .dockerconfigjson) with registry credentials. Default: $DOCKER_CONFIG/config.json or
+    /// ~/.docker/config.json when present.
+    #[arg(long, env = "EDGEFLEET_REGISTRY_CONFIG")]
+    registry_config: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for registries.
+    #[arg(long, env = "EDGEFLEET_REGISTRY_CA", value_delimiter = ',')]
+    ca_file: Vec<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn registry(&self) -> anyhow::Result<edgefleet_artifact::Registry> {
+        let config = self.registry_config.clone().or_else(|| {
+            let dir = std::env::var_os("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+            Some(dir.join("config.json")).filter(|p| p.is_file())
+        });
+        let credentials = match &config {
+            Some(p) => edgefleet_artifact::DockerConfig::load(p)?,
+            None => Default::default(),
+        };
+        Ok(edgefleet_artifact::Registry::new(
+            edgefleet_artifact::RegistryOptions {
+                plain_http: self.plain_http.clone(),
+                ca_files: self.ca_file.clone(),
+                credentials,
+                ..Default::default()
+            },
+        )?)
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }
 
 /// How an ImageFolder dataset's images become model inputs (ignored for `.npz`).
@@ -218,6 +316,68 @@ const EXIT_FLOOR_NOT_MET: u8 = 3;
 fn main() -> anyhow::Result<std::process::ExitCode> {
     match Args::parse().command {
         Command::Optimize(args) => return optimize(*args),
+        Command::Push {
+            from,
+            target,
+            name,
+            registry,
+        } => {
+            let out = edgefleet_optimizer::publish::read_output(&from, name)?;
+            let pushed = push(&registry, &target, &out)?;
+            println!("{}", pushed.reference);
+        }
+        Command::Inspect {
+            reference,
+            json,
+            registry,
+        } => {
+            let registry = registry.registry()?;
+            let (artifact, config) = block_on(registry.inspect(&reference))?;
+            if json {
+                let value = serde_json::json!({
+                    "digest": artifact.digest.to_string(),
+                    "manifest": artifact.manifest,
+                    "config": config,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", describe(&reference, &artifact, &config));
+            }
+        }
+        Command::Pull {
+            reference,
+            out,
+            cache,
+            registry,
+        } => {
+            let registry = registry.registry()?;
+            let cache = cache.unwrap_or_else(|| {
+                let base = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .unwrap_or_else(std::env::temp_dir);
+                base.join("edgefleet/artifacts")
+            });
+            let cache = edgefleet_artifact::Cache::open(cache)?;
+            let pulled = block_on(registry.pull(&reference, &cache))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            write_atomic(&out.join("model.onnx"), &pulled.model.read()?)?;
+            if let Some(report) = &pulled.report {
+                write_atomic(&out.join("report.json"), report)?;
+            }
+            if let Some(t) = &pulled.selftest {
+                write_atomic(&out.join("selftest.json"), &t.to_json())?;
+            }
+            println!(
+                "{reference}: verified; model {} ({} bytes) written to {} ({} bytes fetched, {} resumed, {} blobs from cache)",
+                pulled.model.digest(),
+                pulled.model.size(),
+                out.display(),
+                pulled.stats.fetched_bytes,
+                pulled.stats.resumed_bytes,
+                pulled.stats.cached_blobs
+            );
+        }
         Command::CalibrationSet {
             dataset,
             samples,
@@ -381,6 +541,64 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
             c.file = Some(path.display().to_string());
         }
     }
+    // What identifies this result: the operator reuses an artifact whose inputs match.
+    let preprocessing = args
+        .pre
+        .get()?
+        .map(|p| serde_json::to_value(&p))
+        .transpose()?;
+    let model_digest = edgefleet_artifact::Digest::of(&model.bytes);
+    let dataset_digest = edgefleet_optimizer::publish::dataset_digest(&args.dataset)?;
+    let inputs_digest = match &args.inputs_digest {
+        Some(d) => d
+            .parse::<edgefleet_artifact::Digest>()
+            .map_err(|e| anyhow::anyhow!("--inputs-digest: {e}"))?,
+        None => edgefleet_optimizer::publish::inputs_digest(
+            &model_digest,
+            &dataset_digest,
+            &serde_json::to_value(&profile.spec)?,
+            &serde_json::json!({
+                "floor": args.floor,
+                "maxDrop": args.max_drop,
+                "objective": format!("{:?}", args.objective),
+                "techniques": format!("{:?}", args.techniques),
+                "calibrationSamples": args.calibration_samples,
+                "timeBudget": args.time_budget,
+                "searchSamples": args.search_samples,
+                "preprocessing": preprocessing,
+            }),
+        ),
+    };
+    let report = &mut outcome.report;
+    report.model_digest = Some(model_digest.to_string());
+    report.dataset_digest = Some(dataset_digest.to_string());
+    report.inputs_digest = Some(inputs_digest.to_string());
+    report.preprocessing = preprocessing;
+
+    let selftest_path = args.out.join("selftest.json");
+    match &outcome.winner {
+        Some(proto) if args.selftest_samples > 0 => {
+            let winner = Model::from_bytes(&model_path, edgefleet_optimizer::model::encode(proto))?;
+            let evaluation = split(data.len(), args.calibration_samples, 0).evaluation;
+            let pool = &evaluation[..evaluation.len().min(64)];
+            let test = edgefleet_optimizer::selftest::build(
+                runtime.as_ref(),
+                &winner,
+                &data,
+                pool,
+                args.selftest_samples,
+            )
+            .map_err(|e| anyhow::anyhow!("building self-test samples: {e}"))?;
+            write_atomic(&selftest_path, &test.to_json())?;
+        }
+        _ => match std::fs::remove_file(&selftest_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("removing {}", selftest_path.display()));
+            }
+        },
+    }
     let mut json = serde_json::to_vec_pretty(&outcome.report)?;
     json.push(b'\n');
     write_atomic(&report_path, &json)?;
@@ -388,6 +606,11 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
     println!("report: {}", report_path.display());
     if outcome.winner.is_some() {
         println!("model:  {}", model_path.display());
+        if let Some(target) = &args.push {
+            let out = edgefleet_optimizer::publish::read_output(&args.out, args.name.clone())?;
+            let pushed = push(&args.registry, target, &out)?;
+            println!("artifact: {}", pushed.reference);
+        }
         Ok(std::process::ExitCode::SUCCESS)
     } else {
         eprintln!(
@@ -398,6 +621,64 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
         );
         Ok(std::process::ExitCode::from(EXIT_FLOOR_NOT_MET))
     }
+}
+
+fn push(
+    registry: &RegistryArgs,
+    target: &str,
+    out: &edgefleet_optimizer::publish::OutputDir,
+) -> anyhow::Result<edgefleet_artifact::registry::Pushed> {
+    let registry = registry.registry()?;
+    let packed = out.pack(Default::default())?;
+    let pushed =
+        block_on(registry.push(target, &packed)).with_context(|| format!("pushing to {target}"))?;
+    eprintln!(
+        "pushed {} ({} bytes uploaded, {} blobs already there)",
+        pushed.reference, pushed.uploaded_bytes, pushed.skipped_blobs
+    );
+    Ok(pushed)
+}
+
+/// A readable summary of an artifact.
+fn describe(
+    reference: &str,
+    artifact: &edgefleet_artifact::Artifact,
+    config: &edgefleet_artifact::manifest::ModelConfig,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "reference:    {reference}");
+    let _ = writeln!(s, "digest:       {}", artifact.digest);
+    let _ = writeln!(
+        s,
+        "artifactType: {}",
+        artifact.manifest.artifact_type.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        s,
+        "config:       format {} precision {} quantization {}",
+        config.config.format.as_deref().unwrap_or("-"),
+        config.config.precision.as_deref().unwrap_or("-"),
+        config.config.quantization.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(s, "layers:");
+    for l in &artifact.manifest.layers {
+        let title = l
+            .annotations
+            .get(edgefleet_artifact::media::TITLE)
+            .map(String::as_str)
+            .unwrap_or("-");
+        let _ = writeln!(
+            s,
+            "  {:>10} B  {}  {}  {}",
+            l.size, l.media_type, title, l.digest
+        );
+    }
+    let _ = writeln!(s, "annotations:");
+    for (k, v) in &artifact.manifest.annotations {
+        let _ = writeln!(s, "  {k}: {v}");
+    }
+    s
 }
 
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

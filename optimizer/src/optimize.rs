@@ -419,6 +419,11 @@ pub fn optimize(
         winner,
         candidates,
         wall_seconds: started.elapsed().as_secs_f64(),
+        model_digest: None,
+        dataset_digest: None,
+        inputs_digest: None,
+        optimizer_version: env!("CARGO_PKG_VERSION"),
+        preprocessing: None,
     };
     Ok(Outcome {
         report,

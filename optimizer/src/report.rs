@@ -28,6 +28,20 @@ pub struct Report {
     pub verdict: &'static str,
     pub candidates: Vec<Candidate>,
     pub wall_seconds: f64,
+    /// sha256 of the base model file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
+    /// sha256 of the dataset (the file, or the sorted list of files and their digests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+    /// sha256 of everything that decided this result (model, dataset, device class, settings,
+    /// optimizer version): identical inputs may reuse the published artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs_digest: Option<String>,
+    pub optimizer_version: &'static str,
+    /// How images become inputs (the EdgeModel's `preprocessing`), when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
