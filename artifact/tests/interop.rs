@@ -76,7 +76,11 @@ async fn oras_reads_what_we_push() {
         dir.path(),
         Command::new(&oras).args(["manifest", "fetch", "--plain-http", &pushed.reference]),
     );
-    assert_eq!(Digest::of(&fetched), packed.digest, "oras sees the same manifest bytes");
+    assert_eq!(
+        Digest::of(&fetched),
+        packed.digest,
+        "oras sees the same manifest bytes"
+    );
     let m: serde_json::Value = serde_json::from_slice(&fetched).unwrap();
     assert_eq!(m["artifactType"], media::ARTIFACT_TYPE);
     assert_eq!(m["config"]["mediaType"], media::MODEL_CONFIG);
@@ -90,7 +94,10 @@ async fn oras_reads_what_we_push() {
             &format!("{}/models/ours:v1", reg.addr),
         ]),
     );
-    assert_eq!(String::from_utf8(resolved).unwrap().trim(), packed.digest.to_string());
+    assert_eq!(
+        String::from_utf8(resolved).unwrap().trim(),
+        packed.digest.to_string()
+    );
 
     run(
         dir.path(),
@@ -101,7 +108,9 @@ async fn oras_reads_what_we_push() {
     assert_eq!(zstd::stream::decode_all(z.as_slice()).unwrap(), model);
     assert_eq!(std::fs::read(out.join("report.json")).unwrap(), report);
     let st = zstd::stream::decode_all(
-        std::fs::read(out.join("selftest.json.zst")).unwrap().as_slice(),
+        std::fs::read(out.join("selftest.json.zst"))
+            .unwrap()
+            .as_slice(),
     )
     .unwrap();
     assert_eq!(SelfTest::from_json(&st).unwrap(), selftest);
@@ -146,12 +155,21 @@ async fn we_pull_a_modelpack_model_oras_pushed() {
     .unwrap();
     let cache = Cache::open(dir.path().join("cache")).unwrap();
     let pulled = registry
-        .pull(&format!("{}/models/theirs@{}", reg.addr, digest.trim()), &cache)
+        .pull(
+            &format!("{}/models/theirs@{}", reg.addr, digest.trim()),
+            &cache,
+        )
         .await
         .unwrap();
     assert_eq!(pulled.model.read().unwrap(), model);
-    assert!(pulled.artifact.facts.is_none(), "oras wrote no edgefleet facts");
+    assert!(
+        pulled.artifact.facts.is_none(),
+        "oras wrote no edgefleet facts"
+    );
     assert_eq!(pulled.artifact.model.diff_id, Some(Digest::of(&model)));
-    assert_eq!(pulled.config.descriptor.name.as_deref(), Some("fashion-cnn"));
+    assert_eq!(
+        pulled.config.descriptor.name.as_deref(),
+        Some("fashion-cnn")
+    );
     assert!(pulled.selftest.is_none() && pulled.report.is_none());
 }

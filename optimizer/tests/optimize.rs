@@ -1,12 +1,14 @@
 //! `edgefleet-optimizer optimize` end to end on the real Fashion-MNIST test set: the winner passes
 //! the gate and holds when re-measured independently, an unreachable floor gives a clear
-//! AccuracyFloorNotMet report and no model, integer-only devices get int8 in and out, and bad
-//! input fails before anything is written.
+//! AccuracyFloorNotMet report and no model, integer-only devices get int8 in and out (and their
+//! published artifact pulls back and self-tests in another runtime), and bad input fails before
+//! anything is written.
 
 use edgefleet_optimizer::dataset::{Dataset, split};
-use edgefleet_optimizer::eval::{self, Plan, ort::OnnxRuntime, tract::Tract};
+use edgefleet_optimizer::eval::{self, Plan, Runtime as _, ort::OnnxRuntime, tract::Tract};
 use edgefleet_optimizer::model::{Model, encode};
 use edgefleet_optimizer::npy;
+use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
 use serde_json::Value;
 use std::io::Write as _;
 use std::path::Path;
@@ -191,7 +193,8 @@ fn an_unreachable_floor_reports_accuracy_floor_not_met_and_writes_no_model() {
 }
 
 #[test]
-fn integer_only_devices_get_int8_in_and_out() {
+fn integer_only_devices_get_int8_in_and_out_and_the_artifact_self_tests() {
+    let registry = TestRegistry::start(RegistryConfig::default()).unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let out = optimizer(&[
         "--model",
@@ -206,6 +209,12 @@ fn integer_only_devices_get_int8_in_and_out() {
         "5",
         "--out",
         out_dir.path().to_str().unwrap(),
+        "--push",
+        &format!("{}/models/fashion:integer-npu", registry.addr),
+        "--plain-http",
+        &registry.addr,
+        "--name",
+        "fashion-mnist",
     ]);
     let log = text(&out);
     assert!(out.status.success(), "{log}");
@@ -236,6 +245,71 @@ fn integer_only_devices_get_int8_in_and_out() {
     let gated = r["winner"]["accuracy"].as_f64().unwrap();
     let tract = remeasure(&Tract, &path, 200);
     assert!((tract - gated).abs() <= 0.003, "tract {tract} vs {gated}");
+
+    // Published: the artifact says what it is, and pulling it gives the same file back.
+    let reference = log
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: "))
+        .unwrap_or_else(|| panic!("no artifact line: {log}"))
+        .trim()
+        .to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-optimizer"))
+            .args(args)
+            .args(["--plain-http", &registry.addr])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let inspected: Value = serde_json::from_str(&cli(&["inspect", "--json", &reference])).unwrap();
+    let annotations = &inspected["manifest"]["annotations"];
+    assert_eq!(annotations["dev.edgefleet.device-class"], "integer-npu");
+    assert_eq!(annotations["dev.edgefleet.technique"], "full-integer");
+    assert_eq!(annotations["dev.edgefleet.base-digest"], r["model_digest"]);
+    assert_eq!(
+        annotations["dev.edgefleet.inputs-digest"],
+        r["inputs_digest"]
+    );
+    let accuracy: f64 = annotations["dev.edgefleet.accuracy"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((accuracy - gated).abs() < 1e-6);
+    assert_eq!(inspected["config"]["config"]["precision"], "int8");
+    let pulled = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    cli(&[
+        "pull",
+        &reference,
+        "--out",
+        pulled.path().to_str().unwrap(),
+        "--cache",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(pulled.path().join("model.onnx")).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+    // The self-test samples were chosen with ONNX Runtime (the gate); tract, another runtime,
+    // reproduces every expected top-1 on the pulled model.
+    let test = edgefleet_artifact::SelfTest::from_json(
+        &std::fs::read(pulled.path().join("selftest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(test.samples.len(), 8);
+    let classes: std::collections::BTreeSet<usize> = test.samples.iter().map(|s| s.top1).collect();
+    assert!(
+        classes.len() >= 5,
+        "samples cover several classes: {classes:?}"
+    );
+    let model = Model::load(&pulled.path().join("model.onnx")).unwrap();
+    let mut session = Tract.load(&model, &test.shape[1..], 1).unwrap();
+    for (i, (x, top1)) in test.inputs().unwrap().into_iter().enumerate() {
+        let logits = session.run(1, &x).unwrap();
+        assert_eq!(eval::argmax(&logits), top1, "self-test sample {i}");
+    }
 }
 
 fn write_npz(path: &Path, x_shape: &[usize], x: &[f32]) {
