@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod media;
 pub mod registry;
 pub mod selftest;
+pub mod url;
 
 pub use auth::{Credentials, DockerConfig};
 pub use cache::{Cache, GcPolicy, GcReport, Lease};

@@ -11,6 +11,8 @@ pub const MODEL_CONFIG: &str = "application/vnd.cncf.model.config.v1+json";
 pub const WEIGHT_RAW: &str = "application/vnd.cncf.model.weight.v1.raw";
 /// The ONNX model, zstd-compressed.
 pub const WEIGHT_RAW_ZSTD: &str = "application/vnd.cncf.model.weight.v1.raw+zstd";
+/// A dataset file (ModelPack dataset layer), e.g. an `.npz` or a tar of an ImageFolder.
+pub const DATASET_RAW: &str = "application/vnd.cncf.model.dataset.v1.raw";
 /// The optimizer's `report.json` (`docs/optimizer-report.md`).
 pub const REPORT: &str = "application/vnd.edgefleet.optimization-report.v1+json";
 /// Self-test samples with their expected top-1 ([`crate::SelfTest`]), zstd-compressed JSON

@@ -266,6 +266,56 @@ impl Registry {
         })
     }
 
+    /// Publishes one file as a single-layer artifact (`artifact_type`, config `config_type` with
+    /// `config`, layer `layer_type`): how base models and datasets get into a registry.
+    pub async fn push_file(
+        &self,
+        target: &str,
+        artifact_type: &str,
+        config_type: &str,
+        config: &[u8],
+        layer_type: &str,
+        file_name: &str,
+        data: Vec<u8>,
+    ) -> Result<Pushed> {
+        use crate::manifest::{Blob, Descriptor, Manifest};
+        use std::collections::BTreeMap;
+        let title = BTreeMap::from([
+            (media::TITLE.to_string(), file_name.to_string()),
+            (media::FILEPATH.to_string(), file_name.to_string()),
+        ]);
+        let blob = |media_type: &str, data: Vec<u8>, annotations| Blob {
+            descriptor: Descriptor {
+                media_type: media_type.into(),
+                digest: Digest::of(&data).to_string(),
+                size: data.len() as u64,
+                annotations,
+            },
+            data: data.into(),
+        };
+        let layer = blob(layer_type, data, title);
+        let config = blob(config_type, config.to_vec(), BTreeMap::new());
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            artifact_type: Some(artifact_type.into()),
+            config: config.descriptor.clone(),
+            layers: vec![layer.descriptor.clone()],
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes: bytes::Bytes = serde_json::to_vec(&manifest)
+            .expect("manifest serializes")
+            .into();
+        let packed = Packed {
+            digest: Digest::of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+            config,
+            layers: vec![layer],
+        };
+        self.push(target, &packed).await
+    }
+
     /// Fetches and verifies a manifest. Tags are resolved (for people: `inspect`); the digest
     /// it resolved to is returned and everything after uses it.
     pub async fn manifest(&self, reference: &str) -> Result<(Reference, Digest, Vec<u8>)> {
@@ -336,9 +386,13 @@ impl Registry {
         Ok(out)
     }
 
-    /// Pulls an artifact by digest into `cache`, verifying every blob, and returns the
-    /// uncompressed model held in the cache.
-    pub async fn pull(&self, reference: &str, cache: &Cache) -> Result<Pulled> {
+    /// The manifest of a digest reference, from the cache or the registry (verified).
+    async fn pinned_manifest(
+        &self,
+        reference: &str,
+        cache: &Cache,
+        stats: &mut PullStats,
+    ) -> Result<(Reference, Digest, Vec<u8>)> {
         let r = parse_reference(reference)?;
         let Some(digest) = r.digest() else {
             return Err(Error::InvalidReference {
@@ -349,9 +403,8 @@ impl Registry {
             });
         };
         let digest: Digest = digest.parse()?;
-        let mut stats = PullStats::default();
         let what = format!("manifest {reference}");
-        let manifest_bytes = match cache.lease(&digest)? {
+        let bytes = match cache.lease(&digest)? {
             Some(lease) => {
                 stats.cached_blobs += 1;
                 lease.read()?
@@ -362,6 +415,71 @@ impl Registry {
                 bytes
             }
         };
+        Ok((r, digest, bytes))
+    }
+
+    /// Pulls the single file of an artifact such as a base model or a dataset published with
+    /// `oras push` or `edgefleet-optimizer upload`: the one layer whose media type is in
+    /// `accepted` (a `+zstd` one is decompressed). Returns the manifest digest and the file.
+    pub async fn pull_file(
+        &self,
+        reference: &str,
+        accepted: &[&str],
+        cache: &Cache,
+    ) -> Result<(Digest, Lease, PullStats)> {
+        let mut stats = PullStats::default();
+        let (r, digest, bytes) = self.pinned_manifest(reference, cache, &mut stats).await?;
+        let manifest: crate::manifest::Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::NotAModel {
+                reference: reference.into(),
+                reason: format!("manifest is not an OCI image manifest: {e}"),
+            })?;
+        let layers: Vec<_> = manifest
+            .layers
+            .iter()
+            .filter(|l| accepted.contains(&l.media_type.as_str()))
+            .collect();
+        let [layer] = layers.as_slice() else {
+            return Err(Error::NotAModel {
+                reference: reference.into(),
+                reason: format!(
+                    "want exactly one layer of media type {}, found {} (layers: {})",
+                    accepted.join(" or "),
+                    layers.len(),
+                    manifest
+                        .layers
+                        .iter()
+                        .map(|l| l.media_type.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        self.login(&self.single, &r, RegistryOperation::Pull)
+            .await?;
+        let blob = self.fetch(&r, layer, "layer", cache, &mut stats).await?;
+        if !layer.media_type.ends_with("+zstd") {
+            return Ok((digest, blob, stats));
+        }
+        let raw =
+            zstd::stream::decode_all(blob.read()?.as_slice()).map_err(|e| Error::NotAModel {
+                reference: reference.into(),
+                reason: format!("layer {} is not valid zstd: {e}", layer.digest),
+            })?;
+        let lease = cache.put(
+            &Digest::of(&raw),
+            &raw,
+            &format!("uncompressed layer of {reference}"),
+        )?;
+        Ok((digest, lease, stats))
+    }
+
+    /// Pulls an artifact by digest into `cache`, verifying every blob, and returns the
+    /// uncompressed model held in the cache.
+    pub async fn pull(&self, reference: &str, cache: &Cache) -> Result<Pulled> {
+        let mut stats = PullStats::default();
+        let (r, digest, manifest_bytes) =
+            self.pinned_manifest(reference, cache, &mut stats).await?;
         let mut artifact = unpack(reference, digest, &manifest_bytes)?;
         self.login(&self.single, &r, RegistryOperation::Pull)
             .await?;

@@ -2,6 +2,7 @@
 //! tampered blobs, interrupted downloads, credentials and TLS, and several pullers on one cache.
 
 use edgefleet_artifact::manifest::{Compression, Contents};
+use edgefleet_artifact::url::fetch_url;
 use edgefleet_artifact::{
     Cache, Digest, DockerConfig, Error, Facts, Registry, RegistryOptions, SelfTest, pack,
 };
@@ -437,4 +438,57 @@ async fn two_pullers_on_one_cache_download_once() {
         "the model layer crossed the network once: {:?} {:?}",
         a.stats, b.stats
     );
+}
+
+#[tokio::test]
+async fn https_urls_are_fetched_by_sha256_with_a_custom_ca() {
+    let reg = TestRegistry::start(RegistryConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let ca = reg.ca.clone().unwrap();
+    let file = noise(300_000);
+    let packed = pack(
+        &Contents {
+            model: &file,
+            ..Default::default()
+        },
+        &facts(),
+        Compression::None,
+    )
+    .unwrap();
+    Registry::new(RegistryOptions {
+        ca_files: vec![ca.clone()],
+        ..Default::default()
+    })
+    .unwrap()
+    .push(&format!("{}/files/blob", reg.addr), &packed)
+    .await
+    .unwrap();
+    // The registry serves each blob at a plain HTTPS URL: a real file server for this test.
+    let digest = Digest::of(&file);
+    let url = format!("https://{}/v2/files/blob/blobs/{digest}", reg.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let wrong = Digest::of(b"something else");
+    let e = fetch_url(&url, &wrong, &cache, &[ca.clone()], false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(!cache.contains(&wrong) && !cache.contains(&digest));
+    let lease = fetch_url(&url, &digest, &cache, &[ca.clone()], false)
+        .await
+        .unwrap();
+    assert_eq!(lease.read().unwrap(), file);
+    let e = fetch_url(
+        &url.replace("https", "http"),
+        &digest,
+        &Cache::open(dir.path().join("b")).unwrap(),
+        &[],
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("only https://"), "{e}");
 }

@@ -15,3 +15,4 @@ pub mod recipe;
 pub mod report;
 pub mod selftest;
 pub mod size;
+pub mod source;

@@ -66,6 +66,21 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Publish a base model or a dataset as a single-file ModelPack artifact (what an
+    /// EdgeModel's `source.oci` and `accuracy.dataset.source.oci` point at); prints
+    /// `REGISTRY/REPOSITORY@sha256:…`.
+    Upload {
+        /// An ONNX model file.
+        #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
+        model: Option<PathBuf>,
+        /// A dataset file (`.npz`, or a tar of an ImageFolder).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// `registry/repository[:tag]`.
+        target: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Print what an artifact holds (manifest, config, edgefleet facts) without downloading
     /// its layers. Accepts a tag or a digest.
     Inspect {
@@ -102,12 +117,26 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct OptimizeArgs {
+    /// The base ONNX model: a file, `oci://registry/repo@sha256:…`, or an https:// URL with
+    /// --model-sha256.
     #[arg(long)]
-    model: PathBuf,
-    /// `.npz` with `x` (float32, model layout) and optional `y` (int64 labels); without labels
-    /// the metric is top-1 agreement with the base model.
+    model: String,
     #[arg(long)]
-    dataset: PathBuf,
+    model_sha256: Option<String>,
+    /// `.npz` with `x` (float32, model layout) and optional `y` (int64 labels), or an
+    /// ImageFolder directory (or tar of one); without labels the metric is top-1 agreement with
+    /// the base model. A file, `oci://…@sha256:…`, or an https:// URL with --dataset-sha256.
+    #[arg(long)]
+    dataset: String,
+    #[arg(long)]
+    dataset_sha256: Option<String>,
+    /// Cache for remote inputs (default: ~/.cache/edgefleet/artifacts).
+    #[arg(long, env = "EDGEFLEET_CACHE_DIR")]
+    cache: Option<PathBuf>,
+    /// Also write a compact JSON result here (the verdict, and the artifact when pushed), e.g.
+    /// /dev/termination-log in a Job.
+    #[arg(long)]
+    result_file: Option<PathBuf>,
     #[command(flatten)]
     pre: PreprocessingArgs,
     /// A built-in profile (cpu-int8, integer-npu, nvidia-fp16) or a DeviceClass YAML file.
@@ -198,6 +227,18 @@ impl RegistryArgs {
             },
         )?)
     }
+}
+
+/// The artifact cache: `dir`, or ~/.cache/edgefleet/artifacts.
+fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<edgefleet_artifact::Cache> {
+    let dir = dir.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("edgefleet/artifacts")
+    });
+    Ok(edgefleet_artifact::Cache::open(dir)?)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -315,7 +356,19 @@ const EXIT_FLOOR_NOT_MET: u8 = 3;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     match Args::parse().command {
-        Command::Optimize(args) => return optimize(*args),
+        Command::Optimize(args) => {
+            let result_file = args.result_file.clone();
+            return optimize(*args).inspect_err(|e| {
+                if let Some(path) = &result_file {
+                    let mut text = format!("{e:#}");
+                    text.truncate(3000);
+                    let _ = std::fs::write(
+                        path,
+                        serde_json::json!({"verdict": "Error", "error": text}).to_string(),
+                    );
+                }
+            });
+        }
         Command::Push {
             from,
             target,
@@ -324,6 +377,45 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         } => {
             let out = edgefleet_optimizer::publish::read_output(&from, name)?;
             let pushed = push(&registry, &target, &out)?;
+            println!("{}", pushed.reference);
+        }
+        Command::Upload {
+            model,
+            dataset,
+            target,
+            registry,
+        } => {
+            use edgefleet_artifact::media;
+            let (path, layer_type) = match (&model, &dataset) {
+                (Some(m), _) => (m, media::WEIGHT_RAW),
+                (None, Some(d)) => (d, media::DATASET_RAW),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let data =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            if model.is_some() {
+                Model::from_bytes(path, data.clone())?;
+            }
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let config = serde_json::json!({
+                "descriptor": {"name": name},
+                "config": {"format": if model.is_some() { "onnx" } else { "dataset" }},
+                "modelfs": {"type": "layers", "diff_ids": [edgefleet_artifact::Digest::of(&data).to_string()]},
+            });
+            let pushed = block_on(registry.registry()?.push_file(
+                &target,
+                media::ARTIFACT_TYPE,
+                media::MODEL_CONFIG,
+                config.to_string().as_bytes(),
+                layer_type,
+                &name,
+                data,
+            ))
+            .with_context(|| format!("uploading {} to {target}", path.display()))?;
             println!("{}", pushed.reference);
         }
         Command::Inspect {
@@ -351,14 +443,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             registry,
         } => {
             let registry = registry.registry()?;
-            let cache = cache.unwrap_or_else(|| {
-                let base = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                    .unwrap_or_else(std::env::temp_dir);
-                base.join("edgefleet/artifacts")
-            });
-            let cache = edgefleet_artifact::Cache::open(cache)?;
+            let cache = open_cache(cache)?;
             let pulled = block_on(registry.pull(&reference, &cache))?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             write_atomic(&out.join("model.onnx"), &pulled.model.read()?)?;
@@ -474,8 +559,19 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     let time_budget = edgefleet_api::duration::parse(&args.time_budget)
         .map_err(|e| anyhow::anyhow!("--time-budget {:?}: {e}", args.time_budget))?;
-    let model = Model::load(&args.model)?;
-    let data = Dataset::open(&args.dataset, args.pre.get()?.as_ref())?;
+    use edgefleet_optimizer::source::{self, Kind};
+    let registry = args.registry.registry()?;
+    let cache = open_cache(args.cache.clone())?;
+    let model_source = source::parse("--model", &args.model, args.model_sha256.as_deref())?;
+    let data_source = source::parse("--dataset", &args.dataset, args.dataset_sha256.as_deref())?;
+    let (model_path, dataset_path) = block_on(async {
+        let ca = &args.registry.ca_file;
+        let m = source::fetch(&model_source, Kind::Model, &registry, &cache, ca).await?;
+        let d = source::fetch(&data_source, Kind::Dataset, &registry, &cache, ca).await?;
+        anyhow::Ok((m, d))
+    })?;
+    let model = Model::load(&model_path)?;
+    let data = Dataset::open(&dataset_path, args.pre.get()?.as_ref())?;
     let options = Options {
         floor: args.floor,
         max_drop: args.max_drop,
@@ -509,7 +605,7 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut outcome = optimize(&model, &data, &profile, runtime.as_ref(), &options, &|e| {
         progress.event(e)
     })
-    .with_context(|| format!("optimizing {}", args.model.display()))?;
+    .with_context(|| format!("optimizing {}", args.model))?;
     progress.finish();
 
     // Outputs appear whole or not at all: written beside, then renamed. A stale winner from an
@@ -548,7 +644,7 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
         .map(|p| serde_json::to_value(&p))
         .transpose()?;
     let model_digest = edgefleet_artifact::Digest::of(&model.bytes);
-    let dataset_digest = edgefleet_optimizer::publish::dataset_digest(&args.dataset)?;
+    let dataset_digest = edgefleet_optimizer::publish::dataset_digest(&dataset_path)?;
     let inputs_digest = match &args.inputs_digest {
         Some(d) => d
             .parse::<edgefleet_artifact::Digest>()
@@ -606,13 +702,22 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
     println!("report: {}", report_path.display());
     if outcome.winner.is_some() {
         println!("model:  {}", model_path.display());
+        let mut result = result_summary(&outcome.report);
         if let Some(target) = &args.push {
             let out = edgefleet_optimizer::publish::read_output(&args.out, args.name.clone())?;
             let pushed = push(&args.registry, target, &out)?;
             println!("artifact: {}", pushed.reference);
+            result["reference"] = pushed.reference.into();
+            result["digest"] = pushed.digest.to_string().into();
+        }
+        if let Some(path) = &args.result_file {
+            write_atomic(path, result.to_string().as_bytes())?;
         }
         Ok(std::process::ExitCode::SUCCESS)
     } else {
+        if let Some(path) = &args.result_file {
+            write_atomic(path, result_summary(&outcome.report).to_string().as_bytes())?;
+        }
         eprintln!(
             "error: AccuracyFloorNotMet: no candidate for device class {} reached {:.2}% top-1 (base {:.2}%)",
             outcome.report.device_class,
@@ -679,6 +784,33 @@ fn describe(
         let _ = writeln!(s, "  {k}: {v}");
     }
     s
+}
+
+/// The compact result a Job reports (its termination message, at most 4 KiB).
+fn result_summary(report: &edgefleet_optimizer::report::Report) -> serde_json::Value {
+    let best = report
+        .candidates
+        .iter()
+        .filter_map(|c| c.measured.as_ref().map(|m| (m.accuracy, &c.technique)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let mut v = serde_json::json!({
+        "verdict": report.verdict,
+        "device_class": report.device_class,
+        "runtime": report.runtime,
+        "required_accuracy": report.required_accuracy,
+        "base_accuracy": report.base.accuracy,
+        "best_accuracy": best.map(|b| b.0),
+        "best_technique": best.map(|b| b.1.clone()),
+        "inputs_digest": report.inputs_digest,
+    });
+    if let Some(w) = &report.winner {
+        v["technique"] = w.technique.clone().into();
+        v["accuracy"] = w.measured.accuracy.into();
+        v["bytes"] = w.measured.bytes.into();
+        v["bytes_zstd"] = w.measured.bytes_zstd.into();
+        v["latency_ms_p50"] = w.measured.latency_ms_p50.into();
+    }
+    v
 }
 
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

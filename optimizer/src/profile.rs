@@ -80,6 +80,13 @@ pub fn resolve(arg: &str) -> Result<Profile, ProfileError> {
     if let Some(profile) = built_in(arg) {
         return Ok(profile);
     }
+    // A DeviceClass inline as JSON (how the operator hands it to a Job).
+    if arg.trim_start().starts_with('{') {
+        return parse(arg).map_err(|message| ProfileError::Invalid {
+            path: "--device-class (inline JSON)".into(),
+            message,
+        });
+    }
     let path = Path::new(arg);
     let text = std::fs::read_to_string(path).map_err(|_| ProfileError::Unknown(arg.into()))?;
     parse(&text).map_err(|message| ProfileError::Invalid {
