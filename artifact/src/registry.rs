@@ -52,6 +52,18 @@ impl Default for RegistryOptions {
     }
 }
 
+/// A single-file artifact for [`Registry::push_file`].
+#[derive(Debug, Clone)]
+pub struct FileArtifact<'a> {
+    pub artifact_type: &'a str,
+    pub config_type: &'a str,
+    pub config: &'a [u8],
+    pub layer_type: &'a str,
+    /// The file's name (its title and ModelPack file path).
+    pub file_name: &'a str,
+    pub data: Vec<u8>,
+}
+
 /// What a push did.
 #[derive(Debug, Clone)]
 pub struct Pushed {
@@ -266,18 +278,17 @@ impl Registry {
         })
     }
 
-    /// Publishes one file as a single-layer artifact (`artifact_type`, config `config_type` with
-    /// `config`, layer `layer_type`): how base models and datasets get into a registry.
-    pub async fn push_file(
-        &self,
-        target: &str,
-        artifact_type: &str,
-        config_type: &str,
-        config: &[u8],
-        layer_type: &str,
-        file_name: &str,
-        data: Vec<u8>,
-    ) -> Result<Pushed> {
+    /// Publishes one file as a single-layer artifact: how base models and datasets get into a
+    /// registry.
+    pub async fn push_file(&self, target: &str, file: FileArtifact<'_>) -> Result<Pushed> {
+        let FileArtifact {
+            artifact_type,
+            config_type,
+            config,
+            layer_type,
+            file_name,
+            data,
+        } = file;
         use crate::manifest::{Blob, Descriptor, Manifest};
         use std::collections::BTreeMap;
         let title = BTreeMap::from([

@@ -406,16 +406,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 "config": {"format": if model.is_some() { "onnx" } else { "dataset" }},
                 "modelfs": {"type": "layers", "diff_ids": [edgefleet_artifact::Digest::of(&data).to_string()]},
             });
-            let pushed = block_on(registry.registry()?.push_file(
-                &target,
-                media::ARTIFACT_TYPE,
-                media::MODEL_CONFIG,
-                config.to_string().as_bytes(),
+            let config = config.to_string();
+            let file = edgefleet_artifact::registry::FileArtifact {
+                artifact_type: media::ARTIFACT_TYPE,
+                config_type: media::MODEL_CONFIG,
+                config: config.as_bytes(),
                 layer_type,
-                &name,
+                file_name: &name,
                 data,
-            ))
-            .with_context(|| format!("uploading {} to {target}", path.display()))?;
+            };
+            let pushed = block_on(registry.registry()?.push_file(&target, file))
+                .with_context(|| format!("uploading {} to {target}", path.display()))?;
             println!("{}", pushed.reference);
         }
         Command::Inspect {
