@@ -472,12 +472,12 @@ async fn https_urls_are_fetched_by_sha256_with_a_custom_ca() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
     let wrong = Digest::of(b"something else");
-    let e = fetch_url(&url, &wrong, &cache, &[ca.clone()], false)
+    let e = fetch_url(&url, &wrong, &cache, std::slice::from_ref(&ca), false)
         .await
         .unwrap_err();
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
     assert!(!cache.contains(&wrong) && !cache.contains(&digest));
-    let lease = fetch_url(&url, &digest, &cache, &[ca.clone()], false)
+    let lease = fetch_url(&url, &digest, &cache, std::slice::from_ref(&ca), false)
         .await
         .unwrap();
     assert_eq!(lease.read().unwrap(), file);
