@@ -7,5 +7,6 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod pipeline;
 pub mod resolve;
 pub mod telemetry;

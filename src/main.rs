@@ -37,6 +37,21 @@ struct Args {
     identity: Option<String>,
     #[arg(long, value_enum, env = "EDGEFLEET_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Container image of the optimization Jobs.
+    #[arg(long, env = "EDGEFLEET_OPTIMIZER_IMAGE", default_value_t = edgefleet_operator::pipeline::JobSettings::default().image)]
+    optimizer_image: String,
+    /// CPU request of an optimization Job.
+    #[arg(long, default_value = "1")]
+    optimizer_cpu: String,
+    /// Memory request of an optimization Job.
+    #[arg(long, default_value = "1Gi")]
+    optimizer_memory: String,
+    /// Memory limit of an optimization Job.
+    #[arg(long, default_value = "4Gi")]
+    optimizer_memory_limit: String,
+    /// Extra CA certificates (PEM) the operator trusts for registries.
+    #[arg(long, env = "EDGEFLEET_REGISTRY_CA", value_delimiter = ',')]
+    registry_ca: Vec<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -105,6 +120,14 @@ async fn main() -> anyhow::Result<()> {
             metrics.clone(),
             args.namespace.clone(),
             identity.clone(),
+            edgefleet_operator::pipeline::JobSettings {
+                image: args.optimizer_image.clone(),
+                cpu_request: args.optimizer_cpu.clone(),
+                memory_request: args.optimizer_memory.clone(),
+                memory_limit: args.optimizer_memory_limit.clone(),
+                ..Default::default()
+            },
+            args.registry_ca.clone(),
         );
         let lost = leader::lost(leadership.clone());
         let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();

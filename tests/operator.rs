@@ -86,18 +86,16 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         })
         .await?;
 
-        // The class appears: the EdgeModel recovers without being touched.
+        // The class appears: the EdgeModel recovers without being touched and moves on to its
+        // sources, which no registry serves here: it waits and retries, it does not stall.
         classes
             .create(&PostParams::default(), &class(&missing))
             .await?;
         eventually(WAIT, || async {
             let m = models.get("fashion").await?;
             match ready(&m) {
-                Some((s, r, msg, _)) if s == "True" && r == reasons::DEVICE_CLASSES_RESOLVED => {
-                    ensure!(
-                        msg.contains(&missing) && msg.contains(&present),
-                        "message {msg:?}"
-                    );
+                Some((s, r, msg, _)) if s == "False" && r == reasons::SOURCE_UNAVAILABLE => {
+                    ensure!(msg.starts_with("spec.source.oci: "), "message {msg:?}");
                     Ok(())
                 }
                 other => bail!("Ready is {other:?}"),
@@ -106,7 +104,7 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         .await?;
         let m = models.get("fashion").await?;
         let status = m.status.clone().unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Ready"));
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
         assert_eq!(status.pods.as_deref(), Some("0/0"));
         assert_eq!(
             conditions::find(&status.conditions, types::STALLED)
@@ -114,7 +112,12 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
                 .status,
             "False"
         );
-
+        assert_eq!(
+            conditions::find(&status.conditions, types::RECONCILING)
+                .unwrap()
+                .status,
+            "True"
+        );
         // The DeviceClass controller acknowledged the class with kstatus fields.
         let dc = classes.get(&missing).await?;
         let dc_status = dc.status.context("DeviceClass has no status")?;

@@ -21,6 +21,15 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const RESOLVING: &str = "Resolving";
     pub const VALID: &str = "Valid";
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
+    pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
+    pub const OPTIMIZING: &str = "Optimizing";
+    pub const OPTIMIZED: &str = "Optimized";
+    pub const PUBLISHED: &str = "Published";
+    pub const ACCURACY_FLOOR_NOT_MET: &str = "AccuracyFloorNotMet";
+    pub const OPTIMIZATION_FAILED: &str = "OptimizationFailed";
+    pub const SUPERSEDED: &str = "Superseded";
+    pub const REUSED: &str = "Reused";
 }
 
 /// Condition status strings.

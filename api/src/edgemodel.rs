@@ -396,6 +396,19 @@ pub struct EdgeModelStatus {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceClassProgress {
     pub name: String,
+    /// Pending, Optimizing, Published, AccuracyFloorNotMet or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// What is happening or went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The optimization Job of the current inputs, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Digest of everything that decides the result (model, dataset, device class, settings,
+    /// optimizer version); identical inputs reuse the published artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<PublishedArtifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

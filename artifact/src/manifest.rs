@@ -328,7 +328,11 @@ pub fn pack(contents: &Contents<'_>, facts: &Facts, compression: Compression) ->
         artifact_type: Some(media::ARTIFACT_TYPE.into()),
         config: config.descriptor.clone(),
         layers: layers.iter().map(|b| b.descriptor.clone()).collect(),
-        annotations: facts.annotations(report_digest.as_ref()),
+        annotations: {
+            let mut a = facts.annotations(report_digest.as_ref());
+            a.insert(media::MODEL_BYTES.into(), contents.model.len().to_string());
+            a
+        },
     };
     let manifest_bytes = Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"));
     Ok(Packed {

@@ -39,3 +39,5 @@ pub const PREPROCESSING: &str = "dev.edgefleet.preprocessing";
 pub const LATENCY_P50: &str = "dev.edgefleet.latency-ms-p50";
 pub const INPUTS_DIGEST: &str = "dev.edgefleet.inputs-digest";
 pub const OPTIMIZER_VERSION: &str = "dev.edgefleet.optimizer-version";
+/// Size of the uncompressed ONNX model (the weight layer may be zstd).
+pub const MODEL_BYTES: &str = "dev.edgefleet.model-bytes";

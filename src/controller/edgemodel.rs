@@ -2,7 +2,7 @@
 //! apply, publishes Events, and runs a finalizer on delete. DeviceClass changes requeue the
 //! EdgeModels that name them.
 
-use super::Context;
+use super::{Context, optimize};
 use crate::error::{Error, Result};
 use crate::resolve;
 use edgefleet_api::assignment::{Health, ModelAssignment};
@@ -10,6 +10,7 @@ use edgefleet_api::conditions::{self, reasons, types};
 use edgefleet_api::deviceclass::DeviceClass;
 use edgefleet_api::edgemodel::{EdgeModel, EdgeModelStatus};
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -36,9 +37,21 @@ pub async fn run(
         None => Api::all(ctx.client.clone()),
     };
     let classes: Api<DeviceClass> = Api::all(ctx.client.clone());
+    let jobs: Api<Job> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     let controller = Controller::new(models, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller
+        .owns(
+            jobs,
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                crate::pipeline::COMPONENT_LABEL,
+                crate::pipeline::COMPONENT
+            )),
+        )
         .watches(classes, watcher::Config::default(), move |class| {
             let name = class.name_any();
             store
@@ -101,14 +114,33 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
     }
     let specs: Vec<_> = found.iter().map(|c| c.as_ref().map(|c| &c.spec)).collect();
     let problems = resolve::check(&model.spec, &specs);
-    let outcome = resolve::outcome(&model.spec, &problems);
-
     let previous = model.status.clone().unwrap_or_default();
+    // Only a model whose device classes all resolve goes down the pipeline.
+    let (outcome, device_classes, pipeline_events, requeue) = if problems.is_empty() {
+        let classes: Vec<_> = model
+            .spec
+            .device_classes
+            .iter()
+            .zip(&found)
+            .filter_map(|(n, c)| c.as_ref().map(|c| (n.clone(), c.spec.clone())))
+            .collect();
+        let p = optimize::reconcile(model, &classes, ctx).await?;
+        (p.outcome, p.classes, p.events, p.requeue)
+    } else {
+        (
+            resolve::outcome(&model.spec, &problems),
+            previous.device_classes.clone(),
+            Vec::new(),
+            Duration::from_secs(300),
+        )
+    };
+
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = EdgeModelStatus {
         observed_generation: model.metadata.generation,
         phase: Some(outcome.phase.to_string()),
         pods: Some(pod_summary(model, ctx).await?),
+        device_classes,
         conditions: conditions::merge(
             &previous.conditions,
             &outcome.conditions,
@@ -144,17 +176,28 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
             },
             None => Event {
                 type_: EventType::Normal,
-                reason: reasons::DEVICE_CLASSES_RESOLVED.into(),
+                reason: conditions::find(&status.conditions, types::READY)
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_else(|| reasons::DEVICE_CLASSES_RESOLVED.into()),
                 note: conditions::find(&status.conditions, types::READY).map(|c| c.message.clone()),
                 action: "Resolve".into(),
                 secondary: None,
             },
         };
-        publish(ctx, model, event).await;
+        // Per-class pipeline problems already have their own Warning below.
+        let duplicate = event.type_ == EventType::Warning
+            && pipeline_events.iter().any(|e| e.reason == event.reason);
+        if !duplicate {
+            publish(ctx, model, event).await;
+        }
         info!(object = %object, phase = outcome.phase, "status changed");
     }
-    // Periodic resync catches anything a missed watch event would hide.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    for event in pipeline_events {
+        publish(ctx, model, event).await;
+    }
+    // Periodic resync catches anything a missed watch event would hide; while Jobs run, the
+    // Job watch and a short resync keep the status current.
+    Ok(Action::requeue(requeue))
 }
 
 /// `ready/total` over the model's ModelAssignments (one per serving pod).
@@ -175,13 +218,14 @@ async fn pod_summary(model: &EdgeModel, ctx: &Context) -> Result<String> {
 }
 
 async fn cleanup(model: &EdgeModel, ctx: &Context) -> Result<Action> {
-    // Jobs, artifacts and assignments created for this model are owned by it and collected by
-    // the garbage collector; the finalizer is where anything outside the cluster will be undone.
+    // Optimization Jobs go now (running ones stop), not whenever the garbage collector gets to
+    // them. Published artifacts stay in the registry: other EdgeModels may reuse them.
+    let jobs = optimize::delete_jobs(model, ctx).await?;
     let event = Event {
         type_: EventType::Normal,
         reason: "Deleted".into(),
         note: Some(format!(
-            "{} is being deleted; cleanup finished",
+            "{} is being deleted; deleted {jobs} optimization Job(s); cleanup finished",
             describe(model)
         )),
         action: "Cleanup".into(),

@@ -2,6 +2,7 @@
 
 pub mod deviceclass;
 pub mod edgemodel;
+pub mod optimize;
 
 use crate::metrics::Metrics;
 use kube::Client;
@@ -15,6 +16,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Only EdgeModels in this namespace are reconciled, when set.
     pub namespace: Option<String>,
+    /// How optimization Jobs are built.
+    pub jobs: crate::pipeline::JobSettings,
+    /// Extra CA certificates for registries.
+    pub registry_ca_files: Vec<std::path::PathBuf>,
 }
 
 impl Context {
@@ -23,6 +28,8 @@ impl Context {
         metrics: Arc<Metrics>,
         namespace: Option<String>,
         instance: String,
+        jobs: crate::pipeline::JobSettings,
+        registry_ca_files: Vec<std::path::PathBuf>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: edgefleet_api::OPERATOR_MANAGER.into(),
@@ -33,6 +40,8 @@ impl Context {
             client,
             metrics,
             namespace,
+            jobs,
+            registry_ca_files,
         })
     }
 }

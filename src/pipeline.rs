@@ -1,0 +1,885 @@
+//! Pure decisions of the optimize → publish pipeline: what identifies a result (the inputs
+//! digest), the optimization Job for one device class, what a finished Job means, and what the
+//! EdgeModel's status says about all its classes. No I/O here; `controller::optimize` fetches
+//! and writes.
+
+use edgefleet_api::conditions::{Desired, reasons, types};
+use edgefleet_api::deviceclass::DeviceClassSpec;
+use edgefleet_api::edgemodel::{
+    BlobSource, ColorMode, EdgeModel, EdgeModelSpec, Objective, PublishedArtifact, Technique,
+    TensorLayout,
+};
+use edgefleet_artifact::{Artifact, Digest, media};
+use k8s_openapi::api::batch::v1::Job;
+use kube::{Resource, ResourceExt};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The optimizer version the Jobs run: the operator ships with its own.
+pub const OPTIMIZER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const MODEL_LABEL: &str = "edgefleet.dev/model";
+pub const CLASS_LABEL: &str = "edgefleet.dev/device-class";
+/// First 16 hex characters of the inputs digest (label values are short).
+pub const INPUTS_LABEL: &str = "edgefleet.dev/inputs";
+pub const INPUTS_ANNOTATION: &str = "edgefleet.dev/inputs-digest";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const COMPONENT: &str = "optimizer";
+pub const SERVICE_ACCOUNT: &str = "edgefleet-optimizer";
+pub const CONTAINER: &str = "optimizer";
+/// The optimizer's exit status for AccuracyFloorNotMet: the Job fails at once, no retries.
+pub const EXIT_FLOOR_NOT_MET: i32 = 3;
+/// Where the registry Secret is mounted in the Job's pod.
+pub const REGISTRY_CONFIG_DIR: &str = "/var/run/edgefleet/registry";
+pub const WORK_DIR: &str = "/work";
+
+/// A source pinned to its content: how the Job fetches it and the digest that identifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    /// `oci://registry/repo@sha256:…` or an https:// URL.
+    pub location: String,
+    /// The URL's sha256 (hex), for `--…-sha256`.
+    pub url_sha256: Option<String>,
+    /// Manifest digest (OCI) or file digest (URL).
+    pub digest: Digest,
+}
+
+/// How a source is pinned when it already names its content; `None` when a tag must be
+/// resolved against the registry first.
+pub fn pin_static(source: &BlobSource) -> Option<Pinned> {
+    if let (Some(url), Some(sha)) = (&source.url, &source.sha256) {
+        return Some(Pinned {
+            location: url.clone(),
+            url_sha256: Some(sha.clone()),
+            digest: format!("sha256:{sha}").parse().ok()?,
+        });
+    }
+    let oci = source.oci.as_ref()?;
+    let (_, digest) = oci.split_once('@')?;
+    Some(Pinned {
+        location: format!("oci://{oci}"),
+        url_sha256: None,
+        digest: digest.parse().ok()?,
+    })
+}
+
+/// `registry/repo:tag` resolved to `digest`.
+pub fn pin_resolved(oci: &str, digest: Digest) -> Pinned {
+    let repo = match oci.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => oci,
+    };
+    Pinned {
+        location: format!("oci://{repo}@{digest}"),
+        url_sha256: None,
+        digest,
+    }
+}
+
+/// The digest of everything that decides an optimization result for one device class.
+pub fn inputs_digest(
+    model: &Digest,
+    dataset: &Digest,
+    class_name: &str,
+    class: &DeviceClassSpec,
+    spec: &EdgeModelSpec,
+) -> Digest {
+    let doc = serde_json::json!({
+        "model": model.to_string(),
+        "dataset": dataset.to_string(),
+        "deviceClass": {"name": class_name, "spec": class},
+        "accuracy": {
+            "metric": spec.accuracy.metric,
+            "floor": spec.accuracy.floor,
+            "maxDrop": spec.accuracy.max_drop,
+            "format": spec.accuracy.dataset.format,
+            "preprocessing": spec.accuracy.preprocessing,
+        },
+        "optimization": spec.optimization,
+        "optimizer": OPTIMIZER_VERSION,
+    });
+    Digest::of(doc.to_string().as_bytes())
+}
+
+/// The tag an artifact is pushed under: people can read it, the operator finds a reusable
+/// artifact by it (and checks its inputs annotation before trusting it).
+pub fn artifact_tag(class: &str, inputs: &Digest) -> String {
+    format!("{class}-{}", &inputs.hex()[..16])
+}
+
+/// A DNS-1123 label of at most 63 characters: `<model>-<class>-<8 hex>`.
+pub fn job_name(model: &str, class: &str, inputs: &Digest) -> String {
+    let mut base: String = format!("{model}-{class}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    base.truncate(63 - 9);
+    let base = base.trim_end_matches('-');
+    format!("{base}-{}", &inputs.hex()[..8])
+}
+
+/// Operator-level settings of every optimization Job.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub image: String,
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    /// Added to the time budget for downloads, the self-test and the push.
+    pub deadline_margin_seconds: i64,
+    pub backoff_limit: i32,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            image: format!("ghcr.io/edgefleet/optimizer:{OPTIMIZER_VERSION}"),
+            cpu_request: "1".into(),
+            memory_request: "1Gi".into(),
+            memory_limit: "4Gi".into(),
+            deadline_margin_seconds: 600,
+            backoff_limit: 2,
+        }
+    }
+}
+
+fn technique_flag(t: Technique) -> &'static str {
+    match t {
+        Technique::Float16 => "float16",
+        Technique::Int8Dynamic => "int8-dynamic",
+        Technique::Int8Static => "int8-static",
+        Technique::FullInteger => "full-integer",
+        Technique::Pruning => "pruning",
+        Technique::Clustering => "clustering",
+    }
+}
+
+/// The registry host of a repository (`host[:port]/path` → `host[:port]`).
+pub fn registry_host(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
+}
+
+/// Everything the Job's container is told, in order.
+pub fn optimizer_args(
+    model: &EdgeModel,
+    class_name: &str,
+    class: &DeviceClassSpec,
+    sources: (&Pinned, &Pinned),
+    inputs: &Digest,
+    time_budget_seconds: u64,
+) -> Vec<String> {
+    let spec = &model.spec;
+    let (base, dataset) = sources;
+    let mut a: Vec<String> = vec!["optimize".into(), "--model".into(), base.location.clone()];
+    if let Some(sha) = &base.url_sha256 {
+        a.extend(["--model-sha256".into(), sha.clone()]);
+    }
+    a.extend(["--dataset".into(), dataset.location.clone()]);
+    if let Some(sha) = &dataset.url_sha256 {
+        a.extend(["--dataset-sha256".into(), sha.clone()]);
+    }
+    let class_json = serde_json::json!({"metadata": {"name": class_name}, "spec": class});
+    a.extend(["--device-class".into(), class_json.to_string()]);
+    if let Some(f) = spec.accuracy.floor {
+        a.extend(["--floor".into(), f.to_string()]);
+    }
+    if let Some(d) = spec.accuracy.max_drop {
+        a.extend(["--max-drop".into(), d.to_string()]);
+    }
+    let objective = match spec.optimization.objective {
+        Objective::Smallest => "smallest",
+        Objective::Fastest => "fastest",
+        Objective::Balanced => "balanced",
+    };
+    a.extend(["--objective".into(), objective.into()]);
+    if !spec.optimization.techniques.is_empty() {
+        let list: Vec<_> = spec
+            .optimization
+            .techniques
+            .iter()
+            .map(|t| technique_flag(*t))
+            .collect();
+        a.extend(["--techniques".into(), list.join(",")]);
+    }
+    a.extend([
+        "--calibration-samples".into(),
+        spec.optimization.calibration_samples.to_string(),
+        "--time-budget".into(),
+        format!("{time_budget_seconds}s"),
+    ]);
+    if let Some(p) = &spec.accuracy.preprocessing {
+        let color = match p.color_mode {
+            ColorMode::Rgb => "rgb",
+            ColorMode::Grayscale => "grayscale",
+        };
+        a.extend(["--color".into(), color.into()]);
+        if let Some(r) = p.resize {
+            a.extend(["--resize".into(), r.to_string()]);
+        }
+        if let Some(c) = p.center_crop {
+            a.extend(["--center-crop".into(), c.to_string()]);
+        }
+        let list = |v: &[f64]| v.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+        if !p.mean.is_empty() {
+            a.extend(["--mean".into(), list(&p.mean), "--std".into(), list(&p.std)]);
+        }
+        let layout = match p.layout {
+            TensorLayout::Nchw => "nchw",
+            TensorLayout::Nhwc => "nhwc",
+        };
+        a.extend(["--layout".into(), layout.into()]);
+    }
+    let repo = &spec.publish.repository;
+    a.extend([
+        "--out".into(),
+        format!("{WORK_DIR}/out"),
+        "--cache".into(),
+        format!("{WORK_DIR}/cache"),
+        "--push".into(),
+        format!("{repo}:{}", artifact_tag(class_name, inputs)),
+        "--name".into(),
+        model.name_any(),
+        "--inputs-digest".into(),
+        inputs.to_string(),
+        "--result-file".into(),
+        "/dev/termination-log".into(),
+    ]);
+    if spec.publish.plain_http {
+        a.extend(["--plain-http".into(), registry_host(repo).into()]);
+    }
+    if spec.publish.credentials_secret.is_some() {
+        a.extend([
+            "--registry-config".into(),
+            format!("{REGISTRY_CONFIG_DIR}/config.json"),
+        ]);
+    }
+    a
+}
+
+/// The optimization Job for one device class of `model`.
+pub fn job(
+    model: &EdgeModel,
+    class_name: &str,
+    class: &DeviceClassSpec,
+    sources: (&Pinned, &Pinned),
+    inputs: &Digest,
+    time_budget_seconds: u64,
+    settings: &JobSettings,
+) -> Job {
+    let name = job_name(&model.name_any(), class_name, inputs);
+    let labels = BTreeMap::from([
+        (MODEL_LABEL.to_string(), model.name_any()),
+        (CLASS_LABEL.to_string(), class_name.to_string()),
+        (INPUTS_LABEL.to_string(), inputs.hex()[..16].to_string()),
+        (COMPONENT_LABEL.to_string(), COMPONENT.to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            edgefleet_api::OPERATOR_MANAGER.to_string(),
+        ),
+    ]);
+    let args = optimizer_args(
+        model,
+        class_name,
+        class,
+        sources,
+        inputs,
+        time_budget_seconds,
+    );
+    let mut volumes = vec![serde_json::json!({"name": "work", "emptyDir": {}})];
+    let mut mounts = vec![serde_json::json!({"name": "work", "mountPath": WORK_DIR})];
+    if let Some(secret) = &model.spec.publish.credentials_secret {
+        volumes.push(serde_json::json!({
+            "name": "registry",
+            "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]},
+        }));
+        mounts.push(serde_json::json!({"name": "registry", "mountPath": REGISTRY_CONFIG_DIR, "readOnly": true}));
+    }
+    let owner = model.controller_owner_ref(&()).map(|o| vec![o]);
+    let doc = serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": model.namespace(),
+            "labels": labels,
+            "annotations": {INPUTS_ANNOTATION: inputs.to_string()},
+            "ownerReferences": owner,
+        },
+        "spec": {
+            "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": time_budget_seconds as i64 + settings.deadline_margin_seconds,
+            "podFailurePolicy": {"rules": [{
+                "action": "FailJob",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_FLOOR_NOT_MET]},
+            }]},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": CONTAINER,
+                        "image": settings.image,
+                        "command": ["edgefleet-optimizer"],
+                        "args": args,
+                        "resources": {
+                            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+                            "limits": {"memory": settings.memory_limit},
+                        },
+                        "volumeMounts": mounts,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    });
+    serde_json::from_value(doc).expect("the Job document matches batch/v1")
+}
+
+/// The compact result the optimizer writes as its termination message.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct JobResult {
+    pub verdict: String,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub accuracy: Option<f64>,
+    #[serde(default)]
+    pub best_accuracy: Option<f64>,
+    #[serde(default)]
+    pub best_technique: Option<String>,
+    #[serde(default)]
+    pub required_accuracy: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What a Job's status (and its pod's termination message) says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Running,
+    Succeeded(JobResult),
+    FloorNotMet(String),
+    Failed(String),
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2}%", v * 100.0))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Reads a Job's conditions and its pod's termination message.
+pub fn job_state(job: &Job, message: Option<&str>) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    let result: Option<JobResult> = message.and_then(|m| serde_json::from_str(m.trim()).ok());
+    if holds("Complete").is_some() {
+        return match result {
+            Some(r) if r.verdict == "passed" && r.reference.is_some() && r.digest.is_some() => {
+                JobState::Succeeded(r)
+            }
+            _ => JobState::Failed(format!(
+                "Job {} completed without a published artifact in its result: {}",
+                job.name_any(),
+                message.unwrap_or("(no termination message)")
+            )),
+        };
+    }
+    if let Some(failed) = holds("Failed") {
+        return match result {
+            Some(r) if r.verdict == "AccuracyFloorNotMet" => JobState::FloorNotMet(format!(
+                "best candidate {} reached {} top-1, below the required {}",
+                r.best_technique.as_deref().unwrap_or("?"),
+                percent(r.best_accuracy),
+                percent(r.required_accuracy)
+            )),
+            Some(r) if r.error.is_some() => JobState::Failed(format!(
+                "Job {}: {}",
+                job.name_any(),
+                r.error.unwrap_or_default()
+            )),
+            _ => JobState::Failed(format!(
+                "Job {} failed ({}): {}{}",
+                job.name_any(),
+                failed.reason.as_deref().unwrap_or("Failed"),
+                failed.message.as_deref().unwrap_or(""),
+                message
+                    .map(|m| format!("; last output: {}", m.trim()))
+                    .unwrap_or_default()
+            )),
+        };
+    }
+    JobState::Running
+}
+
+/// Checks that a registry artifact is the one these inputs produced for this class.
+pub fn verify(artifact: &Artifact, class: &str, inputs: &Digest) -> Result<(), String> {
+    let Some(facts) = &artifact.facts else {
+        return Err(format!(
+            "artifact {} carries no edgefleet annotations",
+            artifact.digest
+        ));
+    };
+    if facts.device_class != class {
+        return Err(format!(
+            "artifact {} is for device class {:?}, not {class:?}",
+            artifact.digest, facts.device_class
+        ));
+    }
+    if facts.inputs_digest.as_ref() != Some(inputs) {
+        return Err(format!(
+            "artifact {} was built from other inputs ({} is {:?}, want {inputs})",
+            artifact.digest,
+            media::INPUTS_DIGEST,
+            facts.inputs_digest.as_ref().map(Digest::to_string)
+        ));
+    }
+    Ok(())
+}
+
+/// The status entry for a verified artifact.
+pub fn published(artifact: &Artifact, repository: &str) -> PublishedArtifact {
+    let facts = artifact.facts.clone().unwrap_or_default();
+    let base = facts.base_accuracy.unwrap_or(facts.accuracy);
+    let raw = artifact
+        .manifest
+        .annotations
+        .get(media::MODEL_BYTES)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(artifact.model.descriptor.size);
+    PublishedArtifact {
+        digest: artifact.digest.to_string(),
+        reference: format!("{repository}@{}", artifact.digest),
+        technique: facts.technique,
+        runtime: facts.runtime,
+        bytes: raw,
+        bytes_compressed: artifact.model.descriptor.size,
+        accuracy: facts.accuracy,
+        base_accuracy: base,
+        accuracy_drop: ((base - facts.accuracy) * 1e6).round() / 1e6,
+        latency_ms_p50: facts.latency_ms_p50,
+    }
+}
+
+/// Where one device class stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassPhase {
+    Optimizing {
+        job: String,
+    },
+    Published {
+        artifact: PublishedArtifact,
+        reused: bool,
+    },
+    FloorNotMet(String),
+    Failed(String),
+}
+
+impl ClassPhase {
+    pub fn word(&self) -> &'static str {
+        match self {
+            ClassPhase::Optimizing { .. } => "Optimizing",
+            ClassPhase::Published { .. } => "Published",
+            ClassPhase::FloorNotMet(_) => "AccuracyFloorNotMet",
+            ClassPhase::Failed(_) => "Failed",
+        }
+    }
+}
+
+/// The EdgeModel's conditions and phase from every class's phase.
+pub fn summarize(classes: &[(String, ClassPhase)]) -> crate::resolve::Outcome {
+    let stuck: Vec<_> = classes
+        .iter()
+        .filter_map(|(n, p)| match p {
+            ClassPhase::FloorNotMet(m) => Some((reasons::ACCURACY_FLOOR_NOT_MET, n, m)),
+            ClassPhase::Failed(m) => Some((reasons::OPTIMIZATION_FAILED, n, m)),
+            _ => None,
+        })
+        .collect();
+    let running: Vec<&str> = classes
+        .iter()
+        .filter(|(_, p)| matches!(p, ClassPhase::Optimizing { .. }))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let done: Vec<&str> = classes
+        .iter()
+        .filter(|(_, p)| matches!(p, ClassPhase::Published { .. }))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let all_done = done.len() == classes.len();
+    let published = Desired::new(
+        types::PUBLISHED,
+        all_done,
+        if all_done {
+            reasons::PUBLISHED
+        } else {
+            reasons::OPTIMIZING
+        },
+        format!(
+            "published for {}/{} device classes",
+            done.len(),
+            classes.len()
+        ),
+    );
+    if let Some((reason, class, message)) = stuck.first() {
+        let message = format!("device class {class}: {message}");
+        return crate::resolve::Outcome {
+            phase: "Stalled",
+            conditions: vec![
+                Desired::new(types::READY, false, reason, message.clone()),
+                Desired::new(types::STALLED, true, reason, message.clone()),
+                Desired::new(
+                    types::RECONCILING,
+                    !running.is_empty(),
+                    reasons::OPTIMIZING,
+                    if running.is_empty() {
+                        String::new()
+                    } else {
+                        format!("optimizing for {}", running.join(", "))
+                    },
+                ),
+                Desired::new(types::OPTIMIZED, false, reason, message.clone()),
+                published,
+            ],
+            problem: Some((reason, message)),
+        };
+    }
+    if !all_done {
+        let message = format!("optimizing for {}", running.join(", "));
+        return crate::resolve::Outcome {
+            phase: "Optimizing",
+            conditions: vec![
+                Desired::new(types::READY, false, reasons::OPTIMIZING, message.clone()),
+                Desired::new(types::STALLED, false, reasons::OPTIMIZING, ""),
+                Desired::new(
+                    types::RECONCILING,
+                    true,
+                    reasons::OPTIMIZING,
+                    message.clone(),
+                ),
+                Desired::new(types::OPTIMIZED, false, reasons::OPTIMIZING, message),
+                published,
+            ],
+            problem: None,
+        };
+    }
+    let message = format!("published for {}", done.join(", "));
+    crate::resolve::Outcome {
+        phase: "Ready",
+        conditions: vec![
+            Desired::new(types::READY, true, reasons::PUBLISHED, message.clone()),
+            Desired::new(types::STALLED, false, reasons::PUBLISHED, ""),
+            Desired::new(types::RECONCILING, false, reasons::PUBLISHED, ""),
+            Desired::new(types::OPTIMIZED, true, reasons::OPTIMIZED, message),
+            published,
+        ],
+        problem: None,
+    }
+}
+
+/// Sources that could not be resolved: retry later, keep whatever was published.
+pub fn sources_unavailable(message: &str) -> crate::resolve::Outcome {
+    crate::resolve::Outcome {
+        phase: "Pending",
+        conditions: vec![
+            Desired::new(types::READY, false, reasons::SOURCE_UNAVAILABLE, message),
+            Desired::new(types::STALLED, false, reasons::SOURCE_UNAVAILABLE, ""),
+            Desired::new(
+                types::RECONCILING,
+                true,
+                reasons::SOURCE_UNAVAILABLE,
+                message,
+            ),
+        ],
+        problem: Some((reasons::SOURCE_UNAVAILABLE, message.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn model() -> EdgeModel {
+        let mut m: EdgeModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
+            "metadata": {"name": "fashion", "namespace": "vision", "uid": "u-1"},
+            "spec": {
+                "source": {"oci": "reg:5000/base/net:v1"},
+                "deviceClasses": ["cpu-int8"],
+                "accuracy": {"floor": 0.85, "maxDrop": 0.01,
+                    "dataset": {"source": {"url": "https://data.example/x.npz", "sha256": "ab".repeat(32)}},
+                    "preprocessing": {"colorMode": "grayscale", "mean": [0.286], "std": [0.353]}},
+                "optimization": {"techniques": ["int8Static", "clustering"], "objective": "smallest", "timeBudget": "20m"},
+                "publish": {"repository": "reg:5000/models/fashion", "credentialsSecret": "creds", "plainHttp": true},
+            }
+        }))
+        .unwrap();
+        m.metadata.uid = Some("u-1".into());
+        m
+    }
+
+    fn class() -> DeviceClassSpec {
+        serde_json::from_value(
+            serde_json::json!({"arch": ["amd64"], "runtime": "tract", "precisions": ["int8", "fp32"]}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sources_pin_by_digest() {
+        let d = "ab".repeat(32);
+        let oci = BlobSource {
+            oci: Some(format!("reg:5000/base/net@sha256:{d}")),
+            ..Default::default()
+        };
+        assert_eq!(
+            pin_static(&oci).unwrap().location,
+            format!("oci://reg:5000/base/net@sha256:{d}")
+        );
+        let tagged = BlobSource {
+            oci: Some("reg:5000/base/net:v1".into()),
+            ..Default::default()
+        };
+        assert!(
+            pin_static(&tagged).is_none(),
+            "a tag must be resolved first"
+        );
+        let digest: Digest = format!("sha256:{d}").parse().unwrap();
+        assert_eq!(
+            pin_resolved("reg:5000/base/net:v1", digest.clone()).location,
+            format!("oci://reg:5000/base/net@sha256:{d}")
+        );
+        assert_eq!(
+            pin_resolved("reg:5000/base/net", digest).location,
+            format!("oci://reg:5000/base/net@sha256:{d}")
+        );
+        let url = BlobSource {
+            url: Some("https://x/m.onnx".into()),
+            sha256: Some(d.clone()),
+            ..Default::default()
+        };
+        assert_eq!(pin_static(&url).unwrap().url_sha256, Some(d));
+    }
+
+    #[test]
+    fn inputs_digest_follows_every_input_and_only_those() {
+        let m = model();
+        let (a, b) = (Digest::of(b"model"), Digest::of(b"data"));
+        let key = inputs_digest(&a, &b, "cpu-int8", &class(), &m.spec);
+        assert_eq!(key, inputs_digest(&a, &b, "cpu-int8", &class(), &m.spec));
+        assert_ne!(
+            key,
+            inputs_digest(&Digest::of(b"other"), &b, "cpu-int8", &class(), &m.spec)
+        );
+        assert_ne!(key, inputs_digest(&a, &b, "cpu-int8-b", &class(), &m.spec));
+        let mut floor = m.spec.clone();
+        floor.accuracy.floor = Some(0.86);
+        assert_ne!(key, inputs_digest(&a, &b, "cpu-int8", &class(), &floor));
+        // Rollout settings do not change what gets built.
+        let mut rollout = m.spec.clone();
+        rollout.rollout.paused = true;
+        assert_eq!(key, inputs_digest(&a, &b, "cpu-int8", &class(), &rollout));
+    }
+
+    #[test]
+    fn job_names_are_dns_labels() {
+        let key = Digest::of(b"k");
+        let n = job_name("fashion", "cpu-int8", &key);
+        assert_eq!(n, format!("fashion-cpu-int8-{}", &key.hex()[..8]));
+        let long = job_name(&"m".repeat(80), "gpu.fp16", &key);
+        assert!(long.len() <= 63 && !long.contains('.'), "{long}");
+        assert_eq!(
+            artifact_tag("cpu-int8", &key),
+            format!("cpu-int8-{}", &key.hex()[..16])
+        );
+    }
+
+    #[test]
+    fn the_job_runs_the_optimizer_with_the_spec() {
+        let m = model();
+        let base = pin_resolved("reg:5000/base/net:v1", Digest::of(b"model"));
+        let data = pin_static(&m.spec.accuracy.dataset.source).unwrap();
+        let key = Digest::of(b"k");
+        let job = job(
+            &m,
+            "cpu-int8",
+            &class(),
+            (&base, &data),
+            &key,
+            1200,
+            &JobSettings::default(),
+        );
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(1800));
+        assert_eq!(spec.backoff_limit, Some(2));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("EdgeModel", "u-1", Some(true))
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap();
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        assert_eq!(after("--model"), base.location);
+        assert_eq!(after("--dataset"), "https://data.example/x.npz");
+        assert_eq!(after("--dataset-sha256"), "ab".repeat(32));
+        assert_eq!(after("--techniques"), "int8-static,clustering");
+        assert_eq!(after("--objective"), "smallest");
+        assert_eq!(after("--time-budget"), "1200s");
+        assert_eq!(after("--floor"), "0.85");
+        assert_eq!(after("--color"), "grayscale");
+        assert_eq!(
+            after("--push"),
+            format!("reg:5000/models/fashion:{}", artifact_tag("cpu-int8", &key))
+        );
+        assert_eq!(after("--inputs-digest"), key.to_string());
+        assert_eq!(after("--plain-http"), "reg:5000");
+        assert_eq!(
+            after("--registry-config"),
+            format!("{REGISTRY_CONFIG_DIR}/config.json")
+        );
+        let dc: serde_json::Value = serde_json::from_str(&after("--device-class")).unwrap();
+        assert_eq!(dc["metadata"]["name"], "cpu-int8");
+        assert_eq!(dc["spec"]["runtime"], "tract");
+        let secret = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "registry")
+            .unwrap();
+        assert_eq!(
+            secret.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("creds")
+        );
+        let rules = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
+        assert_eq!(rules.action, "FailJob");
+        assert_eq!(
+            rules.on_exit_codes.as_ref().unwrap().values,
+            vec![EXIT_FLOOR_NOT_MET]
+        );
+    }
+
+    fn finished(kind: &str) -> Job {
+        Job {
+            metadata: kube::api::ObjectMeta {
+                name: Some("j".into()),
+                ..Default::default()
+            },
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: kind.into(),
+                    status: "True".into(),
+                    reason: Some("BackoffLimitExceeded".into()),
+                    message: Some("Job has reached the specified backoff limit".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn job_states() {
+        assert_eq!(job_state(&Job::default(), None), JobState::Running);
+        let ok =
+            r#"{"verdict":"passed","reference":"r@sha256:x","digest":"sha256:x","accuracy":0.89}"#;
+        assert!(
+            matches!(job_state(&finished("Complete"), Some(ok)), JobState::Succeeded(r) if r.accuracy == Some(0.89))
+        );
+        assert!(matches!(
+            job_state(&finished("Complete"), None),
+            JobState::Failed(_)
+        ));
+        let floor = r#"{"verdict":"AccuracyFloorNotMet","best_accuracy":0.7412,"best_technique":"full-integer","required_accuracy":0.84}"#;
+        match job_state(&finished("Failed"), Some(floor)) {
+            JobState::FloorNotMet(m) => assert!(
+                m.contains("74.12%") && m.contains("84.00%") && m.contains("full-integer"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match job_state(&finished("Failed"), Some("thread panicked")) {
+            JobState::Failed(m) => assert!(
+                m.contains("BackoffLimitExceeded") && m.contains("thread panicked"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn summary_conditions() {
+        let art = PublishedArtifact::default();
+        let done = (
+            "a".to_string(),
+            ClassPhase::Published {
+                artifact: art.clone(),
+                reused: false,
+            },
+        );
+        let running = ("b".to_string(), ClassPhase::Optimizing { job: "j".into() });
+        let failed = ("c".to_string(), ClassPhase::FloorNotMet("best 70%".into()));
+        let o = summarize(std::slice::from_ref(&done));
+        assert_eq!(o.phase, "Ready");
+        assert!(
+            o.conditions
+                .iter()
+                .any(|c| c.type_ == types::READY && c.status)
+        );
+        let o = summarize(&[done.clone(), running.clone()]);
+        assert_eq!(o.phase, "Optimizing");
+        assert!(
+            o.conditions
+                .iter()
+                .any(|c| c.type_ == types::PUBLISHED && !c.status && c.message.contains("1/2"))
+        );
+        let o = summarize(&[done, running, failed]);
+        assert_eq!(o.phase, "Stalled");
+        let stalled = o
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::STALLED)
+            .unwrap();
+        assert!(
+            stalled.status
+                && stalled.reason == reasons::ACCURACY_FLOOR_NOT_MET
+                && stalled.message.contains("device class c")
+        );
+        assert!(
+            o.conditions
+                .iter()
+                .any(|c| c.type_ == types::RECONCILING && c.status),
+            "b still runs"
+        );
+    }
+}

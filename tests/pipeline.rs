@@ -1,0 +1,352 @@
+//! The optimize → publish pipeline end to end on the local control plane: `kubectl apply` of the
+//! Fashion-MNIST example leads to an optimization Job (run by the test-only node emulator), an
+//! artifact in the registry and a status with its digest and accuracy; identical inputs reuse
+//! the artifact without a Job; a spec change supersedes the running Job; an unreachable floor
+//! stalls with one failed Job and no retries; deleting the EdgeModel deletes its Jobs.
+
+mod support;
+
+use anyhow::{Context as _, bail, ensure};
+use edgefleet_api::EdgeModel;
+use edgefleet_api::conditions::{self, reasons, types};
+use edgefleet_testenv::node::NodeEmulator;
+use edgefleet_testenv::{env, eventually, kubectl, repo_root, with_namespace};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use support::Operator;
+
+/// The optimizer binary the emulated node runs for `edgefleet-optimizer` pods.
+fn optimizer_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "edgefleet-optimizer"])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    repo_root().join("target/debug/edgefleet-optimizer")
+}
+
+/// Uploads the base model and the dataset the example names, to the test ground's registry.
+fn seed_registry(optimizer: &std::path::Path) {
+    let registry = &env().registry;
+    let data = PathBuf::from(
+        String::from_utf8(
+            Command::new("bash")
+                .arg(repo_root().join("hack/datasets.sh"))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    )
+    .join("fashion-mnist-test.npz");
+    for (flag, file, target) in [
+        (
+            "--model",
+            repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx"),
+            "edgefleet/base/fashion-cnn:v1",
+        ),
+        (
+            "--dataset",
+            data,
+            "edgefleet/datasets/fashion-mnist-test:v1",
+        ),
+    ] {
+        let out = Command::new(optimizer)
+            .args(["upload", flag])
+            .arg(&file)
+            .arg(format!("{registry}/{target}"))
+            .args(["--plain-http", registry])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The example manifest, pointed at the test ground's registry.
+fn example(name: &str, edit: impl Fn(&mut serde_yaml_ng::Value)) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/fashion-mnist.yaml"))
+        .unwrap()
+        .replace("localhost:5000", &env().registry);
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    doc["metadata"]["name"] = name.into();
+    edit(&mut doc);
+    let path = std::env::temp_dir().join(format!("{}.yaml", edgefleet_testenv::unique_name(name)));
+    std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+fn apply(ns: &str, path: &std::path::Path) {
+    let (ok, out) = kubectl(&["apply", "-n", ns, "-f", path.to_str().unwrap()]);
+    assert!(ok, "kubectl apply: {out}");
+}
+
+fn condition(m: &EdgeModel, type_: &str) -> Option<(String, String, String)> {
+    let c = conditions::find(&m.status.as_ref()?.conditions, type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn jobs_of(api: &Api<Job>, model: &str) -> anyhow::Result<Vec<Job>> {
+    Ok(api
+        .list(&ListParams::default().labels(&format!("edgefleet.dev/model={model}")))
+        .await?
+        .items)
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+#[tokio::test]
+async fn applying_the_example_optimizes_publishes_and_reuses() {
+    let optimizer = optimizer_binary();
+    seed_registry(&optimizer);
+    let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
+    assert!(ok, "{out}");
+    with_namespace("pipeline", |client, ns| async move {
+        let _operator = Operator::start(&ns, &format!("{ns}-op"));
+        let _node = NodeEmulator::start(
+            client.clone(),
+            &ns,
+            BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.clone())]),
+        );
+        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        let started = std::time::Instant::now();
+        apply(&ns, &example("fashion-mnist", |_| {}));
+
+        // A Job appears, owned by the EdgeModel, with the optimizer's command.
+        let job = eventually(Duration::from_secs(60), || async {
+            let list = jobs_of(&jobs, "fashion-mnist").await?;
+            list.into_iter().next().context("no Job yet")
+        })
+        .await?;
+        let owner = &job.metadata.owner_references.clone().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("EdgeModel", "fashion-mnist")
+        );
+        assert!(job.spec.as_ref().unwrap().active_deadline_seconds.unwrap() >= 1200);
+
+        // Published: the status names the artifact, and the registry agrees.
+        let model = eventually(LONG, || async {
+            let m = models.get("fashion-mnist").await?;
+            match condition(&m, types::PUBLISHED) {
+                Some((s, _, _)) if s == "True" => Ok(m),
+                _ => bail!(
+                    "not published yet: {:?} / {:?}",
+                    condition(&m, types::READY),
+                    m.status.as_ref().map(|s| &s.device_classes)
+                ),
+            }
+        })
+        .await?;
+        let published_after = started.elapsed();
+        let status = model.status.clone().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Ready"));
+        assert_eq!(condition(&model, types::OPTIMIZED).unwrap().0, "True");
+        let class = &status.device_classes[0];
+        assert_eq!(class.name, "cpu-int8");
+        let artifact = class.artifact.clone().context("no artifact in status")?;
+        assert!(artifact.reference.starts_with(&format!(
+            "{}/edgefleet/models/fashion-mnist@sha256:",
+            env().registry
+        )));
+        assert!(
+            artifact.accuracy >= 0.85,
+            "floor holds: {}",
+            artifact.accuracy
+        );
+        assert!(
+            artifact.accuracy_drop <= 0.01 + 1e-9,
+            "maxDrop holds: {}",
+            artifact.accuracy_drop
+        );
+        assert!(artifact.bytes_compressed < artifact.bytes);
+        let inspect = Command::new(&optimizer)
+            .args([
+                "inspect",
+                "--json",
+                &artifact.reference,
+                "--plain-http",
+                &env().registry,
+            ])
+            .output()?;
+        ensure!(
+            inspect.status.success(),
+            "{}",
+            String::from_utf8_lossy(&inspect.stderr)
+        );
+        let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout)?;
+        assert_eq!(inspected["digest"], artifact.digest.as_str());
+        let annotations = &inspected["manifest"]["annotations"];
+        assert_eq!(
+            annotations["dev.edgefleet.inputs-digest"],
+            class.inputs_digest.clone().unwrap().as_str()
+        );
+        assert_eq!(
+            annotations["dev.edgefleet.technique"],
+            artifact.technique.as_str()
+        );
+        eprintln!("kubectl apply → Published in {published_after:?}");
+
+        // Identical inputs under another name: reused, no Job.
+        apply(&ns, &example("fashion-mnist-again", |_| {}));
+        let again = eventually(Duration::from_secs(60), || async {
+            let m = models.get("fashion-mnist-again").await?;
+            match condition(&m, types::PUBLISHED) {
+                Some((s, _, _)) if s == "True" => Ok(m),
+                other => bail!("not published yet: {other:?}"),
+            }
+        })
+        .await?;
+        let reused = &again.status.unwrap().device_classes[0];
+        assert_eq!(reused.artifact.as_ref().unwrap().digest, artifact.digest);
+        assert!(
+            jobs_of(&jobs, "fashion-mnist-again").await?.is_empty(),
+            "no Job for identical inputs"
+        );
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let list = events.list(&ListParams::default()).await?;
+        assert!(
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reasons::REUSED)
+                    && e.involved_object.name.as_deref() == Some("fashion-mnist-again"))
+        );
+
+        // A spec change supersedes: the new inputs get a new Job, a running one is replaced
+        // when the spec changes again, and the old Jobs are deleted.
+        let patch =
+            |budget: &str| serde_json::json!({"spec": {"optimization": {"timeBudget": budget}}});
+        models
+            .patch(
+                "fashion-mnist",
+                &PatchParams::default(),
+                &Patch::Merge(&patch("19m")),
+            )
+            .await?;
+        let second = eventually(Duration::from_secs(60), || async {
+            let list = jobs_of(&jobs, "fashion-mnist").await?;
+            list.into_iter()
+                .find(|j| {
+                    j.metadata.name != job.metadata.name && j.metadata.deletion_timestamp.is_none()
+                })
+                .context("no second Job yet")
+        })
+        .await?;
+        models
+            .patch(
+                "fashion-mnist",
+                &PatchParams::default(),
+                &Patch::Merge(&patch("18m")),
+            )
+            .await?;
+        eventually(Duration::from_secs(60), || async {
+            let names: Vec<_> = jobs_of(&jobs, "fashion-mnist")
+                .await?
+                .into_iter()
+                .map(|j| j.metadata.name.unwrap_or_default())
+                .collect();
+            ensure!(
+                names.len() == 1
+                    && !names.contains(job.metadata.name.as_ref().unwrap())
+                    && !names.contains(second.metadata.name.as_ref().unwrap()),
+                "jobs: {names:?}"
+            );
+            Ok(())
+        })
+        .await?;
+
+        // Deleting the EdgeModel deletes its Jobs.
+        models
+            .delete("fashion-mnist", &DeleteParams::default())
+            .await?;
+        eventually(Duration::from_secs(60), || async {
+            ensure!(
+                models.get_opt("fashion-mnist").await?.is_none(),
+                "EdgeModel still there"
+            );
+            ensure!(
+                jobs_of(&jobs, "fashion-mnist").await?.is_empty(),
+                "Jobs still there"
+            );
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_floor_stalls_once_without_retries() {
+    let optimizer = optimizer_binary();
+    seed_registry(&optimizer);
+    let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
+    assert!(ok, "{out}");
+    with_namespace("floor", |client, ns| async move {
+        let _operator = Operator::start(&ns, &format!("{ns}-op"));
+        let _node = NodeEmulator::start(
+            client.clone(),
+            &ns,
+            BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.clone())]),
+        );
+        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        // Nothing reaches 99% on Fashion-MNIST; int8-static alone keeps the run short.
+        apply(
+            &ns,
+            &example("too-greedy", |doc| {
+                doc["spec"]["accuracy"]["floor"] = 0.99.into();
+                doc["spec"]["optimization"]["techniques"] =
+                    serde_yaml_ng::to_value(["int8Static"]).unwrap();
+            }),
+        );
+        let model = eventually(LONG, || async {
+            let m = models.get("too-greedy").await?;
+            match condition(&m, types::STALLED) {
+                Some((s, r, msg)) if s == "True" && r == reasons::ACCURACY_FLOOR_NOT_MET => {
+                    Ok((m, msg))
+                }
+                other => bail!("not stalled yet: {other:?}"),
+            }
+        })
+        .await?;
+        let (m, message) = model;
+        assert!(
+            message.contains("cpu-int8") && message.contains("99.00%"),
+            "{message}"
+        );
+        assert_eq!(m.status.as_ref().unwrap().phase.as_deref(), Some("Stalled"));
+        assert_eq!(
+            condition(&m, types::READY).unwrap().1,
+            reasons::ACCURACY_FLOOR_NOT_MET
+        );
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let list = events.list(&ListParams::default()).await?;
+        assert!(list.items.iter().any(|e| e.reason.as_deref()
+            == Some(reasons::ACCURACY_FLOOR_NOT_MET)
+            && e.type_.as_deref() == Some("Warning")));
+        // No retry storm: one Job, failed at once by its pod failure policy, and it stays so.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let list = jobs_of(&jobs, "too-greedy").await?;
+        assert_eq!(list.len(), 1, "exactly one Job");
+        let job_status = list[0].status.clone().unwrap();
+        assert_eq!(
+            job_status.failed.unwrap_or(0),
+            1,
+            "one pod ran: {job_status:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
