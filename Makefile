@@ -61,6 +61,10 @@ test: ## The whole suite: lint, unit, and integration tests against the real con
 	@bash hack/test.sh
 
 .PHONY: demo
+.PHONY: bench-artifact
+bench-artifact: ## Artifact bytes over the air per technique, pull throughput, resume overhead, apply->Published; writes bench-results/artifact.json
+	hack/bench-artifact.sh
+
 .PHONY: bench-optimizer
 bench-optimizer: ## Optimizer per technique vs fp32 and ONNX Runtime's quantizers; writes bench-results/optimizer.json
 	hack/bench-optimizer.sh

@@ -14,48 +14,85 @@ eval "$(bash hack/up.sh)"
 echo "KUBECONFIG=$KUBECONFIG  EDGEFLEET_REGISTRY=$EDGEFLEET_REGISTRY"
 kubectl version 2>/dev/null | grep -i server
 
-step "2. build the operator and install the CRDs"
-cargo build -q --bin edgefleet-operator
+step "2. build the operator, the optimizer and the test-only node emulator; install the CRDs"
+cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin node-emulator
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s crd/edgemodels.edgefleet.dev crd/deviceclasses.edgefleet.dev >/dev/null
 kubectl get crd -l '!none' -o name | grep edgefleet
 
-step "3. start the operator (leader election on a Lease in $ns)"
+step "3. publish the base model and the dataset the example names (ModelPack artifacts)"
+data=$(bash hack/datasets.sh)/fashion-mnist-test.npz
+./target/debug/edgefleet-optimizer upload --model optimizer/fixtures/fashion-cnn/model.onnx \
+  "$EDGEFLEET_REGISTRY/edgefleet/base/fashion-cnn:v1" --plain-http "$EDGEFLEET_REGISTRY"
+./target/debug/edgefleet-optimizer upload --dataset "$data" \
+  "$EDGEFLEET_REGISTRY/edgefleet/datasets/fashion-mnist-test:v1" --plain-http "$EDGEFLEET_REGISTRY"
+# The example names localhost:5000; the test ground's registry listens on a free port.
+example=$(mktemp -t fashion-mnist.XXXXXX.yaml)
+sed "s/localhost:5000/$EDGEFLEET_REGISTRY/g" examples/fashion-mnist.yaml >"$example"
+
+step "4. start the operator (leader election on a Lease in $ns) and an emulated node"
 kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 kubectl delete -f examples/deviceclasses.yaml --ignore-not-found >/dev/null
 kubectl create namespace "$ns" >/dev/null
 log_file=$(mktemp -t edgefleet-operator.XXXXXX.log)
+node_log=$(mktemp -t edgefleet-node.XXXXXX.log)
 ./target/debug/edgefleet-operator --lease-namespace "$ns" --http-addr 127.0.0.1:0 >"$log_file" 2>&1 &
 operator=$!
-trap 'kill $operator 2>/dev/null || true' EXIT
-echo "operator pid $operator, log $log_file"
+# No kubelet here: the node emulator (tests/testenv, never shipped) runs the Job's pod as a
+# local process with its command, args and mounted Secret, and writes its status.
+./target/debug/node-emulator --namespace "$ns" --binary edgefleet-optimizer=target/debug/edgefleet-optimizer >"$node_log" 2>&1 &
+node=$!
+trap 'kill $operator 2>/dev/null || true; kill -INT $node 2>/dev/null || true' EXIT
+echo "operator pid $operator (log $log_file), node emulator pid $node (log $node_log)"
 
-step "4. apply the Fashion-MNIST EdgeModel before its DeviceClass exists"
-kubectl apply -n "$ns" -f examples/fashion-mnist.yaml
+step "5. apply the Fashion-MNIST EdgeModel before its DeviceClass exists"
+kubectl apply -n "$ns" -f "$example"
 kubectl wait -n "$ns" edgemodel/fashion-mnist --for jsonpath='{.status.phase}'=Stalled --timeout=60s >/dev/null
 kubectl get -n "$ns" edgemodels
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+
+step "6. apply the DeviceClasses: the EdgeModel recovers on its own and an optimization Job starts"
+kubectl apply -f examples/deviceclasses.yaml
+kubectl get deviceclasses.edgefleet.dev   # plain `deviceclasses` is the DRA kind of resource.k8s.io; `dc` works too
+until [[ $(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.phase}') =~ ^(Optimizing|Ready)$ ]]; do sleep 1; done
+kubectl get -n "$ns" jobs -o wide  # none when an earlier run already published these exact inputs
+echo "waiting for the Job (every cpu-int8 technique behind the accuracy gate: a few minutes on 2 cores)..."
+started=$(date +%s)
+until [[ $(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.phase}') =~ ^(Ready|Stalled)$ ]]; do
+  sleep 10
+  printf '  %4ss  %s\n' "$(( $(date +%s) - started ))" "$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].message}')"
+done
+kubectl get -n "$ns" edgemodels
+kubectl get -n "$ns" jobs
+kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact}' | python3 -m json.tool
 kubectl get -n "$ns" events --field-selector involvedObject.name=fashion-mnist -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
-step "5. apply the DeviceClasses: the EdgeModel recovers on its own"
-kubectl apply -f examples/deviceclasses.yaml
-kubectl wait -n "$ns" edgemodel/fashion-mnist --for condition=Ready --timeout=60s >/dev/null
-kubectl get deviceclasses.edgefleet.dev   # plain `deviceclasses` is the DRA kind of resource.k8s.io; `dc` works too
-kubectl get -n "$ns" edgemodels
-kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+step "7. what the registry holds (read back by digest)"
+ref=$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact.reference}')
+./target/debug/edgefleet-optimizer inspect "$ref" --plain-http "$EDGEFLEET_REGISTRY"
 
-step "6. a malformed manifest is refused at admission, naming the field"
+step "8. the same inputs under another name: reused, no new Job"
+sed 's/name: fashion-mnist$/name: fashion-mnist-copy/' "$example" | kubectl apply -n "$ns" -f -
+kubectl wait -n "$ns" edgemodel/fashion-mnist-copy --for condition=Published --timeout=60s >/dev/null
+kubectl get -n "$ns" edgemodels
+kubectl get -n "$ns" jobs
+kubectl get -n "$ns" events --field-selector involvedObject.name=fashion-mnist-copy,reason=Reused -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
+
+step "9. a malformed manifest is refused at admission, naming the field"
 for bad in steps-decreasing source-url-no-sha floor-above-one; do
   kubectl apply -n "$ns" -f "tests/manifests/invalid/$bad.yaml" 2>&1 | sed 's/^/  /' || true
 done
 
-step "7. delete the EdgeModel: the finalizer runs, then the object is gone"
-kubectl delete -n "$ns" edgemodel fashion-mnist --wait=true
+step "10. delete the EdgeModels: the finalizer deletes their Jobs, then the objects are gone"
+kubectl delete -n "$ns" edgemodel fashion-mnist fashion-mnist-copy --wait=true
+kubectl get -n "$ns" jobs 2>&1 | sed 's/^/  /' 
 kubectl get -n "$ns" events --field-selector involvedObject.name=fashion-mnist,reason=Deleted -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
-step "8. stop the operator with SIGTERM: it drains and releases its lease"
+step "11. stop the operator with SIGTERM: it drains and releases its lease"
 kill -TERM "$operator"
 wait "$operator" || true
+kill -INT "$node" 2>/dev/null || true
 trap - EXIT
 grep -E "shutdown signal|lease released|stopped" "$log_file" | sed 's/^/  /'
 kubectl get lease -n "$ns" edgefleet-operator -o jsonpath='lease holder now: "{.spec.holderIdentity}"{"\n"}'

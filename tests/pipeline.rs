@@ -302,10 +302,21 @@ async fn an_unreachable_floor_stalls_once_without_retries() {
         );
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        // Registry credentials travel as a dockerconfigjson Secret mounted into the Job (this
+        // registry accepts anyone, but the optimizer must read the mounted file).
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+        let config = serde_json::json!({"auths": {env().registry.clone(): {"username": "fleet", "password": "unused"}}});
+        let secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "registry-creds"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": config.to_string()},
+        }))?;
+        secrets.create(&Default::default(), &secret).await?;
         // Nothing reaches 99% on Fashion-MNIST; int8-static alone keeps the run short.
         apply(
             &ns,
             &example("too-greedy", |doc| {
+            doc["spec"]["publish"]["credentialsSecret"] = "registry-creds".into();
                 doc["spec"]["accuracy"]["floor"] = 0.99.into();
                 doc["spec"]["optimization"]["techniques"] =
                     serde_yaml_ng::to_value(["int8Static"]).unwrap();
@@ -346,6 +357,8 @@ async fn an_unreachable_floor_stalls_once_without_retries() {
             1,
             "one pod ran: {job_status:?}"
         );
+        let volumes = list[0].spec.clone().unwrap().template.spec.unwrap().volumes.unwrap();
+        assert!(volumes.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("registry-creds")));
         Ok(())
     })
     .await;

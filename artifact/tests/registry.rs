@@ -168,6 +168,16 @@ async fn large_blobs_go_in_chunks() {
         .unwrap();
     assert!(!pulled.artifact.model.compressed, "noise is stored raw");
     assert_eq!(pulled.model.read().unwrap(), model);
+    // The registry's access log shows the upload went in PATCH chunks, the small config in one PUT.
+    let log = reg.log();
+    let patches = log
+        .lines()
+        .filter(|l| l.contains("\"PATCH /v2/models/big/blobs/uploads/"))
+        .count();
+    assert!(
+        patches >= 3,
+        "{patches} PATCH requests for a 9 MiB blob in 4 MiB chunks:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -315,6 +325,7 @@ async fn credentials_and_tls_with_a_custom_ca() {
     let reg = TestRegistry::start(RegistryConfig {
         htpasswd: Some(("fleet".into(), "s3cret".into())),
         tls: true,
+        ..Default::default()
     })
     .unwrap();
     let ca = reg.ca.clone().unwrap();

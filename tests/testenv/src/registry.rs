@@ -14,6 +14,9 @@ pub struct RegistryConfig {
     pub htpasswd: Option<(String, String)>,
     /// Serve HTTPS with a certificate from a fresh CA ([`TestRegistry::ca`]).
     pub tls: bool,
+    /// Token auth (the Docker/OCI bearer flow): `(realm URL, service, issuer, PEM bundle of the
+    /// certificate that signs the tokens)`.
+    pub token: Option<(String, String, String, PathBuf)>,
 }
 
 pub struct TestRegistry {
@@ -120,6 +123,12 @@ impl TestRegistry {
                 dir.path().join("htpasswd").display()
             ));
         }
+        if let Some((realm, service, issuer, bundle)) = &config.token {
+            yaml.push_str(&format!(
+                "auth:\n  token: {{realm: \"{realm}\", service: {service}, issuer: {issuer}, rootcertbundle: {}}}\n",
+                bundle.display()
+            ));
+        }
         let config_path = dir.path().join("registry.yml");
         std::fs::write(&config_path, yaml)?;
         let mut registry = TestRegistry {
@@ -156,6 +165,14 @@ impl TestRegistry {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// What the registry logged (its access log included).
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::output)
+            .unwrap_or_default()
     }
 
     /// Stops the registry (its storage stays).
