@@ -10,6 +10,8 @@ source hack/lib.sh
 cargo build --release -q -p edgefleet-optimizer
 cargo build -q --bin edgefleet-operator --bin node-emulator
 optimizer=$root/target/release/edgefleet-optimizer
+ORT_DYLIB_PATH=$(hack/ort-lib.sh)
+export ORT_DYLIB_PATH
 data=$(hack/datasets.sh)/fashion-mnist-test.npz
 work=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-bench-artifact.XXXXXX")
 pids=()
@@ -25,7 +27,7 @@ for class in cpu-int8 nvidia-fp16; do
   log "optimize --device-class $class --keep-candidates"
   "$optimizer" optimize --model optimizer/fixtures/fashion-cnn/model.onnx --dataset "$data" \
     --device-class "$class" --max-drop 0.01 --latency-runs 20 --keep-candidates \
-    --out "$work/$class" >"$work/$class.log" 2>&1
+    --out "$work/$class" >"$work/$class.log" 2>&1 || { cat "$work/$class.log" >&2; exit 1; }
   runs+=("$work/$class")
 done
 

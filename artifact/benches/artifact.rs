@@ -1,7 +1,9 @@
 //! `make bench-artifact`: artifact figures against a real Debian `docker-registry` on loopback.
 //!
 //! - bytes over the air per technique (every passing candidate of an `optimize
-//!   --keep-candidates` run, packed as the operator publishes it) vs the fp32 artifact;
+//!   --keep-candidates` run, packed as the operator publishes it): what a device downloads
+//!   (manifest, config, model, self-test; not the report) vs the fp32 artifact packed the same
+//!   way, and the model layer alone vs the fp32 model layer;
 //! - pull throughput (a 64 MiB artifact into an empty cache, median of 3);
 //! - bytes fetched again after a download cut at 50% (target: < 5% of the blob beyond the
 //!   remainder);
@@ -31,14 +33,20 @@ fn facts(technique: &str) -> Facts {
     }
 }
 
+/// Everything in the artifact: manifest, config and every layer.
 fn air_bytes(p: &edgefleet_artifact::Packed) -> u64 {
     p.blobs().map(|b| b.descriptor.size).sum::<u64>() + p.manifest_bytes.len() as u64
+}
+
+/// What a device downloads (`pull_for_device`): all but the report layer.
+fn device_bytes(p: &edgefleet_artifact::Packed) -> u64 {
+    air_bytes(p) - p.layers[1].descriptor.size
 }
 
 /// Every passing candidate of each run, packed with the run's report and self-test.
 fn techniques(runs: &[PathBuf], base: &Path) -> Value {
     let base_model = std::fs::read(base).unwrap();
-    let fp32 = pack(
+    let fp32_layer = pack(
         &Contents {
             model: &base_model,
             ..Default::default()
@@ -46,30 +54,36 @@ fn techniques(runs: &[PathBuf], base: &Path) -> Value {
         &facts("fp32"),
         Compression::Auto,
     )
-    .unwrap();
-    let fp32_bytes = air_bytes(&fp32);
+    .unwrap()
+    .layers[0]
+        .descriptor
+        .size;
     let mut rows = Vec::new();
     for run in runs {
         let report_bytes = std::fs::read(run.join("report.json")).unwrap();
         let report: Value = serde_json::from_slice(&report_bytes).unwrap();
         let selftest = std::fs::read(run.join("selftest.json")).ok();
-        for c in report["candidates"].as_array().unwrap() {
-            let Some(file) = c["file"].as_str() else {
-                continue;
-            };
-            let model = std::fs::read(file).unwrap();
-            let technique = c["technique"].as_str().unwrap();
-            let packed = pack(
+        let packed_with = |model: &[u8], technique: &str| {
+            pack(
                 &Contents {
-                    model: &model,
+                    model,
                     report: Some(&report_bytes),
                     selftest: selftest.as_deref(),
                 },
                 &facts(technique),
                 Compression::Auto,
             )
-            .unwrap();
-            let bytes = air_bytes(&packed);
+            .unwrap()
+        };
+        // The fp32 artifact with the same report and self-test: the peer of every candidate.
+        let fp32 = packed_with(&base_model, "fp32");
+        for c in report["candidates"].as_array().unwrap() {
+            let Some(file) = c["file"].as_str() else {
+                continue;
+            };
+            let model = std::fs::read(file).unwrap();
+            let technique = c["technique"].as_str().unwrap();
+            let packed = packed_with(&model, technique);
             rows.push(json!({
                 "device_class": report["device_class"],
                 "technique": technique,
@@ -77,12 +91,16 @@ fn techniques(runs: &[PathBuf], base: &Path) -> Value {
                 "accuracy": c["accuracy"],
                 "model_bytes": model.len(),
                 "model_layer_bytes": packed.layers[0].descriptor.size,
-                "artifact_bytes": bytes,
-                "vs_fp32_artifact": bytes as f64 / fp32_bytes as f64,
+                "model_layer_vs_fp32": packed.layers[0].descriptor.size as f64 / fp32_layer as f64,
+                "artifact_bytes": air_bytes(&packed),
+                "device_bytes": device_bytes(&packed),
+                "device_bytes_vs_fp32": device_bytes(&packed) as f64 / device_bytes(&fp32) as f64,
+                "selftest_layer_bytes": packed.layers.get(2).map(|l| l.descriptor.size),
+                "report_layer_bytes": packed.layers[1].descriptor.size,
             }));
         }
     }
-    json!({"fp32_artifact_bytes": fp32_bytes, "candidates": rows})
+    json!({"fp32_model_layer_bytes": fp32_layer, "candidates": rows})
 }
 
 fn noise(n: usize) -> Vec<u8> {

@@ -488,6 +488,21 @@ impl Registry {
     /// Pulls an artifact by digest into `cache`, verifying every blob, and returns the
     /// uncompressed model held in the cache.
     pub async fn pull(&self, reference: &str, cache: &Cache) -> Result<Pulled> {
+        self.pull_parts(reference, cache, true).await
+    }
+
+    /// What a device needs: like [`Registry::pull`] without the optimization report (people
+    /// read it, devices do not), so fewer bytes cross the air.
+    pub async fn pull_for_device(&self, reference: &str, cache: &Cache) -> Result<Pulled> {
+        self.pull_parts(reference, cache, false).await
+    }
+
+    async fn pull_parts(
+        &self,
+        reference: &str,
+        cache: &Cache,
+        with_report: bool,
+    ) -> Result<Pulled> {
         let mut stats = PullStats::default();
         let (r, digest, manifest_bytes) =
             self.pinned_manifest(reference, cache, &mut stats).await?;
@@ -508,7 +523,7 @@ impl Registry {
         } else {
             blob
         };
-        let report = match artifact.report.clone() {
+        let report = match artifact.report.clone().filter(|_| with_report) {
             Some(d) => Some(
                 self.fetch(&r, &d, "report layer", cache, &mut stats)
                     .await?

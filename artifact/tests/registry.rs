@@ -107,6 +107,19 @@ async fn round_trip_skips_known_blobs_and_serves_again_from_cache() {
     assert_eq!(pulled.config.config.format.as_deref(), Some("onnx"));
     drop(pulled);
 
+    // A device skips the report layer.
+    let device_dir = tempfile::tempdir().unwrap();
+    let device = registry
+        .pull_for_device(&first.reference, &Cache::open(device_dir.path()).unwrap())
+        .await
+        .unwrap();
+    assert!(device.report.is_none() && device.selftest.is_some());
+    assert_eq!(
+        device.stats.fetched_bytes,
+        blob_bytes - packed.layers[1].descriptor.size
+    );
+    drop(device);
+
     let cached = registry.pull(&first.reference, &cache).await.unwrap();
     assert_eq!(cached.stats.fetched_bytes, 0, "everything from the cache");
     assert_eq!(
