@@ -164,17 +164,30 @@ pub fn registry_host(repository: &str) -> &str {
     repository.split('/').next().unwrap_or(repository)
 }
 
+/// One device class's optimization: everything its Job is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassRun<'a> {
+    pub model: &'a EdgeModel,
+    pub class_name: &'a str,
+    pub class: &'a DeviceClassSpec,
+    pub base: &'a Pinned,
+    pub dataset: &'a Pinned,
+    pub inputs: &'a Digest,
+    pub time_budget_seconds: u64,
+}
+
 /// Everything the Job's container is told, in order.
-pub fn optimizer_args(
-    model: &EdgeModel,
-    class_name: &str,
-    class: &DeviceClassSpec,
-    sources: (&Pinned, &Pinned),
-    inputs: &Digest,
-    time_budget_seconds: u64,
-) -> Vec<String> {
+pub fn optimizer_args(run: ClassRun<'_>) -> Vec<String> {
+    let ClassRun {
+        model,
+        class_name,
+        class,
+        base,
+        dataset,
+        inputs,
+        time_budget_seconds,
+    } = run;
     let spec = &model.spec;
-    let (base, dataset) = sources;
     let mut a: Vec<String> = vec!["optimize".into(), "--model".into(), base.location.clone()];
     if let Some(sha) = &base.url_sha256 {
         a.extend(["--model-sha256".into(), sha.clone()]);
@@ -262,15 +275,14 @@ pub fn optimizer_args(
 }
 
 /// The optimization Job for one device class of `model`.
-pub fn job(
-    model: &EdgeModel,
-    class_name: &str,
-    class: &DeviceClassSpec,
-    sources: (&Pinned, &Pinned),
-    inputs: &Digest,
-    time_budget_seconds: u64,
-    settings: &JobSettings,
-) -> Job {
+pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
+    let ClassRun {
+        model,
+        class_name,
+        inputs,
+        time_budget_seconds,
+        ..
+    } = run;
     let name = job_name(&model.name_any(), class_name, inputs);
     let labels = BTreeMap::from([
         (MODEL_LABEL.to_string(), model.name_any()),
@@ -282,14 +294,7 @@ pub fn job(
             edgefleet_api::OPERATOR_MANAGER.to_string(),
         ),
     ]);
-    let args = optimizer_args(
-        model,
-        class_name,
-        class,
-        sources,
-        inputs,
-        time_budget_seconds,
-    );
+    let args = optimizer_args(run);
     let mut volumes = vec![serde_json::json!({"name": "work", "emptyDir": {}})];
     let mut mounts = vec![serde_json::json!({"name": "work", "mountPath": WORK_DIR})];
     if let Some(secret) = &model.spec.publish.credentials_secret {
@@ -351,21 +356,15 @@ pub fn job(
 
 /// The compact result the optimizer writes as its termination message.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct JobResult {
     pub verdict: String,
-    #[serde(default)]
     pub reference: Option<String>,
-    #[serde(default)]
     pub digest: Option<String>,
-    #[serde(default)]
     pub accuracy: Option<f64>,
-    #[serde(default)]
     pub best_accuracy: Option<f64>,
-    #[serde(default)]
     pub best_technique: Option<String>,
-    #[serde(default)]
     pub required_accuracy: Option<f64>,
-    #[serde(default)]
     pub error: Option<String>,
 }
 
@@ -724,15 +723,17 @@ mod tests {
         let base = pin_resolved("reg:5000/base/net:v1", Digest::of(b"model"));
         let data = pin_static(&m.spec.accuracy.dataset.source).unwrap();
         let key = Digest::of(b"k");
-        let job = job(
-            &m,
-            "cpu-int8",
-            &class(),
-            (&base, &data),
-            &key,
-            1200,
-            &JobSettings::default(),
-        );
+        let class = class();
+        let run = ClassRun {
+            model: &m,
+            class_name: "cpu-int8",
+            class: &class,
+            base: &base,
+            dataset: &data,
+            inputs: &key,
+            time_budget_seconds: 1200,
+        };
+        let job = job(run, &JobSettings::default());
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(1800));
         assert_eq!(spec.backoff_limit, Some(2));

@@ -105,19 +105,35 @@ async fn jobs_of(api: &Api<Job>, model: &str) -> anyhow::Result<Vec<Job>> {
 
 const LONG: Duration = Duration::from_secs(600);
 
-#[tokio::test]
-async fn applying_the_example_optimizes_publishes_and_reuses() {
+/// Once per test: the optimizer built, the example's sources in the registry, the DeviceClasses.
+fn prepare() -> PathBuf {
     let optimizer = optimizer_binary();
     seed_registry(&optimizer);
     let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
     assert!(ok, "{out}");
+    optimizer
+}
+
+/// The operator and an emulated node for `ns`; both stop when dropped.
+fn ground(
+    client: &kube::Client,
+    ns: &str,
+    optimizer: &std::path::Path,
+) -> (Operator, NodeEmulator) {
+    let operator = Operator::start(ns, &format!("{ns}-op"));
+    let node = NodeEmulator::start(
+        client.clone(),
+        ns,
+        BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.to_path_buf())]),
+    );
+    (operator, node)
+}
+
+#[tokio::test]
+async fn applying_the_example_optimizes_publishes_and_reuses() {
+    let optimizer = prepare();
     with_namespace("pipeline", |client, ns| async move {
-        let _operator = Operator::start(&ns, &format!("{ns}-op"));
-        let _node = NodeEmulator::start(
-            client.clone(),
-            &ns,
-            BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.clone())]),
-        );
+        let _ground = ground(&client, &ns, &optimizer);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
         let started = std::time::Instant::now();
@@ -289,17 +305,9 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
 
 #[tokio::test]
 async fn an_unreachable_floor_stalls_once_without_retries() {
-    let optimizer = optimizer_binary();
-    seed_registry(&optimizer);
-    let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
-    assert!(ok, "{out}");
+    let optimizer = prepare();
     with_namespace("floor", |client, ns| async move {
-        let _operator = Operator::start(&ns, &format!("{ns}-op"));
-        let _node = NodeEmulator::start(
-            client.clone(),
-            &ns,
-            BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.clone())]),
-        );
+        let _ground = ground(&client, &ns, &optimizer);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
         // Registry credentials travel as a dockerconfigjson Secret mounted into the Job (this

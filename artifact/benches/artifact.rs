@@ -16,12 +16,11 @@
 
 use edgefleet_artifact::manifest::{Compression, Contents};
 use edgefleet_artifact::{Cache, Facts, Registry, RegistryOptions, pack};
+use edgefleet_testenv::net::{cutting_proxy, noise};
 use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 fn facts(technique: &str) -> Facts {
     Facts {
@@ -101,50 +100,6 @@ fn techniques(runs: &[PathBuf], base: &Path) -> Value {
         }
     }
     json!({"fp32_model_layer_bytes": fp32_layer, "candidates": rows})
-}
-
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x9E3779B97F4A7C15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-async fn cutting_proxy(upstream: String, limit: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let server = TcpStream::connect(&upstream).await.unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                });
-                let mut sent = 0;
-                let mut buf = vec![0u8; 64 << 10];
-                while sent < limit {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n.min(limit - sent),
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    sent += n;
-                }
-                let _ = cw.shutdown().await;
-            });
-        }
-    });
-    addr
 }
 
 async fn transport() -> Value {

@@ -344,6 +344,44 @@ pub fn pack(contents: &Contents<'_>, facts: &Facts, compression: Compression) ->
     })
 }
 
+/// A single-file artifact (a base model or a dataset) for [`pack_file`].
+#[derive(Debug, Clone)]
+pub struct FileArtifact<'a> {
+    pub artifact_type: &'a str,
+    pub config_type: &'a str,
+    pub config: &'a [u8],
+    pub layer_type: &'a str,
+    /// The file's name (its title and ModelPack file path).
+    pub file_name: &'a str,
+    pub data: Vec<u8>,
+}
+
+/// One file as a single-layer artifact (pure, like [`pack`]).
+pub fn pack_file(file: FileArtifact<'_>) -> Packed {
+    let layer = Blob::new(
+        file.layer_type,
+        file.data,
+        file_annotations(file.file_name, file.file_name),
+    );
+    let config = Blob::new(file.config_type, file.config.to_vec(), BTreeMap::new());
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        artifact_type: Some(file.artifact_type.into()),
+        config: config.descriptor.clone(),
+        layers: vec![layer.descriptor.clone()],
+        annotations: BTreeMap::new(),
+    };
+    let manifest_bytes = Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"));
+    Packed {
+        digest: Digest::of(&manifest_bytes),
+        manifest,
+        manifest_bytes,
+        config,
+        layers: vec![layer],
+    }
+}
+
 /// The model layer of an artifact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelLayer {
@@ -543,15 +581,7 @@ mod tests {
 
     #[test]
     fn incompressible_model_stays_raw_unless_asked() {
-        let mut x = 0x2545F491u32;
-        let noise: Vec<u8> = (0..20_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let noise = edgefleet_testenv::net::noise(20_000);
         let c = Contents {
             model: &noise,
             ..Default::default()

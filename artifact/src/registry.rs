@@ -4,7 +4,7 @@
 //! the [`Cache`], and an interrupted download resumes with an HTTP Range request.
 
 use crate::cache::Partial;
-use crate::manifest::{Artifact, ModelConfig, Packed, apply_config, unpack};
+use crate::manifest::{Artifact, FileArtifact, ModelConfig, Packed, apply_config, unpack};
 use crate::{Cache, Credentials, Digest, DockerConfig, Error, Lease, Result, SelfTest, media};
 use futures::StreamExt;
 use oci_client::client::{
@@ -50,18 +50,6 @@ impl Default for RegistryOptions {
             read_timeout: Duration::from_secs(60),
         }
     }
-}
-
-/// A single-file artifact for [`Registry::push_file`].
-#[derive(Debug, Clone)]
-pub struct FileArtifact<'a> {
-    pub artifact_type: &'a str,
-    pub config_type: &'a str,
-    pub config: &'a [u8],
-    pub layer_type: &'a str,
-    /// The file's name (its title and ModelPack file path).
-    pub file_name: &'a str,
-    pub data: Vec<u8>,
 }
 
 /// What a push did.
@@ -281,50 +269,7 @@ impl Registry {
     /// Publishes one file as a single-layer artifact: how base models and datasets get into a
     /// registry.
     pub async fn push_file(&self, target: &str, file: FileArtifact<'_>) -> Result<Pushed> {
-        let FileArtifact {
-            artifact_type,
-            config_type,
-            config,
-            layer_type,
-            file_name,
-            data,
-        } = file;
-        use crate::manifest::{Blob, Descriptor, Manifest};
-        use std::collections::BTreeMap;
-        let title = BTreeMap::from([
-            (media::TITLE.to_string(), file_name.to_string()),
-            (media::FILEPATH.to_string(), file_name.to_string()),
-        ]);
-        let blob = |media_type: &str, data: Vec<u8>, annotations| Blob {
-            descriptor: Descriptor {
-                media_type: media_type.into(),
-                digest: Digest::of(&data).to_string(),
-                size: data.len() as u64,
-                annotations,
-            },
-            data: data.into(),
-        };
-        let layer = blob(layer_type, data, title);
-        let config = blob(config_type, config.to_vec(), BTreeMap::new());
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media::OCI_MANIFEST.into()),
-            artifact_type: Some(artifact_type.into()),
-            config: config.descriptor.clone(),
-            layers: vec![layer.descriptor.clone()],
-            annotations: BTreeMap::new(),
-        };
-        let manifest_bytes: bytes::Bytes = serde_json::to_vec(&manifest)
-            .expect("manifest serializes")
-            .into();
-        let packed = Packed {
-            digest: Digest::of(&manifest_bytes),
-            manifest,
-            manifest_bytes,
-            config,
-            layers: vec![layer],
-        };
-        self.push(target, &packed).await
+        self.push(target, &crate::manifest::pack_file(file)).await
     }
 
     /// Fetches and verifies a manifest. Tags are resolved (for people: `inspect`); the digest

@@ -6,11 +6,10 @@ use edgefleet_artifact::url::fetch_url;
 use edgefleet_artifact::{
     Cache, Digest, DockerConfig, Error, Facts, Registry, RegistryOptions, SelfTest, pack,
 };
+use edgefleet_testenv::net::{cutting_proxy, noise};
 use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
 use edgefleet_testenv::repo_root;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 fn fixture_model() -> Vec<u8> {
     std::fs::read(repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx")).unwrap()
@@ -29,25 +28,25 @@ fn facts() -> Facts {
     }
 }
 
+/// `model` alone (no report or self-test), as an artifact.
+fn pack_model(model: &[u8], compression: Compression) -> edgefleet_artifact::Packed {
+    pack(
+        &Contents {
+            model,
+            ..Default::default()
+        },
+        &facts(),
+        compression,
+    )
+    .unwrap()
+}
+
 fn plain(registry: &str) -> RegistryOptions {
     RegistryOptions {
         plain_http: vec![registry.to_string()],
         attempts: 1,
         ..Default::default()
     }
-}
-
-/// Bytes that zstd cannot shrink, so the layer's size is known exactly.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x9E3779B97F4A7C15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -156,15 +155,7 @@ async fn round_trip_skips_known_blobs_and_serves_again_from_cache() {
 async fn large_blobs_go_in_chunks() {
     let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
     let model = noise(9 << 20); // over the 4 MiB chunk size: at least three PATCH requests
-    let packed = pack(
-        &Contents {
-            model: &model,
-            ..Default::default()
-        },
-        &facts(),
-        Compression::Auto,
-    )
-    .unwrap();
+    let packed = pack_model(&model, Compression::Auto);
     let registry = Registry::new(RegistryOptions {
         monolithic_max: 1 << 20,
         ..plain(&reg.addr)
@@ -197,15 +188,7 @@ async fn large_blobs_go_in_chunks() {
 async fn a_blob_altered_on_the_registry_disk_is_refused_and_never_cached() {
     let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
     let model = fixture_model();
-    let packed = pack(
-        &Contents {
-            model: &model,
-            ..Default::default()
-        },
-        &facts(),
-        Compression::Auto,
-    )
-    .unwrap();
+    let packed = pack_model(&model, Compression::Auto);
     let registry = Registry::new(plain(&reg.addr)).unwrap();
     let pushed = registry
         .push(&format!("{}/models/tamper", reg.addr), &packed)
@@ -240,54 +223,12 @@ async fn a_blob_altered_on_the_registry_disk_is_refused_and_never_cached() {
     assert_eq!(std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0), 0);
 }
 
-/// A TCP proxy that forwards everything but closes each connection after `limit` bytes went
-/// from the registry to the client: a download cut half-way.
-async fn cutting_proxy(upstream: String, limit: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let server = TcpStream::connect(&upstream).await.unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                });
-                let mut sent = 0;
-                let mut buf = vec![0u8; 16 << 10];
-                while sent < limit {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n.min(limit - sent),
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    sent += n;
-                }
-                let _ = cw.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn an_interrupted_download_resumes_and_fetches_only_the_remainder() {
     let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
     let size = 6 << 20;
     let model = noise(size);
-    let packed = pack(
-        &Contents {
-            model: &model,
-            ..Default::default()
-        },
-        &facts(),
-        Compression::None,
-    )
-    .unwrap();
+    let packed = pack_model(&model, Compression::None);
     let direct = Registry::new(plain(&reg.addr)).unwrap();
     direct
         .push(&format!("{}/models/resume", reg.addr), &packed)
@@ -343,15 +284,7 @@ async fn credentials_and_tls_with_a_custom_ca() {
     .unwrap();
     let ca = reg.ca.clone().unwrap();
     let model = fixture_model();
-    let packed = pack(
-        &Contents {
-            model: &model,
-            ..Default::default()
-        },
-        &facts(),
-        Compression::Auto,
-    )
-    .unwrap();
+    let packed = pack_model(&model, Compression::Auto);
     let config = |password: &str| {
         let auth = base64_basic("fleet", password);
         let json = format!(
@@ -426,15 +359,7 @@ fn base64_basic(user: &str, password: &str) -> String {
 async fn two_pullers_on_one_cache_download_once() {
     let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
     let model = noise(3 << 20);
-    let packed = pack(
-        &Contents {
-            model: &model,
-            ..Default::default()
-        },
-        &facts(),
-        Compression::None,
-    )
-    .unwrap();
+    let packed = pack_model(&model, Compression::None);
     let registry = Registry::new(plain(&reg.addr)).unwrap();
     let pushed = registry
         .push(&format!("{}/models/shared", reg.addr), &packed)
@@ -473,15 +398,7 @@ async fn https_urls_are_fetched_by_sha256_with_a_custom_ca() {
     .unwrap();
     let ca = reg.ca.clone().unwrap();
     let file = noise(300_000);
-    let packed = pack(
-        &Contents {
-            model: &file,
-            ..Default::default()
-        },
-        &facts(),
-        Compression::None,
-    )
-    .unwrap();
+    let packed = pack_model(&file, Compression::None);
     Registry::new(RegistryOptions {
         ca_files: vec![ca.clone()],
         ..Default::default()

@@ -10,10 +10,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edgefleet_artifact::manifest::{Compression, Contents};
 use edgefleet_artifact::{Cache, DockerConfig, Error, Facts, Registry, RegistryOptions, pack};
-use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
+use edgefleet_testenv::registry::{RegistryConfig, TestRegistry, openssl};
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 
 const SERVICE: &str = "edgefleet-test-registry";
@@ -100,8 +99,10 @@ async fn token(
 async fn a_token_auth_registry_is_used_through_its_bearer_challenge() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f);
-    let ok = Command::new("openssl")
-        .args([
+    let d = dir.path();
+    openssl(
+        d,
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -112,30 +113,26 @@ async fn a_token_auth_registry_is_used_through_its_bearer_challenge() {
             "-subj",
             "/CN=edgefleet-test-token-signer",
             "-keyout",
-        ])
-        .arg(p("key.pem"))
-        .arg("-out")
-        .arg(p("cert.pem"))
-        .status()
-        .unwrap()
-        .success()
-        && Command::new("openssl")
-            .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
-            .arg(p("key.pem"))
-            .arg("-out")
-            .arg(p("key.der"))
-            .status()
-            .unwrap()
-            .success()
-        && Command::new("openssl")
-            .args(["x509", "-outform", "DER", "-in"])
-            .arg(p("cert.pem"))
-            .arg("-out")
-            .arg(p("cert.der"))
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "openssl failed");
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in", "key.pem", "-out", "key.der",
+        ],
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509", "-outform", "DER", "-in", "cert.pem", "-out", "cert.der",
+        ],
+    )
+    .unwrap();
     let signer = Arc::new(Signer {
         key: RsaKeyPair::from_pkcs8(&std::fs::read(p("key.der")).unwrap()).unwrap(),
         cert_der: std::fs::read(p("cert.der")).unwrap(),

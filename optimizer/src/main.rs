@@ -407,7 +407,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 "modelfs": {"type": "layers", "diff_ids": [edgefleet_artifact::Digest::of(&data).to_string()]},
             });
             let config = config.to_string();
-            let file = edgefleet_artifact::registry::FileArtifact {
+            let file = edgefleet_artifact::manifest::FileArtifact {
                 artifact_type: media::ARTIFACT_TYPE,
                 config_type: media::MODEL_CONFIG,
                 config: config.as_bytes(),

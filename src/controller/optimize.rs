@@ -338,15 +338,16 @@ pub async fn reconcile(
                             }
                         }
                         Ok(_) | Err(edgefleet_artifact::Error::NotFound { .. }) => {
-                            let job = pipeline::job(
+                            let run = pipeline::ClassRun {
                                 model,
                                 class_name,
                                 class,
-                                (&base, &data),
-                                &key,
-                                budget,
-                                &ctx.jobs,
-                            );
+                                base: &base,
+                                dataset: &data,
+                                inputs: &key,
+                                time_budget_seconds: budget,
+                            };
+                            let job = pipeline::job(run, &ctx.jobs);
                             match jobs_api.create(&PostParams::default(), &job).await {
                                 Ok(_) => {}
                                 Err(kube::Error::Api(e)) if e.code == 409 => {}

@@ -31,6 +31,11 @@ pub struct TestRegistry {
     config: PathBuf,
 }
 
+/// Runs `openssl ARGS…` in `dir`.
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new("openssl").args(args).current_dir(dir))
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
@@ -40,9 +45,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn make_tls(dir: &Path) -> Result<()> {
-    let p = |f: &str| dir.join(f);
-    run(Command::new("openssl")
-        .args([
+    openssl(
+        dir,
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -53,12 +58,14 @@ fn make_tls(dir: &Path) -> Result<()> {
             "-subj",
             "/CN=edgefleet-test-ca",
             "-keyout",
-        ])
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.crt")))?;
-    run(Command::new("openssl")
-        .args([
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
             "req",
             "-newkey",
             "rsa:2048",
@@ -66,26 +73,35 @@ fn make_tls(dir: &Path) -> Result<()> {
             "-subj",
             "/CN=127.0.0.1",
             "-keyout",
-        ])
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr")))?;
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    )?;
     std::fs::write(
-        p("server.ext"),
+        dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
     )?;
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-in"])
-        .arg(p("server.csr"))
-        .arg("-CA")
-        .arg(p("ca.crt"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .args(["-CAcreateserial", "-extfile"])
-        .arg(p("server.ext"))
-        .arg("-out")
-        .arg(p("server.crt")))?;
-    Ok(())
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    )
 }
 
 impl TestRegistry {
