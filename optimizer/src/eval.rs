@@ -5,8 +5,9 @@ use crate::dataset::Dataset;
 use crate::model::Model;
 use std::time::Instant;
 
-pub mod ort;
-pub mod tract;
+pub use edgefleet_runtime::{
+    Runtime, Session, argmax, dequantize_output, ort, quantize_input, tract,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -30,23 +31,6 @@ pub enum EvalError {
     },
     #[error("{model} produced non-finite outputs (NaN or infinity) on sample {sample}")]
     NonFinite { model: String, sample: usize },
-}
-
-/// A model loaded in a runtime, ready to run batches.
-pub trait Session {
-    /// Runs one batch `[n, ..sample_shape]` and returns `[n, classes]` logits, row-major.
-    fn run(&mut self, batch: usize, data: &[f32]) -> Result<Vec<f32>, String>;
-}
-
-/// An inference runtime able to load a model for a fixed batch size.
-pub trait Runtime {
-    fn name(&self) -> &'static str;
-    fn load(
-        &self,
-        model: &Model,
-        sample_shape: &[usize],
-        batch: usize,
-    ) -> Result<Box<dyn Session>, String>;
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -81,7 +65,7 @@ pub fn evaluate(
     check_fit(model, data)?;
     let load = |batch| {
         runtime
-            .load(model, &data.sample_shape, batch)
+            .load(&model.info(), &data.sample_shape, batch)
             .map_err(|reason| EvalError::Load {
                 runtime: runtime.name(),
                 model: name.clone(),
@@ -203,29 +187,6 @@ fn check_fit(model: &Model, data: &Dataset) -> Result<(), EvalError> {
         }
     }
     Ok(())
-}
-
-/// Float samples onto an int8 input grid.
-pub fn quantize_input(data: &[f32], (scale, zero_point): (f32, f32)) -> Vec<i8> {
-    data.iter()
-        .map(|v| (v / scale + zero_point).round().clamp(-128.0, 127.0) as i8)
-        .collect()
-}
-
-/// Int8 outputs back to float.
-pub fn dequantize_output(data: &[i8], (scale, zero_point): (f32, f32)) -> Vec<f32> {
-    data.iter()
-        .map(|&v| (v as f32 - zero_point) * scale)
-        .collect()
-}
-
-pub fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 { (i, v) } else { best }
-        })
-        .0
 }
 
 pub fn agreement(a: &[usize], b: &[usize]) -> f64 {

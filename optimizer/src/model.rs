@@ -75,23 +75,7 @@ impl Model {
 
     /// Dimensions of a value: `Some(n)` for fixed ones, `None` for symbolic ones.
     pub fn dims(value: &pb::ValueInfoProto) -> Vec<Option<usize>> {
-        use pb::tensor_shape_proto::dimension::Value;
-        use pb::type_proto::Value as Type;
-        let Some(Type::TensorType(t)) = value.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-            return vec![];
-        };
-        t.shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(Value::DimValue(v)) if v > 0 => Some(v as usize),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        edgefleet_runtime::dims(value)
     }
 
     /// The element type of a tensor value (ONNX `TensorProto.DataType`), when declared.
@@ -126,6 +110,18 @@ impl Model {
             self.metadata_f32(OUTPUT_SCALE)?,
             self.metadata_f32(OUTPUT_ZERO_POINT)?,
         ))
+    }
+
+    /// What a runtime needs to load this model.
+    pub fn info(&self) -> edgefleet_runtime::ModelInfo<'_> {
+        let input = self.inputs().first().copied();
+        edgefleet_runtime::ModelInfo {
+            bytes: &self.bytes,
+            input: input.map(|i| i.name.clone()).unwrap_or_default(),
+            input_dims: input.map(Self::dims).unwrap_or_default(),
+            input_q: self.input_quantization(),
+            output_q: self.output_quantization(),
+        }
     }
 
     /// How many nodes of each operator type the graph holds.

@@ -50,7 +50,7 @@ pub fn build(
     pool: &[usize],
     count: usize,
 ) -> Result<SelfTest, String> {
-    let mut session = runtime.load(model, &data.sample_shape, pool.len())?;
+    let mut session = runtime.load(&model.info(), &data.sample_shape, pool.len())?;
     let (_, x) = data.batch(pool);
     let logits = session.run(pool.len(), &x)?;
     let classes = logits.len() / pool.len().max(1);

@@ -15,10 +15,7 @@ use super::weights::layer_weights;
 use crate::model::pb::{self, ModelProto, TensorProto};
 use std::collections::BTreeMap;
 
-pub const INPUT_SCALE: &str = "edgefleet.dev/input-scale";
-pub const INPUT_ZERO_POINT: &str = "edgefleet.dev/input-zero-point";
-pub const OUTPUT_SCALE: &str = "edgefleet.dev/output-scale";
-pub const OUTPUT_ZERO_POINT: &str = "edgefleet.dev/output-zero-point";
+pub use edgefleet_runtime::{INPUT_SCALE, INPUT_ZERO_POINT, OUTPUT_SCALE, OUTPUT_ZERO_POINT};
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct QdqReport {

@@ -2,8 +2,7 @@
 //! `onnxruntime` PyPI wheel (`onnxruntime/capi/libonnxruntime.so.*`) named by `ORT_DYLIB_PATH`.
 //! Never downloaded at build time.
 
-use super::{Runtime, Session};
-use crate::model::Model;
+use crate::{ModelInfo, Runtime, Session};
 use ort::session::builder::GraphOptimizationLevel;
 use std::sync::OnceLock;
 
@@ -52,16 +51,12 @@ impl Runtime for OnnxRuntime {
 
     fn load(
         &self,
-        model: &Model,
+        model: &ModelInfo<'_>,
         sample_shape: &[usize],
         _batch: usize,
     ) -> Result<Box<dyn Session>, String> {
         let env = environment(self.library.as_deref())?;
-        let input = model
-            .inputs()
-            .first()
-            .map(|i| i.name.clone())
-            .ok_or("model has no input")?;
+        let input = model.input.clone();
         let session = ort::session::Session::builder(env)
             .and_then(|b| {
                 b.with_optimization_level(GraphOptimizationLevel::Level3)
@@ -71,14 +66,14 @@ impl Runtime for OnnxRuntime {
                 b.with_intra_threads(self.threads.max(1))
                     .map_err(Into::into)
             })
-            .and_then(|mut b| b.commit_from_memory(&model.bytes))
+            .and_then(|mut b| b.commit_from_memory(model.bytes))
             .map_err(|e| e.to_string())?;
         Ok(Box::new(OrtSession {
             session,
             input,
             sample_shape: sample_shape.to_vec(),
-            input_q: model.input_quantization(),
-            output_q: model.output_quantization(),
+            input_q: model.input_q,
+            output_q: model.output_q,
         }))
     }
 }
@@ -90,7 +85,7 @@ impl Session for OrtSession {
         let outputs = match self.input_q {
             Some(q) => {
                 let tensor =
-                    ort::value::Tensor::from_array((shape, super::quantize_input(data, q)))
+                    ort::value::Tensor::from_array((shape, crate::quantize_input(data, q)))
                         .map_err(|e| e.to_string())?;
                 self.session
                     .run(ort::inputs![self.input.as_str() => tensor])
@@ -107,7 +102,7 @@ impl Session for OrtSession {
             let (_, values) = outputs[0]
                 .try_extract_tensor::<i8>()
                 .map_err(|e| format!("output is not int8: {e}"))?;
-            return Ok(super::dequantize_output(values, q));
+            return Ok(crate::dequantize_output(values, q));
         }
         let (_, values) = outputs[0]
             .try_extract_tensor::<f32>()

@@ -1,7 +1,6 @@
 //! The tract runtime (pure Rust; the sidecar's default).
 
-use super::{Runtime, Session};
-use crate::model::Model;
+use crate::{ModelInfo, Runtime, Session};
 use tract_onnx::prelude::*;
 
 pub struct Tract;
@@ -21,7 +20,7 @@ impl Runtime for Tract {
 
     fn load(
         &self,
-        model: &Model,
+        model: &ModelInfo<'_>,
         sample_shape: &[usize],
         batch: usize,
     ) -> Result<Box<dyn Session>, String> {
@@ -29,7 +28,7 @@ impl Runtime for Tract {
         shape.extend(sample_shape);
         // Shapes declared inside the graph (value_info, often with a symbolic batch written by
         // other tools) are hints; the fixed input fact below is what tract should trust.
-        let input_q = model.input_quantization();
+        let input_q = model.input_q;
         let fact = match input_q {
             Some(_) => i8::fact(&shape),
             None => f32::fact(&shape),
@@ -37,7 +36,7 @@ impl Runtime for Tract {
         let plan = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .with_ignore_output_shapes(true)
-            .model_for_read(&mut model.bytes.as_slice())
+            .model_for_read(&mut &*model.bytes)
             .and_then(|m| m.with_input_fact(0, fact.into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
@@ -46,7 +45,7 @@ impl Runtime for Tract {
             plan,
             shape,
             input_q,
-            output_q: model.output_quantization(),
+            output_q: model.output_q,
         }))
     }
 }
@@ -56,7 +55,7 @@ impl Session for TractSession {
         let mut shape = self.shape.clone();
         shape[0] = batch;
         let input = match self.input_q {
-            Some(q) => Tensor::from_shape(&shape, &super::quantize_input(data, q)),
+            Some(q) => Tensor::from_shape(&shape, &crate::quantize_input(data, q)),
             None => Tensor::from_shape(&shape, data),
         }
         .map_err(|e| format!("{e:#}"))?;
@@ -69,7 +68,7 @@ impl Session for TractSession {
                 .to_plain_array_view::<i8>()
                 .map_err(|e| format!("output is not int8: {e:#}"))?;
             let values: Vec<i8> = view.iter().copied().collect();
-            return Ok(super::dequantize_output(&values, q));
+            return Ok(crate::dequantize_output(&values, q));
         }
         let view = outputs[0]
             .to_plain_array_view::<f32>()
