@@ -1,0 +1,203 @@
+//! The sidecar's state: the served model, how new ones are fetched and loaded, metrics.
+
+use crate::metrics::{Metrics, ModelLabels};
+use crate::model::{LoadRequest, Loaded, Origin};
+use crate::slot::Slot;
+use edgefleet_artifact::{Cache, Digest, Registry, SelfTest};
+use edgefleet_runtime::Runtime;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// The runtime the artifact was gated with (tract for a plain file).
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+pub struct App {
+    pub name: String,
+    pub slot: Slot,
+    pub metrics: Metrics,
+    pub registry: Registry,
+    pub cache: Cache,
+    pub runtime: RuntimeChoice,
+    /// Sessions per model (concurrent requests).
+    pub workers: usize,
+    /// Intra-op threads per ONNX Runtime session.
+    pub threads: usize,
+    /// One load at a time.
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// A model fetched and verified, not yet loaded.
+struct Fetched {
+    bytes: Vec<u8>,
+    origin: Origin,
+    selftest: Option<SelfTest>,
+    runtime: Option<String>,
+}
+
+/// What a successful load did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Swapped {
+    pub digest: String,
+    pub previous: Option<String>,
+    pub runtime: &'static str,
+    pub load_ms: f64,
+    pub selftest_passed: usize,
+    /// Nothing to do: this digest was already serving.
+    pub unchanged: bool,
+}
+
+impl App {
+    pub fn new(
+        name: String,
+        registry: Registry,
+        cache: Cache,
+        runtime: RuntimeChoice,
+        workers: usize,
+        threads: usize,
+    ) -> Arc<Self> {
+        Arc::new(App {
+            name,
+            slot: Slot::default(),
+            metrics: Metrics::default(),
+            registry,
+            cache,
+            runtime,
+            workers,
+            threads,
+            loading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn fetch(&self, source: &str) -> Result<Fetched, String> {
+        if let Some(reference) = source.strip_prefix("oci://") {
+            let pulled = self
+                .registry
+                .pull_for_device(reference, &self.cache)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Fetched {
+                bytes: pulled.model.read().map_err(|e| e.to_string())?,
+                origin: Origin {
+                    digest: pulled.artifact.digest.to_string(),
+                    source: source.to_string(),
+                },
+                selftest: pulled.selftest,
+                runtime: pulled.artifact.facts.map(|f| f.runtime),
+            });
+        }
+        // A file, or an `optimize --out` directory (model.onnx + selftest.json).
+        let path = Path::new(source);
+        let (file, selftest) = if path.is_dir() {
+            let st = match std::fs::read(path.join("selftest.json")) {
+                Ok(b) => Some(SelfTest::from_json(&b).map_err(|e| e.to_string())?),
+                Err(_) => None,
+            };
+            (path.join("model.onnx"), st)
+        } else {
+            (PathBuf::from(path), None)
+        };
+        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        Ok(Fetched {
+            origin: Origin {
+                digest: Digest::of(&bytes).to_string(),
+                source: source.to_string(),
+            },
+            bytes,
+            selftest,
+            runtime: None,
+        })
+    }
+
+    fn runtime_for(&self, fetched: &Fetched) -> Box<dyn Runtime> {
+        let onnxruntime = match self.runtime {
+            RuntimeChoice::Tract => false,
+            RuntimeChoice::Onnxruntime => true,
+            RuntimeChoice::Auto => fetched.runtime.as_deref() == Some("onnxruntime"),
+        };
+        if onnxruntime {
+            Box::new(edgefleet_runtime::ort::OnnxRuntime {
+                threads: self.threads,
+                library: None,
+            })
+        } else {
+            Box::new(edgefleet_runtime::tract::Tract)
+        }
+    }
+
+    /// Fetches, verifies, loads and self-tests `source`, then swaps it in. On any failure the
+    /// current model keeps serving and the reason is kept in the status.
+    pub async fn load(self: &Arc<Self>, source: &str) -> Result<Swapped, String> {
+        let _one = self.loading.lock().await;
+        let result = self.load_locked(source).await;
+        if let Err(reason) = &result {
+            self.metrics.refused.inc();
+            self.metrics.error("load");
+            self.slot.refused(reason.clone());
+            tracing::warn!(%source, %reason, "model refused; the current model keeps serving");
+        }
+        result
+    }
+
+    async fn load_locked(self: &Arc<Self>, source: &str) -> Result<Swapped, String> {
+        let fetched = self.fetch(source).await?;
+        if let Some(current) = self.slot.current()
+            && current.origin.digest == fetched.origin.digest
+        {
+            return Ok(Swapped {
+                digest: current.origin.digest.clone(),
+                previous: self.slot.status().previous.map(|p| p.digest),
+                runtime: current.runtime,
+                load_ms: 0.0,
+                selftest_passed: current.selftest_passed,
+                unchanged: true,
+            });
+        }
+        let runtime = self.runtime_for(&fetched);
+        let me = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Loaded::load(LoadRequest {
+                name: &me.name,
+                origin: fetched.origin.clone(),
+                bytes: &fetched.bytes,
+                runtime: runtime.as_ref(),
+                workers: me.workers,
+                selftest: fetched.selftest.as_ref(),
+            })
+        })
+        .await
+        .map_err(|e| format!("load task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+        let labels = ModelLabels {
+            name: self.name.clone(),
+            digest: loaded.origin.digest.clone(),
+            runtime: loaded.runtime.into(),
+        };
+        let swapped = Swapped {
+            digest: loaded.origin.digest.clone(),
+            previous: None,
+            runtime: loaded.runtime,
+            load_ms: loaded.load_time.as_secs_f64() * 1e3,
+            selftest_passed: loaded.selftest_passed,
+            unchanged: false,
+        };
+        let before = self.slot.status().previous.map(|p| p.digest);
+        let replaced = self.slot.swap(loaded);
+        if before.is_some() && before.as_deref() == Some(swapped.digest.as_str()) {
+            self.metrics.rollbacks.inc();
+        }
+        // One model at a time: the info metric names only the one in service.
+        self.metrics.model.clear();
+        self.metrics.model.get_or_create(&labels).set(1);
+        self.metrics.swaps.inc();
+        tracing::info!(digest = %swapped.digest, previous = ?replaced.as_ref().map(|o| &o.digest), load_ms = swapped.load_ms, "model in service");
+        Ok(Swapped {
+            previous: replaced.map(|o| o.digest),
+            ..swapped
+        })
+    }
+}

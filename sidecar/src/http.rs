@@ -1,0 +1,274 @@
+//! The HTTP API: the KServe Open Inference Protocol v2 (JSON tensors), a model-repository load
+//! endpoint for over-the-air updates by hand, and `/metrics`. Every error is a JSON
+//! `{"error": "..."}` with a 4xx status for the caller's mistakes and 5xx for ours.
+
+use crate::app::App;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { json_ok(json!({"live": true})) }),
+        )
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/repository/models/{name}/load", post(load))
+        .route("/v2/sidecar/status", get(status))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(app)
+}
+
+fn json_ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    match app.slot.current() {
+        Some(_) => json_ok(json!({"ready": true})),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet"),
+    }
+}
+
+/// The served model when `name` is its name.
+fn model(app: &App, name: &str) -> Result<Arc<crate::model::Loaded>, (StatusCode, String)> {
+    if name != app.name {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("unknown model {name:?}; this sidecar serves {:?}", app.name),
+        ));
+    }
+    app.slot.current().ok_or_else(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("model {name:?} is not loaded yet"),
+        )
+    })
+}
+
+async fn metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let m = match model(&app, &name) {
+        Ok(m) => m,
+        Err((status, message)) => return error(status, message),
+    };
+    let mut input_shape = vec![-1i64];
+    input_shape.extend(m.sample_shape.iter().map(|&d| d as i64));
+    json_ok(json!({
+        "name": m.name,
+        "versions": [m.origin.digest],
+        "platform": format!("onnx_{}", m.runtime),
+        "inputs": [{"name": m.input, "datatype": "FP32", "shape": input_shape}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, m.classes as i64]}],
+    }))
+}
+
+async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match model(&app, &name) {
+        Ok(m) => json_ok(json!({"name": m.name, "ready": true})),
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Flattens nested JSON arrays of numbers (OIP allows both flat and nested `data`).
+fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), String> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|i| flatten(i, out)),
+        Value::Number(n) => {
+            out.push(n.as_f64().ok_or("data holds a number out of range")? as f32);
+            Ok(())
+        }
+        other => Err(format!("data must hold numbers, found {other}")),
+    }
+}
+
+/// Checks an OIP request against the model; returns the batch and the flat data.
+pub fn parse_request(
+    body: &[u8],
+    input: &str,
+    sample_shape: &[usize],
+) -> Result<(Value, usize, Vec<f32>), String> {
+    let req: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    let inputs = req["inputs"]
+        .as_array()
+        .ok_or("the request has no \"inputs\" array")?;
+    let [tensor] = inputs.as_slice() else {
+        return Err(format!(
+            "the model takes one input, the request has {}",
+            inputs.len()
+        ));
+    };
+    let name = tensor["name"].as_str().unwrap_or_default();
+    if name != input {
+        return Err(format!(
+            "inputs[0].name is {name:?}; the model's input is {input:?}"
+        ));
+    }
+    let datatype = tensor["datatype"].as_str().unwrap_or_default();
+    if datatype != "FP32" {
+        return Err(format!(
+            "inputs[0].datatype is {datatype:?}; the model takes \"FP32\""
+        ));
+    }
+    let shape: Vec<usize> = tensor["shape"]
+        .as_array()
+        .ok_or("inputs[0].shape is missing")?
+        .iter()
+        .map(|d| d.as_u64().map(|d| d as usize))
+        .collect::<Option<_>>()
+        .ok_or("inputs[0].shape must hold non-negative integers")?;
+    if shape.len() != sample_shape.len() + 1 || shape[1..] != *sample_shape || shape[0] == 0 {
+        let mut want = vec!["N".to_string()];
+        want.extend(sample_shape.iter().map(usize::to_string));
+        return Err(format!(
+            "inputs[0].shape is {shape:?}; the model takes [{}] with N >= 1",
+            want.join(", ")
+        ));
+    }
+    let mut data = Vec::new();
+    flatten(&tensor["data"], &mut data).map_err(|e| format!("inputs[0].{e}"))?;
+    let expected: usize = shape.iter().product();
+    if data.len() != expected {
+        return Err(format!(
+            "inputs[0].data holds {} values; shape {shape:?} needs {expected}",
+            data.len()
+        ));
+    }
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    Ok((id, shape[0], data))
+}
+
+async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let m = match model(&app, &name) {
+        Ok(m) => m,
+        Err((status, message)) => {
+            app.metrics.error("unknown_model");
+            return error(status, message);
+        }
+    };
+    let (id, batch, data) = match parse_request(&body, &m.input, &m.sample_shape) {
+        Ok(x) => x,
+        Err(message) => {
+            app.metrics.error("bad_request");
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let outputs = match m.infer(batch, data).await {
+        Ok(o) => o,
+        Err(message) => {
+            app.metrics.error("runtime");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, message);
+        }
+    };
+    app.metrics.inferences.inc_by(batch as u64);
+    let mut response = json!({
+        "model_name": m.name,
+        "model_version": m.origin.digest,
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [batch, m.classes], "data": outputs}],
+    });
+    if !id.is_null() {
+        response["id"] = id;
+    }
+    app.metrics.latency.observe(started.elapsed().as_secs_f64());
+    json_ok(response)
+}
+
+async fn load(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> Response {
+    if name != app.name {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown model {name:?}; this sidecar serves {:?}", app.name),
+        );
+    }
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    };
+    let Some(source) = req["parameters"]["source"].as_str() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "parameters.source is required: oci://registry/repo@sha256:… or a path",
+        );
+    };
+    match app.load(source).await {
+        Ok(swapped) => json_ok(serde_json::to_value(swapped).expect("serializes")),
+        Err(reason) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "refused {source}: {reason}; still serving {}",
+                app.slot
+                    .current()
+                    .map(|m| m.origin.digest.clone())
+                    .unwrap_or_else(|| "nothing".into())
+            ),
+        ),
+    }
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let current = app.slot.current();
+    let s = app.slot.status();
+    json_ok(json!({
+        "name": app.name,
+        "digest": current.as_ref().map(|m| m.origin.digest.clone()),
+        "source": current.as_ref().map(|m| m.origin.source.clone()),
+        "runtime": current.as_ref().map(|m| m.runtime),
+        "loadMs": current.as_ref().map(|m| m.load_time.as_secs_f64() * 1e3),
+        "selftestPassed": current.as_ref().map(|m| m.selftest_passed),
+        "previous": s.previous.map(|p| p.digest),
+        "lastRefusal": s.last_refusal,
+        "swaps": s.swaps,
+    }))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_against_the_model() {
+        let ok = br#"{"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1, 2], "data": [[1, 2], [3, 4.5]]}]}"#;
+        let (id, batch, data) = parse_request(ok, "x", &[1, 2]).unwrap();
+        assert_eq!((id, batch, data), (json!("a"), 2, vec![1.0, 2.0, 3.0, 4.5]));
+        let bad = |body: &str| parse_request(body.as_bytes(), "x", &[1, 2]).unwrap_err();
+        assert!(bad("{").contains("malformed JSON"));
+        assert!(bad(r#"{"inputs": []}"#).contains("one input"));
+        assert!(bad(r#"{"inputs": [{"name": "y", "datatype": "FP32", "shape": [1,1,2], "data": [1,2]}]}"#).contains("the model's input is \"x\""));
+        assert!(bad(r#"{"inputs": [{"name": "x", "datatype": "INT64", "shape": [1,1,2], "data": [1,2]}]}"#).contains("\"FP32\""));
+        assert!(bad(r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1,2,2], "data": [1,2,3,4]}]}"#).contains("[N, 1, 2]"));
+        assert!(
+            bad(
+                r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1,1,2], "data": [1]}]}"#
+            )
+            .contains("holds 1 values")
+        );
+        assert!(bad(r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1,1,2], "data": [1, "a"]}]}"#).contains("numbers"));
+    }
+}
