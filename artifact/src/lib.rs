@@ -17,6 +17,12 @@ pub mod selftest;
 pub mod url;
 
 pub use auth::{Credentials, DockerConfig};
+
+/// Installs the process's TLS crypto provider (ring, as the rest of the workspace uses) unless one
+/// is installed already. Every HTTPS client in the process needs it; [`Registry::new`] calls it.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use cache::{Cache, GcPolicy, GcReport, Lease};
 pub use digest::Digest;
 pub use error::{Error, Result};

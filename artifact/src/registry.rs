@@ -114,8 +114,7 @@ fn descriptor(d: &crate::manifest::Descriptor) -> OciDescriptor {
 
 impl Registry {
     pub fn new(options: RegistryOptions) -> Result<Self> {
-        // One process-wide TLS provider (ring, as the rest of the workspace uses).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let mut certs = Vec::new();
         for path in &options.ca_files {
             let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;

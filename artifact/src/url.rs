@@ -25,7 +25,7 @@ pub async fn fetch_url(
     if !(url.starts_with("https://") || allow_http && url.starts_with("http://")) {
         return Err(bad("only https:// URLs are fetched".into()));
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60));

@@ -1,0 +1,410 @@
+//! `edgefleet-sidecar serve` over real HTTP with real runtimes: results match the runtime called
+//! directly, bad requests get clear 4xx answers and never stick a worker, 20 hot swaps under
+//! concurrent load fail no request, a bad model is refused while the old one keeps serving, an
+//! artifact pulled from a real registry self-tests before serving, and SIGTERM drains.
+
+use edgefleet_artifact::manifest::{Compression, Contents};
+use edgefleet_artifact::{Facts, Registry, RegistryOptions, SelfTest, pack};
+use edgefleet_runtime::{ModelInfo, Runtime as _, argmax, tract::Tract};
+use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
+use edgefleet_testenv::{Process, free_port, repo_root};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn fixture() -> PathBuf {
+    repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx")
+}
+
+/// Deterministic inputs for the 1x28x28 fixture.
+fn inputs(batch: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..batch * 784)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 1000) as f32 / 500.0 - 1.0
+        })
+        .collect()
+}
+
+struct Sidecar {
+    process: Process,
+    base: String,
+    client: reqwest::Client,
+    _cache: tempfile::TempDir,
+}
+
+impl Sidecar {
+    async fn start(model: &str, extra: &[&str]) -> Self {
+        edgefleet_artifact::install_tls_provider();
+        let port = free_port();
+        let cache = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefleet-sidecar"));
+        cmd.args(["serve", "--model", model, "--name", "fashion"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--cache")
+            .arg(cache.path())
+            .args(extra);
+        let process = Process::spawn_standalone("sidecar", cmd).unwrap();
+        let s = Sidecar {
+            process,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            _cache: cache,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = s.client.get(s.url("/v2/health/ready")).send().await
+                && r.status() == 200
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar not ready: {}",
+                s.process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn infer(&self, batch: usize, data: &[f32]) -> (u16, Value) {
+        let body = json!({"id": "t", "inputs": [{"name": "input", "datatype": "FP32", "shape": [batch, 1, 28, 28], "data": data}]});
+        self.post("/v2/models/fashion/infer", body.to_string())
+            .await
+    }
+
+    async fn post(&self, path: &str, body: String) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+fn direct(model: &Path, data: &[f32]) -> Vec<f32> {
+    let bytes = std::fs::read(model).unwrap();
+    let info = ModelInfo::parse(&bytes).unwrap();
+    let mut session = Tract.load(&info, &[1, 28, 28], 1).unwrap();
+    data.chunks(784)
+        .flat_map(|x| session.run(1, x).unwrap())
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[tokio::test]
+async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
+    let sidecar =
+        Sidecar::start(fixture().to_str().unwrap(), &["--max-body-bytes", "200000"]).await;
+    let meta = sidecar.get("/v2/models/fashion").await;
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 1, 28, 28]));
+    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
+    assert_eq!(sidecar.get("/v2/models/fashion/ready").await["ready"], true);
+    assert_eq!(sidecar.get("/v2/health/live").await["live"], true);
+
+    let data = inputs(3, 7);
+    let (status, out) = sidecar.infer(3, &data).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["id"], "t");
+    assert_eq!(out["outputs"][0]["shape"], json!([3, 10]));
+    let got = floats(&out["outputs"][0]["data"]);
+    let want = direct(&fixture(), &data);
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    assert_eq!(
+        out["model_version"],
+        edgefleet_artifact::Digest::of(&std::fs::read(fixture()).unwrap()).to_string()
+    );
+
+    let bad = |body: String| {
+        let s = &sidecar;
+        async move { s.post("/v2/models/fashion/infer", body).await }
+    };
+    let (s, e) = bad("{not json".into()).await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap().contains("malformed JSON"),
+        "{e}"
+    );
+    let (s, e) = bad(json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 28, 28], "data": inputs(3, 1)}]}).to_string()).await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap().contains("[N, 1, 28, 28]"),
+        "{e}"
+    );
+    let (s, e) = bad(json!({"inputs": [{"name": "input", "datatype": "INT8", "shape": [1, 1, 28, 28], "data": [0]}]}).to_string()).await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap().contains("FP32"),
+        "{e}"
+    );
+    let (s, e) = bad(json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": [1.0, 2.0]}]}).to_string()).await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap().contains("needs 784"),
+        "{e}"
+    );
+    let (s, e) = sidecar.post("/v2/models/other/infer", "{}".into()).await;
+    assert!(
+        s == 404 && e["error"].as_str().unwrap().contains("\"fashion\""),
+        "{e}"
+    );
+    // 30 samples of text JSON are over the 200 kB limit given at start.
+    let (s, _) = sidecar.infer(30, &inputs(30, 3)).await;
+    assert_eq!(s, 413);
+    // Nothing got stuck: the next good request is served.
+    let (s, _) = sidecar.infer(1, &inputs(1, 9)).await;
+    assert_eq!(s, 200);
+    let metrics = sidecar
+        .client
+        .get(sidecar.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edgefleet_sidecar_errors_total{kind=\"bad_request\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgefleet_sidecar_inferences_total 4"),
+        "{metrics}"
+    );
+}
+
+/// The fixture with one more metadata entry: another digest, the same outputs.
+fn variant(dir: &Path) -> PathBuf {
+    use prost::Message as _;
+    let mut proto =
+        tract_onnx::pb::ModelProto::decode(std::fs::read(fixture()).unwrap().as_slice()).unwrap();
+    proto
+        .metadata_props
+        .push(tract_onnx::pb::StringStringEntryProto {
+            key: "edgefleet.dev/variant".into(),
+            value: "b".into(),
+        });
+    let path = dir.join("variant.onnx");
+    std::fs::write(&path, proto.encode_to_vec()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn twenty_hot_swaps_under_load_fail_no_request_and_a_bad_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fixture();
+    let b = variant(dir.path());
+    let sidecar = Sidecar::start(a.to_str().unwrap(), &["--workers", "2"]).await;
+    let digest = |p: &Path| edgefleet_artifact::Digest::of(&std::fs::read(p).unwrap()).to_string();
+    let (da, db) = (digest(&a), digest(&b));
+    let sidecar = std::sync::Arc::new(sidecar);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4u32 {
+        let (s, stop) = (sidecar.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut versions) =
+                (0, Vec::new(), std::collections::BTreeSet::new());
+            let data = inputs(1, c + 100);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, out) = s.infer(1, &data).await;
+                if status == 200 {
+                    ok += 1;
+                    versions.insert(out["model_version"].as_str().unwrap().to_string());
+                } else {
+                    failed.push(out.to_string());
+                }
+            }
+            (ok, failed, versions)
+        }));
+    }
+    for i in 0..20 {
+        let target = if i % 2 == 0 { &b } else { &a };
+        let (status, out) = sidecar
+            .post(
+                "/v2/repository/models/fashion/load",
+                json!({"parameters": {"source": target}}).to_string(),
+            )
+            .await;
+        assert_eq!(status, 200, "swap {i}: {out}");
+        assert_eq!(
+            out["digest"].as_str(),
+            Some(if i % 2 == 0 { db.as_str() } else { da.as_str() })
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A file that is not a model: refused, the current model keeps serving.
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"definitely not onnx").unwrap();
+    let (status, out) = sidecar
+        .post(
+            "/v2/repository/models/fashion/load",
+            json!({"parameters": {"source": junk}}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 422, "{out}");
+    assert!(
+        out["error"].as_str().unwrap().contains("not an ONNX model")
+            && out["error"].as_str().unwrap().contains(&da),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for c in clients {
+        let (ok, failed, versions) = c.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed requests during swaps: {failed:?}"
+        );
+        total += ok;
+        seen.extend(versions);
+    }
+    assert!(total > 40, "load was steady: {total} requests");
+    assert_eq!(
+        seen,
+        [da.clone(), db.clone()].into_iter().collect(),
+        "both versions served"
+    );
+    let status = sidecar.get("/v2/sidecar/status").await;
+    assert_eq!(status["digest"], da.as_str());
+    assert_eq!(status["previous"], db.as_str());
+    assert_eq!(status["swaps"], 21, "the initial load and 20 swaps");
+    assert!(
+        status["lastRefusal"]
+            .as_str()
+            .unwrap()
+            .contains("junk.onnx")
+    );
+    let metrics = sidecar
+        .client
+        .get(sidecar.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edgefleet_sidecar_refused_loads_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgefleet_sidecar_rollbacks_total 19"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("digest=\"{da}\""))
+            && !metrics.contains(&format!("digest=\"{db}\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_artifact_self_tests_before_serving_and_a_failing_one_is_refused() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let model = std::fs::read(fixture()).unwrap();
+    // Expected top-1 from the runtime itself, as the optimizer records it.
+    let xs: Vec<Vec<f32>> = (0..4).map(|i| inputs(1, 40 + i)).collect();
+    let tops: Vec<usize> = xs.iter().map(|x| argmax(&direct(&fixture(), x))).collect();
+    let publish = |tops: &[usize], tag: &str| {
+        let samples: Vec<(Vec<f32>, usize)> =
+            xs.iter().cloned().zip(tops.iter().copied()).collect();
+        let test = SelfTest::new(vec![1, 1, 28, 28], &samples).to_json();
+        let facts = Facts {
+            device_class: "cpu-int8".into(),
+            runtime: "tract".into(),
+            technique: "fp32".into(),
+            accuracy: 0.89,
+            ..Default::default()
+        };
+        let packed = pack(
+            &Contents {
+                model: &model,
+                report: Some(b"{}"),
+                selftest: Some(&test),
+            },
+            &facts,
+            Compression::Auto,
+        )
+        .unwrap();
+        let registry = Registry::new(RegistryOptions {
+            plain_http: vec![reg.addr.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+        let target = format!("{}/models/fashion:{tag}", reg.addr);
+        async move { registry.push(&target, &packed).await.unwrap().reference }
+    };
+    let good = publish(&tops, "good").await;
+    let sidecar = Sidecar::start(&format!("oci://{good}"), &["--plain-http", &reg.addr]).await;
+    let status = sidecar.get("/v2/sidecar/status").await;
+    assert_eq!(status["selftestPassed"], 4);
+    assert_eq!(status["runtime"], "tract");
+    // Same model, one expected top-1 wrong: the self-test refuses it.
+    let mut wrong = tops.clone();
+    wrong[2] = (wrong[2] + 1) % 10;
+    let bad = publish(&wrong, "bad").await;
+    let (code, out) = sidecar
+        .post(
+            "/v2/repository/models/fashion/load",
+            json!({"parameters": {"source": format!("oci://{bad}")}}).to_string(),
+        )
+        .await;
+    assert_eq!(code, 422, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap()
+            .contains("self-test failed: sample 2"),
+        "{out}"
+    );
+    assert_eq!(
+        sidecar.get("/v2/sidecar/status").await["digest"],
+        status["digest"]
+    );
+    let (code, _) = sidecar.infer(1, &xs[0]).await;
+    assert_eq!(code, 200);
+    // SIGTERM: drains and exits 0.
+    let mut process = sidecar.process;
+    process.signal("TERM").unwrap();
+    assert_eq!(
+        process.wait_timeout(Duration::from_secs(10)).unwrap(),
+        Some(0)
+    );
+}
