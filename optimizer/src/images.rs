@@ -5,8 +5,7 @@
 //! per-channel mean/std, NCHW or NHWC.
 
 use crate::dataset::{Dataset, DatasetError};
-use edgefleet_api::edgemodel::{ColorMode, Preprocessing, TensorLayout};
-use image::imageops::FilterType;
+use edgefleet_api::edgemodel::{ColorMode, Preprocessing};
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -89,75 +88,21 @@ pub fn load(dir: &Path, pre: &Preprocessing) -> Result<Dataset, DatasetError> {
     )
 }
 
-/// One image as a float sample in the model's layout, and its shape.
+/// One image as a float sample in the model's layout, and its shape (the shared
+/// `edgefleet_runtime::image::preprocess`, which the sidecar uses too).
 pub fn preprocess(
     path: &Path,
     pre: &Preprocessing,
 ) -> Result<(Vec<f32>, Vec<usize>), DatasetError> {
-    let img = image::open(path).map_err(|e| DatasetError::Invalid {
+    let invalid = |message: String| DatasetError::Invalid {
         path: path.to_path_buf(),
-        message: format!("cannot decode image: {e}"),
-    })?;
-    let mut img = match pre.color_mode {
-        ColorMode::Grayscale => image::DynamicImage::ImageLuma8(img.to_luma8()),
-        ColorMode::Rgb => image::DynamicImage::ImageRgb8(img.to_rgb8()),
+        message,
     };
-    if let Some(side) = pre.resize {
-        let (w, h) = (img.width(), img.height());
-        let (nw, nh) = if w <= h {
-            (
-                side,
-                ((h as u64 * side as u64) / w.max(1) as u64).max(1) as u32,
-            )
-        } else {
-            (
-                ((w as u64 * side as u64) / h.max(1) as u64).max(1) as u32,
-                side,
-            )
-        };
-        if (nw, nh) != (w, h) {
-            img = img.resize_exact(nw, nh, FilterType::Triangle);
-        }
-    }
-    if let Some(side) = pre.center_crop {
-        let (w, h) = (img.width(), img.height());
-        if side > w || side > h {
-            return Err(DatasetError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("center crop {side} is larger than the image ({w}x{h})"),
-            });
-        }
-        img = img.crop_imm((w - side) / 2, (h - side) / 2, side, side);
-    }
-    let channels = match pre.color_mode {
-        ColorMode::Grayscale => 1,
-        ColorMode::Rgb => 3,
-    };
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let raw = match &img {
-        image::DynamicImage::ImageLuma8(b) => b.as_raw().clone(),
-        other => other.to_rgb8().into_raw(),
-    };
-    let norm = |c: usize, v: u8| {
-        let v = v as f64 / 255.0;
-        let mean = pre.mean.get(c).copied().unwrap_or(0.0);
-        let std = pre.std.get(c).copied().unwrap_or(1.0);
-        ((v - mean) / std) as f32
-    };
-    let mut out = vec![0f32; raw.len()];
-    for (i, &v) in raw.iter().enumerate() {
-        let (pixel, c) = (i / channels, i % channels);
-        let at = match pre.layout {
-            TensorLayout::Nhwc => i,
-            TensorLayout::Nchw => c * w * h + pixel,
-        };
-        out[at] = norm(c, v);
-    }
-    let shape = match pre.layout {
-        TensorLayout::Nchw => vec![channels, h, w],
-        TensorLayout::Nhwc => vec![h, w, channels],
-    };
-    Ok((out, shape))
+    let bytes = std::fs::read(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
+    let pre: edgefleet_runtime::image::Preprocessing =
+        serde_json::from_value(serde_json::to_value(pre).expect("preprocessing serializes"))
+            .expect("the API's preprocessing and the runtime's share their JSON");
+    edgefleet_runtime::image::preprocess(&bytes, &pre).map_err(invalid)
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
@@ -194,6 +139,7 @@ fn images_in(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefleet_api::edgemodel::TensorLayout;
 
     fn pre(color_mode: ColorMode, layout: TensorLayout) -> Preprocessing {
         Preprocessing {

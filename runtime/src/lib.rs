@@ -8,6 +8,7 @@
 //! metadata ([`INPUT_SCALE`] …); sessions quantize float inputs and dequantize outputs, so callers
 //! always pass and receive float32.
 
+pub mod image;
 pub mod ort;
 pub mod tract;
 

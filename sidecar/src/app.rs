@@ -27,6 +27,8 @@ pub struct App {
     pub workers: usize,
     /// Intra-op threads per ONNX Runtime session.
     pub threads: usize,
+    /// Preprocessing for models that do not carry it (a plain file).
+    pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
     /// One load at a time.
     loading: tokio::sync::Mutex<()>,
 }
@@ -37,6 +39,8 @@ struct Fetched {
     origin: Origin,
     selftest: Option<SelfTest>,
     runtime: Option<String>,
+    /// The artifact's `dev.edgefleet.preprocessing` (JSON).
+    preprocessing: Option<String>,
 }
 
 /// What a successful load did.
@@ -59,8 +63,10 @@ impl App {
         runtime: RuntimeChoice,
         workers: usize,
         threads: usize,
+        preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
     ) -> Arc<Self> {
         Arc::new(App {
+            preprocessing,
             name,
             slot: Slot::default(),
             metrics: Metrics::default(),
@@ -87,6 +93,11 @@ impl App {
                     source: source.to_string(),
                 },
                 selftest: pulled.selftest,
+                preprocessing: pulled
+                    .artifact
+                    .facts
+                    .as_ref()
+                    .and_then(|f| f.preprocessing.clone()),
                 runtime: pulled.artifact.facts.map(|f| f.runtime),
             });
         }
@@ -110,6 +121,7 @@ impl App {
             bytes,
             selftest,
             runtime: None,
+            preprocessing: None,
         })
     }
 
@@ -158,6 +170,13 @@ impl App {
             });
         }
         let runtime = self.runtime_for(&fetched);
+        let preprocessing = match &fetched.preprocessing {
+            Some(json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|e| format!("the artifact's preprocessing annotation: {e}"))?,
+            ),
+            None => self.preprocessing.clone(),
+        };
         let me = self.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             Loaded::load(LoadRequest {
@@ -167,6 +186,7 @@ impl App {
                 runtime: runtime.as_ref(),
                 workers: me.workers,
                 selftest: fetched.selftest.as_ref(),
+                preprocessing,
             })
         })
         .await

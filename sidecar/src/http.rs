@@ -5,6 +5,7 @@
 use crate::app::App;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    let counted = app.clone();
     Router::new()
         .route(
             "/v2/health/live",
@@ -24,10 +26,47 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/repository/models/{name}/load", post(load))
+        .route("/v1/models/{name}/classify", post(classify))
         .route("/v2/sidecar/status", get(status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let app = counted.clone();
+                async move {
+                // A declared length over the limit is refused before any byte is read; a body
+                // without a length is cut by the limit above while it streams.
+                let declared = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                match declared {
+                    Some(n) if n > max_body_bytes => {
+                        app.metrics.error("bad_request");
+                        error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request body of {n} bytes is over the limit of {max_body_bytes} (--max-body-bytes)"),
+                        )
+                    }
+                    _ => next.run(req).await,
+                }
+                }
+            },
+        ))
         .with_state(app)
+}
+
+/// A body that could not be read (too large, cut off): its status, with a JSON message.
+fn body_error(app: &App, e: BytesRejection) -> Response {
+    app.metrics.error("bad_request");
+    error(
+        e.status(),
+        format!(
+            "request body: {} (at most --max-body-bytes bytes are accepted)",
+            e.body_text()
+        ),
+    )
 }
 
 fn json_ok(v: Value) -> Response {
@@ -152,8 +191,16 @@ pub fn parse_request(
     Ok((id, shape[0], data))
 }
 
-async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn infer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&app, e),
+    };
     let m = match model(&app, &name) {
         Ok(m) => m,
         Err((status, message)) => {
@@ -188,7 +235,87 @@ async fn infer(State(app): State<Arc<App>>, Path(name): Path<String>, body: Byte
     json_ok(response)
 }
 
-async fn load(State(app): State<Arc<App>>, Path(name): Path<String>, body: Bytes) -> Response {
+/// Softmax scores of one output row, the `k` best first.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let mut scored: Vec<(usize, f32)> = exp.iter().map(|e| e / sum).enumerate().collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+/// An encoded image (PNG/JPEG body) in, the top-k classes with softmax scores out.
+async fn classify(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&app, e),
+    };
+    let m = match model(&app, &name) {
+        Ok(m) => m,
+        Err((status, message)) => return error(status, message),
+    };
+    let Some(pre) = m.preprocessing.clone() else {
+        app.metrics.error("bad_request");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this model carries no preprocessing (start with --preprocessing); send tensors to /v2/models/{name}/infer",
+        );
+    };
+    let k = q
+        .get("top")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(5usize)
+        .max(1);
+    let (x, shape) = match edgefleet_runtime::image::preprocess(&body, &pre) {
+        Ok(x) => x,
+        Err(message) => {
+            app.metrics.error("bad_request");
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    if shape != m.sample_shape {
+        app.metrics.error("bad_request");
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the preprocessed image has shape {shape:?}; the model takes {:?} (check the image size against resize/centerCrop)",
+                m.sample_shape
+            ),
+        );
+    }
+    let out = match m.infer(1, x).await {
+        Ok(o) => o,
+        Err(message) => {
+            app.metrics.error("runtime");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, message);
+        }
+    };
+    app.metrics.inferences.inc();
+    app.metrics.latency.observe(started.elapsed().as_secs_f64());
+    let top: Vec<Value> = top_k(&out, k)
+        .into_iter()
+        .map(|(class, score)| json!({"class": class, "score": score}))
+        .collect();
+    json_ok(json!({"model_name": m.name, "model_version": m.origin.digest, "top": top}))
+}
+
+async fn load(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&app, e),
+    };
     if name != app.name {
         return error(
             StatusCode::NOT_FOUND,
@@ -251,6 +378,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_k_is_softmax_best_first() {
+        let t = top_k(&[1.0, 3.0, 2.0], 2);
+        assert_eq!(t.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+        let all: f32 = top_k(&[1.0, 3.0, 2.0], 3).iter().map(|x| x.1).sum();
+        assert!((all - 1.0).abs() < 1e-6);
+    }
 
     #[test]
     fn requests_are_checked_against_the_model() {

@@ -61,6 +61,10 @@ enum Command {
         /// Docker config.json with registry credentials.
         #[arg(long, env = "EDGEFLEET_REGISTRY_CONFIG")]
         registry_config: Option<PathBuf>,
+        /// Preprocessing (the EdgeModel's JSON) for the image endpoint when the model does not
+        /// carry it, e.g. '{"colorMode":"grayscale","mean":[0.286],"std":[0.353]}'.
+        #[arg(long)]
+        preprocessing: Option<String>,
     },
 }
 
@@ -83,7 +87,12 @@ async fn main() -> anyhow::Result<()> {
         cache,
         plain_http,
         registry_config,
+        preprocessing,
     } = Args::parse().command;
+    let preprocessing = preprocessing
+        .map(|p| serde_json::from_str(&p))
+        .transpose()
+        .context("--preprocessing")?;
     let credentials = match &registry_config {
         Some(p) => edgefleet_artifact::DockerConfig::load(p)?,
         None => Default::default(),
@@ -95,7 +104,15 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let cache = edgefleet_artifact::Cache::open(&cache)
         .with_context(|| format!("opening the cache {}", cache.display()))?;
-    let app = App::new(name, registry, cache, runtime, workers, threads);
+    let app = App::new(
+        name,
+        registry,
+        cache,
+        runtime,
+        workers,
+        threads,
+        preprocessing,
+    );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

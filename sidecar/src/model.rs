@@ -40,6 +40,8 @@ pub struct Loaded {
     pub load_time: Duration,
     /// Self-test samples that passed (0 when the model carried none).
     pub selftest_passed: usize,
+    /// How encoded images become input (`/v1/models/{name}/classify`), when known.
+    pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
     sessions: Mutex<Vec<Box<dyn Session>>>,
     available: tokio::sync::Semaphore,
 }
@@ -63,6 +65,7 @@ pub struct LoadRequest<'a> {
     /// Sessions in the pool: how many requests run at once.
     pub workers: usize,
     pub selftest: Option<&'a SelfTest>,
+    pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
 }
 
 impl Loaded {
@@ -150,6 +153,7 @@ impl Loaded {
             classes,
             load_time: started.elapsed(),
             selftest_passed: passed,
+            preprocessing: req.preprocessing,
             sessions: Mutex::new(sessions),
             available: tokio::sync::Semaphore::new(workers),
         })

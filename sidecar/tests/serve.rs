@@ -110,6 +110,35 @@ impl Sidecar {
     }
 }
 
+/// A POST announcing `length` body bytes and sending none: the server must answer from the
+/// header alone. Returns (status, body).
+fn raw_post(base: &str, path: &str, length: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
 fn direct(model: &Path, data: &[f32]) -> Vec<f32> {
     let bytes = std::fs::read(model).unwrap();
     let info = ModelInfo::parse(&bytes).unwrap();
@@ -129,8 +158,12 @@ fn floats(v: &Value) -> Vec<f32> {
 
 #[tokio::test]
 async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
-    let sidecar =
-        Sidecar::start(fixture().to_str().unwrap(), &["--max-body-bytes", "200000"]).await;
+    let pre = r#"{"colorMode":"grayscale","mean":[0.286],"std":[0.353],"layout":"NCHW"}"#;
+    let sidecar = Sidecar::start(
+        fixture().to_str().unwrap(),
+        &["--max-body-bytes", "200000", "--preprocessing", pre],
+    )
+    .await;
     let meta = sidecar.get("/v2/models/fashion").await;
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, 1, 28, 28]));
     assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
@@ -182,12 +215,60 @@ async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
         s == 404 && e["error"].as_str().unwrap().contains("\"fashion\""),
         "{e}"
     );
-    // 30 samples of text JSON are over the 200 kB limit given at start.
-    let (s, _) = sidecar.infer(30, &inputs(30, 3)).await;
-    assert_eq!(s, 413);
+    // A body over the 200 kB limit given at start: refused from its Content-Length, before
+    // it is read (a raw request, so the client does not race the early answer).
+    let (status, text) = raw_post(&sidecar.base, "/v2/models/fashion/infer", 10_000_000);
+    assert_eq!(status, 413, "{text}");
+    assert!(
+        text.contains("10000000 bytes is over the limit of 200000"),
+        "{text}"
+    );
     // Nothing got stuck: the next good request is served.
     let (s, _) = sidecar.infer(1, &inputs(1, 9)).await;
     assert_eq!(s, 200);
+
+    // An encoded image: preprocessed as the model expects, top-k with softmax scores, the same
+    // class the runtime gives on the same preprocessing.
+    let png = |w: u32, h: u32| {
+        let img =
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 7 + y * 3) % 256) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let classify = |body: Vec<u8>| {
+        let s = &sidecar;
+        async move {
+            let r = s
+                .client
+                .post(s.url("/v1/models/fashion/classify?top=3"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, out) = classify(png(28, 28)).await;
+    assert_eq!(s, 200, "{out}");
+    let top = out["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let (x, _) =
+        edgefleet_runtime::image::preprocess(&png(28, 28), &serde_json::from_str(pre).unwrap())
+            .unwrap();
+    assert_eq!(top[0]["class"], argmax(&direct(&fixture(), &x)));
+    assert!(top[0]["score"].as_f64().unwrap() >= top[1]["score"].as_f64().unwrap());
+    let (s, e) = classify(b"GIF89a not an image".to_vec()).await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap().contains("cannot decode image"),
+        "{e}"
+    );
+    let (s, e) = classify(png(32, 32)).await;
+    assert!(
+        s == 400 && e["error"].as_str().unwrap().contains("[1, 32, 32]"),
+        "{e}"
+    );
+
     let metrics = sidecar
         .client
         .get(sidecar.url("/metrics"))
@@ -198,11 +279,11 @@ async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("edgefleet_sidecar_errors_total{kind=\"bad_request\"} 4"),
+        metrics.contains("edgefleet_sidecar_errors_total{kind=\"bad_request\"} 7"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("edgefleet_sidecar_inferences_total 4"),
+        metrics.contains("edgefleet_sidecar_inferences_total 5"),
         "{metrics}"
     );
 }
