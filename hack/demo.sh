@@ -14,8 +14,8 @@ eval "$(bash hack/up.sh)"
 echo "KUBECONFIG=$KUBECONFIG  EDGEFLEET_REGISTRY=$EDGEFLEET_REGISTRY"
 kubectl version 2>/dev/null | grep -i server
 
-step "2. build the operator, the optimizer and the test-only node emulator; install the CRDs"
-cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin node-emulator
+step "2. build the operator, the optimizer, the sidecar and the test-only node emulator; install the CRDs"
+cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar --bin node-emulator
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s crd/edgemodels.edgefleet.dev crd/deviceclasses.edgefleet.dev >/dev/null
 kubectl get crd -l '!none' -o name | grep edgefleet
@@ -72,24 +72,36 @@ step "7. what the registry holds (read back by digest)"
 ref=$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact.reference}')
 ./target/debug/edgefleet-optimizer inspect "$ref" --plain-http "$EDGEFLEET_REGISTRY"
 
-step "8. the same inputs under another name: reused, no new Job"
+step "8. serve it: the sidecar pulls the artifact by digest, verifies it and self-tests it"
+sidecar_log=$(mktemp -t edgefleet-sidecar.XXXXXX.log)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./target/debug/edgefleet-sidecar serve --model "oci://$ref" --name fashion-mnist --listen "127.0.0.1:$port" \
+  --cache "$(mktemp -d -t edgefleet-sidecar-cache.XXXXXX)" --plain-http "$EDGEFLEET_REGISTRY" >"$sidecar_log" 2>&1 &
+sidecar=$!
+until curl -fsS "127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1; do sleep 0.2; done
+curl -fsS "127.0.0.1:$port/v2/sidecar/status" | python3 -m json.tool
+body=$(python3 -c 'import json; print(json.dumps({"inputs":[{"name":"input","datatype":"FP32","shape":[1,1,28,28],"data":[0.0]*784}]}))')
+curl -fsS "127.0.0.1:$port/v2/models/fashion-mnist/infer" -d "$body" | python3 -c 'import json,sys; r=json.load(sys.stdin); o=r["outputs"][0]; print("infer:", o["shape"], "top-1 class", max(range(10), key=lambda i: o["data"][i]))'
+kill -TERM "$sidecar"; wait "$sidecar" || true
+
+step "9. the same inputs under another name: reused, no new Job"
 sed 's/name: fashion-mnist$/name: fashion-mnist-copy/' "$example" | kubectl apply -n "$ns" -f -
 kubectl wait -n "$ns" edgemodel/fashion-mnist-copy --for condition=Published --timeout=60s >/dev/null
 kubectl get -n "$ns" edgemodels
 kubectl get -n "$ns" jobs
 kubectl get -n "$ns" events --field-selector involvedObject.name=fashion-mnist-copy,reason=Reused -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
-step "9. a malformed manifest is refused at admission, naming the field"
+step "10. a malformed manifest is refused at admission, naming the field"
 for bad in steps-decreasing source-url-no-sha floor-above-one; do
   kubectl apply -n "$ns" -f "tests/manifests/invalid/$bad.yaml" 2>&1 | sed 's/^/  /' || true
 done
 
-step "10. delete the EdgeModels: the finalizer deletes their Jobs, then the objects are gone"
+step "11. delete the EdgeModels: the finalizer deletes their Jobs, then the objects are gone"
 kubectl delete -n "$ns" edgemodel fashion-mnist fashion-mnist-copy --wait=true
 kubectl get -n "$ns" jobs 2>&1 | sed 's/^/  /' 
 kubectl get -n "$ns" events --field-selector involvedObject.name=fashion-mnist,reason=Deleted -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
-step "11. stop the operator with SIGTERM: it drains and releases its lease"
+step "12. stop the operator with SIGTERM: it drains and releases its lease"
 kill -TERM "$operator"
 wait "$operator" || true
 kill -INT "$node" 2>/dev/null || true

@@ -136,8 +136,20 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
         let _ground = ground(&client, &ns, &optimizer);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        // The registry outlives test runs: a time budget of this run's own makes the inputs new,
+        // so the first EdgeModel really optimizes (and the patches below do not hit artifacts
+        // an earlier run published).
+        let budget = 1200
+            + (std::process::id() as u64 * 7
+                + std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs())
+                % 3000;
+        let unique = move |doc: &mut serde_yaml_ng::Value| {
+            doc["spec"]["optimization"]["timeBudget"] = format!("{budget}s").into();
+        };
         let started = std::time::Instant::now();
-        apply(&ns, &example("fashion-mnist", |_| {}));
+        apply(&ns, &example("fashion-mnist", unique));
 
         // A Job appears, owned by the EdgeModel, with the optimizer's command.
         let job = eventually(Duration::from_secs(60), || async {
@@ -215,7 +227,7 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
         eprintln!("kubectl apply → Published in {published_after:?}");
 
         // Identical inputs under another name: reused, no Job.
-        apply(&ns, &example("fashion-mnist-again", |_| {}));
+        apply(&ns, &example("fashion-mnist-again", unique));
         let again = eventually(Duration::from_secs(60), || async {
             let m = models.get("fashion-mnist-again").await?;
             match condition(&m, types::PUBLISHED) {
@@ -247,7 +259,7 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
             .patch(
                 "fashion-mnist",
                 &PatchParams::default(),
-                &Patch::Merge(&patch("19m")),
+                &Patch::Merge(&patch(&format!("{}s", budget - 60))),
             )
             .await?;
         let second = eventually(Duration::from_secs(60), || async {
@@ -263,7 +275,7 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
             .patch(
                 "fashion-mnist",
                 &PatchParams::default(),
-                &Patch::Merge(&patch("18m")),
+                &Patch::Merge(&patch(&format!("{}s", budget - 120))),
             )
             .await?;
         eventually(Duration::from_secs(60), || async {
