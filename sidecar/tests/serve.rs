@@ -98,6 +98,18 @@ impl Sidecar {
         )
     }
 
+    /// The Prometheus text of `/metrics`.
+    async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn get(&self, path: &str) -> Value {
         self.client
             .get(self.url(path))
@@ -269,15 +281,7 @@ async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
         "{e}"
     );
 
-    let metrics = sidecar
-        .client
-        .get(sidecar.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sidecar.metrics().await;
     assert!(
         metrics.contains("edgefleet_sidecar_errors_total{kind=\"bad_request\"} 7"),
         "{metrics}"
@@ -392,15 +396,7 @@ async fn twenty_hot_swaps_under_load_fail_no_request_and_a_bad_model_is_refused(
             .unwrap()
             .contains("junk.onnx")
     );
-    let metrics = sidecar
-        .client
-        .get(sidecar.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sidecar.metrics().await;
     assert!(
         metrics.contains("edgefleet_sidecar_refused_loads_total 1"),
         "{metrics}"
