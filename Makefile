@@ -69,5 +69,9 @@ bench-artifact: ## Artifact bytes over the air per technique, pull throughput, r
 bench-optimizer: ## Optimizer per technique vs fp32 and ONNX Runtime's quantizers; writes bench-results/optimizer.json
 	hack/bench-optimizer.sh
 
+.PHONY: bench-sidecar
+bench-sidecar: ## Sidecar vs in-process runtime latency, throughput, cold start, RSS, binary size; writes bench-results/sidecar.json
+	hack/bench-sidecar.sh
+
 demo: ## End to end on the local test ground: what edgefleet does today
 	@bash hack/demo.sh

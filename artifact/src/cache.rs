@@ -51,6 +51,16 @@ impl Lease {
     }
 }
 
+/// What [`Cache::lease_verified`] found.
+#[derive(Debug)]
+pub enum Cached {
+    /// Present and intact.
+    Hit(Lease),
+    Missing,
+    /// Present but its content no longer matches its digest; it has been removed.
+    Corrupt,
+}
+
 /// A download in progress, locked by this process.
 #[derive(Debug)]
 pub struct Partial {
@@ -156,6 +166,33 @@ impl Cache {
             path,
             digest: digest.clone(),
         }))
+    }
+
+    /// Like [`Cache::lease`], and re-checks the blob's sha256 first: a blob altered on disk
+    /// (bit rot, a stray write) is removed and reported as [`Cached::Corrupt`] so the caller
+    /// fetches it again instead of loading it.
+    pub fn lease_verified(&self, digest: &Digest) -> Result<Cached> {
+        let Some(lease) = self.lease(digest)? else {
+            return Ok(Cached::Missing);
+        };
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut f = &lease.file;
+        io(&lease.path, f.seek(SeekFrom::Start(0)))?;
+        loop {
+            let n = io(&lease.path, f.read(&mut buf))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let actual = Digest::from_hasher(hasher);
+        if &actual == digest {
+            return Ok(Cached::Hit(lease));
+        }
+        tracing::warn!(path = %lease.path.display(), %digest, %actual, "corrupt cache entry removed; it will be fetched again");
+        let _ = fs::remove_file(&lease.path);
+        Ok(Cached::Corrupt)
     }
 
     /// Verifies `bytes` against `digest` and stores them (temp file + rename).

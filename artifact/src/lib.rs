@@ -23,7 +23,7 @@ pub use auth::{Credentials, DockerConfig};
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
-pub use cache::{Cache, GcPolicy, GcReport, Lease};
+pub use cache::{Cache, Cached, GcPolicy, GcReport, Lease};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use manifest::{Artifact, Facts, ModelLayer, Packed, pack, unpack};

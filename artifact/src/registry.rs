@@ -3,7 +3,7 @@
 //! chunks; pulls are by digest only, every blob is checked against its sha256 before it enters
 //! the [`Cache`], and an interrupted download resumes with an HTTP Range request.
 
-use crate::cache::Partial;
+use crate::cache::{Cached, Partial};
 use crate::manifest::{Artifact, FileArtifact, ModelConfig, Packed, apply_config, unpack};
 use crate::{Cache, Credentials, Digest, DockerConfig, Error, Lease, Result, SelfTest, media};
 use futures::StreamExt;
@@ -73,6 +73,8 @@ pub struct PullStats {
     pub cached_blobs: usize,
     /// Download attempts that failed and were retried.
     pub retries: u32,
+    /// Cached blobs whose content no longer matched their digest: removed and fetched again.
+    pub corrupt_blobs: usize,
 }
 
 /// A pulled, verified artifact.
@@ -359,13 +361,29 @@ impl Registry {
         };
         let digest: Digest = digest.parse()?;
         let what = format!("manifest {reference}");
-        let bytes = match cache.lease(&digest)? {
-            Some(lease) => {
+        let bytes = match cache.lease_verified(&digest)? {
+            Cached::Hit(lease) => {
                 stats.cached_blobs += 1;
                 lease.read()?
             }
-            None => {
-                let (_, _, bytes) = self.manifest(reference).await?;
+            missing => {
+                if matches!(missing, Cached::Corrupt) {
+                    stats.corrupt_blobs += 1;
+                }
+                let mut attempt = 0;
+                let bytes = loop {
+                    match self.manifest(reference).await {
+                        Ok((_, _, bytes)) => break bytes,
+                        Err(e) if e.is_transient() && attempt + 1 < self.options.attempts => {
+                            attempt += 1;
+                            stats.retries += 1;
+                            let delay = self.options.backoff * 2u32.pow(attempt - 1);
+                            tracing::warn!(%what, attempt, ?delay, error = %e, "manifest fetch failed; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 cache.put(&digest, &bytes, &what)?;
                 bytes
             }
@@ -410,8 +428,6 @@ impl Registry {
                 ),
             });
         };
-        self.login(&self.single, &r, RegistryOperation::Pull)
-            .await?;
         let blob = self.fetch(&r, layer, "layer", cache, &mut stats).await?;
         if !layer.media_type.ends_with("+zstd") {
             return Ok((digest, blob, stats));
@@ -451,8 +467,6 @@ impl Registry {
         let (r, digest, manifest_bytes) =
             self.pinned_manifest(reference, cache, &mut stats).await?;
         let mut artifact = unpack(reference, digest, &manifest_bytes)?;
-        self.login(&self.single, &r, RegistryOperation::Pull)
-            .await?;
         let config_desc = artifact.manifest.config.clone();
         let config = self
             .fetch(&r, &config_desc, "config", cache, &mut stats)
@@ -503,7 +517,7 @@ impl Registry {
     /// Stores the uncompressed model under its own digest (the config's diff_id, checked).
     fn decompress(&self, artifact: &Artifact, blob: &Lease, cache: &Cache) -> Result<Lease> {
         if let Some(d) = &artifact.model.diff_id
-            && let Some(lease) = cache.lease(d)?
+            && let Cached::Hit(lease) = cache.lease_verified(d)?
         {
             return Ok(lease);
         }
@@ -537,6 +551,17 @@ impl Registry {
     ) -> Result<Lease> {
         let digest = d.digest()?;
         let what = format!("{what} {digest} of {}", r.whole());
+        match cache.lease_verified(&digest)? {
+            Cached::Hit(lease) => {
+                stats.cached_blobs += 1;
+                return Ok(lease);
+            }
+            Cached::Corrupt => stats.corrupt_blobs += 1,
+            Cached::Missing => {}
+        }
+        // Only a blob the cache lacks needs the registry: a pull served from the cache works
+        // with no network at all.
+        let mut logged_in = false;
         let mut attempt = 0;
         loop {
             if let Some(lease) = cache.lease(&digest)? {
@@ -553,7 +578,21 @@ impl Registry {
                 stats.cached_blobs += 1;
                 return Ok(lease);
             }
-            match self.download(r, d, partial, &what, cache, stats).await {
+            let result = match logged_in {
+                true => self.download(r, d, partial, &what, cache, stats).await,
+                false => match self.login(&self.single, r, RegistryOperation::Pull).await {
+                    Ok(()) => {
+                        logged_in = true;
+                        self.download(r, d, partial, &what, cache, stats).await
+                    }
+                    Err(e) => {
+                        // Keep what an earlier attempt downloaded: only the lock is released.
+                        drop(partial);
+                        Err(e)
+                    }
+                },
+            };
+            match result {
                 Ok(lease) => return Ok(lease),
                 Err(e) if e.is_transient() && attempt + 1 < self.options.attempts => {
                     attempt += 1;

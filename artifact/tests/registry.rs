@@ -152,6 +152,65 @@ async fn round_trip_skips_known_blobs_and_serves_again_from_cache() {
 }
 
 #[tokio::test]
+async fn a_cached_artifact_needs_no_registry_and_a_corrupt_cache_entry_is_fetched_again() {
+    let mut reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let model = fixture_model();
+    let packed = pack_model(&model, Compression::Zstd);
+    // Retries on: the first request after the restart may meet a pooled connection to the
+    // registry process that is gone.
+    let registry = Registry::new(RegistryOptions {
+        attempts: 3,
+        backoff: Duration::from_millis(50),
+        ..plain(&reg.addr)
+    })
+    .unwrap();
+    let pushed = registry
+        .push(&format!("{}/models/offline", reg.addr), &packed)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let first = registry
+        .pull_for_device(&pushed.reference, &cache)
+        .await
+        .unwrap();
+    let model_path = first.model.path().to_path_buf();
+    drop(first);
+
+    // No registry at all: everything comes from the cache, not one request is tried.
+    reg.stop();
+    let offline = registry
+        .pull_for_device(&pushed.reference, &cache)
+        .await
+        .unwrap();
+    assert_eq!(offline.stats.fetched_bytes, 0);
+    assert_eq!(offline.model.read().unwrap(), model);
+    drop(offline);
+
+    // Bytes altered on the device's disk: the layer is fetched again, the model rebuilt.
+    reg.restart().unwrap();
+    let layer = packed.layers[0].descriptor.clone();
+    let layer_path = cache.path_of(&layer.digest.parse().unwrap());
+    let mut bytes = std::fs::read(&layer_path).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&layer_path, &bytes).unwrap();
+    let mut raw = std::fs::read(&model_path).unwrap();
+    raw[100] ^= 0xff;
+    std::fs::write(&model_path, &raw).unwrap();
+    let repaired = registry
+        .pull_for_device(&pushed.reference, &cache)
+        .await
+        .unwrap();
+    assert_eq!(repaired.stats.corrupt_blobs, 1, "the compressed layer");
+    assert_eq!(repaired.stats.fetched_bytes, layer.size);
+    assert_eq!(
+        repaired.model.read().unwrap(),
+        model,
+        "the corrupt uncompressed model is rebuilt, not served"
+    );
+}
+
+#[tokio::test]
 async fn large_blobs_go_in_chunks() {
     let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
     let model = noise(9 << 20); // over the 4 MiB chunk size: at least three PATCH requests

@@ -43,6 +43,52 @@ struct Fetched {
     preprocessing: Option<String>,
 }
 
+/// Why a model was not put in service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotLoaded {
+    pub reason: String,
+    /// Network or registry trouble: the same model may load later. Otherwise the model itself
+    /// was refused (verification, load or self-test) and trying it again cannot help.
+    pub transient: bool,
+    /// It loaded but failed its self-test.
+    pub selftest_failed: bool,
+}
+
+impl NotLoaded {
+    fn refused(reason: impl Into<String>) -> Self {
+        NotLoaded {
+            reason: reason.into(),
+            transient: false,
+            selftest_failed: false,
+        }
+    }
+}
+
+impl std::fmt::Display for NotLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<edgefleet_artifact::Error> for NotLoaded {
+    fn from(e: edgefleet_artifact::Error) -> Self {
+        let transient = e.is_transient() || matches!(e, edgefleet_artifact::Error::NotFound { .. });
+        NotLoaded {
+            reason: e.to_string(),
+            transient,
+            selftest_failed: false,
+        }
+    }
+}
+
+/// The last model this sidecar served from a registry, kept next to the cache so that a
+/// restart with no network serves it again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LastGood {
+    pub source: String,
+    pub digest: String,
+}
+
 /// What a successful load did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Swapped {
@@ -79,15 +125,14 @@ impl App {
         })
     }
 
-    async fn fetch(&self, source: &str) -> Result<Fetched, String> {
+    async fn fetch(&self, source: &str) -> Result<Fetched, NotLoaded> {
         if let Some(reference) = source.strip_prefix("oci://") {
             let pulled = self
                 .registry
                 .pull_for_device(reference, &self.cache)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             return Ok(Fetched {
-                bytes: pulled.model.read().map_err(|e| e.to_string())?,
+                bytes: pulled.model.read()?,
                 origin: Origin {
                     digest: pulled.artifact.digest.to_string(),
                     source: source.to_string(),
@@ -105,14 +150,17 @@ impl App {
         let path = Path::new(source);
         let (file, selftest) = if path.is_dir() {
             let st = match std::fs::read(path.join("selftest.json")) {
-                Ok(b) => Some(SelfTest::from_json(&b).map_err(|e| e.to_string())?),
+                Ok(b) => {
+                    Some(SelfTest::from_json(&b).map_err(|e| NotLoaded::refused(e.to_string()))?)
+                }
                 Err(_) => None,
             };
             (path.join("model.onnx"), st)
         } else {
             (PathBuf::from(path), None)
         };
-        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let bytes = std::fs::read(&file)
+            .map_err(|e| NotLoaded::refused(format!("{}: {e}", file.display())))?;
         Ok(Fetched {
             origin: Origin {
                 digest: Digest::of(&bytes).to_string(),
@@ -143,19 +191,54 @@ impl App {
 
     /// Fetches, verifies, loads and self-tests `source`, then swaps it in. On any failure the
     /// current model keeps serving and the reason is kept in the status.
-    pub async fn load(self: &Arc<Self>, source: &str) -> Result<Swapped, String> {
+    pub async fn load(self: &Arc<Self>, source: &str) -> Result<Swapped, NotLoaded> {
         let _one = self.loading.lock().await;
         let result = self.load_locked(source).await;
-        if let Err(reason) = &result {
-            self.metrics.refused.inc();
-            self.metrics.error("load");
-            self.slot.refused(reason.clone());
-            tracing::warn!(%source, %reason, "model refused; the current model keeps serving");
+        match &result {
+            Err(e) => {
+                self.metrics.refused.inc();
+                self.metrics.error("load");
+                self.slot.refused(e.reason.clone());
+                tracing::warn!(%source, reason = %e.reason, transient = e.transient, "model not loaded; the current model keeps serving");
+            }
+            Ok(s) if !s.unchanged && source.starts_with("oci://") => {
+                let record = LastGood {
+                    source: source.to_string(),
+                    digest: s.digest.clone(),
+                };
+                if let Err(e) = self.remember(&record) {
+                    tracing::warn!(error = %e, "cannot record the last good model; a restart without network will not find it");
+                }
+            }
+            Ok(_) => {}
         }
         result
     }
 
-    async fn load_locked(self: &Arc<Self>, source: &str) -> Result<Swapped, String> {
+    fn last_good_path(&self) -> PathBuf {
+        self.cache
+            .root()
+            .join("sidecar")
+            .join(format!("{}.json", self.name))
+    }
+
+    /// Writes the last-good record (temp file + rename: never half written).
+    fn remember(&self, record: &LastGood) -> std::io::Result<()> {
+        let path = self.last_good_path();
+        let dir = path.parent().expect("has a parent");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{}.{}", self.name, std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(record).expect("serializes"))?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// The model this sidecar last put in service from a registry, if it recorded one.
+    pub fn last_good(&self) -> Option<LastGood> {
+        let bytes = std::fs::read(self.last_good_path()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    async fn load_locked(self: &Arc<Self>, source: &str) -> Result<Swapped, NotLoaded> {
         let fetched = self.fetch(source).await?;
         if let Some(current) = self.slot.current()
             && current.origin.digest == fetched.origin.digest
@@ -171,10 +254,9 @@ impl App {
         }
         let runtime = self.runtime_for(&fetched);
         let preprocessing = match &fetched.preprocessing {
-            Some(json) => Some(
-                serde_json::from_str(json)
-                    .map_err(|e| format!("the artifact's preprocessing annotation: {e}"))?,
-            ),
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                NotLoaded::refused(format!("the artifact's preprocessing annotation: {e}"))
+            })?),
             None => self.preprocessing.clone(),
         };
         let me = self.clone();
@@ -190,8 +272,11 @@ impl App {
             })
         })
         .await
-        .map_err(|e| format!("load task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| NotLoaded::refused(format!("load task failed: {e}")))?
+        .map_err(|e| NotLoaded {
+            selftest_failed: matches!(e, crate::model::LoadError::SelfTest { .. }),
+            ..NotLoaded::refused(e.to_string())
+        })?;
         let labels = ModelLabels {
             name: self.name.clone(),
             digest: loaded.origin.digest.clone(),

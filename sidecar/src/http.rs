@@ -135,13 +135,41 @@ fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), String> {
     }
 }
 
-/// Checks an OIP request against the model; returns the batch and the flat data.
+/// The header of the binary tensor data extension: the JSON part's length.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// A checked inference request.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    pub id: Value,
+    pub batch: usize,
+    pub data: Vec<f32>,
+    /// The caller asked for the output as binary data (`parameters.binary_data_output` or the
+    /// output's `parameters.binary_data`).
+    pub binary_output: bool,
+}
+
+/// Checks an OIP request against the model. With `header_length` (the binary tensor data
+/// extension) the body is that many bytes of JSON followed by the raw little-endian tensor
+/// that `inputs[0].parameters.binary_data_size` announces.
 pub fn parse_request(
     body: &[u8],
+    header_length: Option<usize>,
     input: &str,
     sample_shape: &[usize],
-) -> Result<(Value, usize, Vec<f32>), String> {
-    let req: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+) -> Result<Request, String> {
+    let (json_part, binary) = match header_length {
+        Some(n) if n > body.len() => {
+            return Err(format!(
+                "Inference-Header-Content-Length is {n} but the body holds {} bytes",
+                body.len()
+            ));
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let req: Value =
+        serde_json::from_slice(json_part).map_err(|e| format!("malformed JSON: {e}"))?;
     let inputs = req["inputs"]
         .as_array()
         .ok_or("the request has no \"inputs\" array")?;
@@ -178,22 +206,70 @@ pub fn parse_request(
             want.join(", ")
         ));
     }
-    let mut data = Vec::new();
-    flatten(&tensor["data"], &mut data).map_err(|e| format!("inputs[0].{e}"))?;
     let expected: usize = shape.iter().product();
-    if data.len() != expected {
-        return Err(format!(
-            "inputs[0].data holds {} values; shape {shape:?} needs {expected}",
-            data.len()
-        ));
-    }
-    let id = req.get("id").cloned().unwrap_or(Value::Null);
-    Ok((id, shape[0], data))
+    let data = match tensor["parameters"].get("binary_data_size") {
+        Some(size) => {
+            let size = size
+                .as_u64()
+                .ok_or("inputs[0].parameters.binary_data_size must be a byte count")?
+                as usize;
+            if size != expected * 4 {
+                return Err(format!(
+                    "inputs[0].parameters.binary_data_size is {size}; shape {shape:?} of FP32 needs {} bytes",
+                    expected * 4
+                ));
+            }
+            if binary.len() != size {
+                return Err(format!(
+                    "inputs[0] announces {size} bytes of binary data; the body carries {} after the JSON header{}",
+                    binary.len(),
+                    if header_length.is_none() {
+                        " (set Inference-Header-Content-Length)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            binary
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        }
+        None => {
+            if !binary.is_empty() {
+                return Err(format!(
+                    "{} bytes follow the JSON header but inputs[0].parameters.binary_data_size is not set",
+                    binary.len()
+                ));
+            }
+            let mut data = Vec::new();
+            flatten(&tensor["data"], &mut data).map_err(|e| format!("inputs[0].{e}"))?;
+            if data.len() != expected {
+                return Err(format!(
+                    "inputs[0].data holds {} values; shape {shape:?} needs {expected}",
+                    data.len()
+                ));
+            }
+            data
+        }
+    };
+    let binary_output = req["parameters"]["binary_data_output"].as_bool() == Some(true)
+        || req["outputs"]
+            .as_array()
+            .and_then(|o| o.first())
+            .is_some_and(|o| o["parameters"]["binary_data"].as_bool() == Some(true));
+    Ok(Request {
+        id: req.get("id").cloned().unwrap_or(Value::Null),
+        batch: shape[0],
+        data,
+        binary_output,
+    })
 }
 
 async fn infer(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -208,14 +284,29 @@ async fn infer(
             return error(status, message);
         }
     };
-    let (id, batch, data) = match parse_request(&body, &m.input, &m.sample_shape) {
+    let header_length = match headers
+        .get(HEADER_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()))
+    {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => {
+            app.metrics.error("bad_request");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Inference-Header-Content-Length must be a byte count",
+            );
+        }
+    };
+    let request = match parse_request(&body, header_length, &m.input, &m.sample_shape) {
         Ok(x) => x,
         Err(message) => {
             app.metrics.error("bad_request");
             return error(StatusCode::BAD_REQUEST, message);
         }
     };
-    let outputs = match m.infer(batch, data).await {
+    let (id, batch) = (request.id, request.batch);
+    let outputs = match m.infer(batch, request.data).await {
         Ok(o) => o,
         Err(message) => {
             app.metrics.error("runtime");
@@ -226,13 +317,36 @@ async fn infer(
     let mut response = json!({
         "model_name": m.name,
         "model_version": m.origin.digest,
-        "outputs": [{"name": "output", "datatype": "FP32", "shape": [batch, m.classes], "data": outputs}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [batch, m.classes]}],
     });
     if !id.is_null() {
         response["id"] = id;
     }
-    app.metrics.latency.observe(started.elapsed().as_secs_f64());
-    json_ok(response)
+    if !request.binary_output {
+        response["outputs"][0]["data"] = json!(outputs);
+        app.metrics.answered(started.elapsed().as_secs_f64());
+        return json_ok(response);
+    }
+    response["outputs"][0]["parameters"] = json!({"binary_data_size": outputs.len() * 4});
+    let mut body = serde_json::to_vec(&response).expect("serializes");
+    let header = body.len();
+    body.extend(outputs.iter().flat_map(|v| v.to_le_bytes()));
+    app.metrics.answered(started.elapsed().as_secs_f64());
+    (
+        StatusCode::OK,
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static(HEADER_LENGTH),
+                header.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Softmax scores of one output row, the `k` best first.
@@ -260,7 +374,10 @@ async fn classify(
     };
     let m = match model(&app, &name) {
         Ok(m) => m,
-        Err((status, message)) => return error(status, message),
+        Err((status, message)) => {
+            app.metrics.error("unknown_model");
+            return error(status, message);
+        }
     };
     let Some(pre) = m.preprocessing.clone() else {
         app.metrics.error("bad_request");
@@ -299,7 +416,7 @@ async fn classify(
         }
     };
     app.metrics.inferences.inc();
-    app.metrics.latency.observe(started.elapsed().as_secs_f64());
+    app.metrics.answered(started.elapsed().as_secs_f64());
     let top: Vec<Value> = top_k(&out, k)
         .into_iter()
         .map(|(class, score)| json!({"class": class, "score": score}))
@@ -390,9 +507,12 @@ mod tests {
     #[test]
     fn requests_are_checked_against_the_model() {
         let ok = br#"{"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1, 2], "data": [[1, 2], [3, 4.5]]}]}"#;
-        let (id, batch, data) = parse_request(ok, "x", &[1, 2]).unwrap();
-        assert_eq!((id, batch, data), (json!("a"), 2, vec![1.0, 2.0, 3.0, 4.5]));
-        let bad = |body: &str| parse_request(body.as_bytes(), "x", &[1, 2]).unwrap_err();
+        let r = parse_request(ok, None, "x", &[1, 2]).unwrap();
+        assert_eq!(
+            (r.id, r.batch, r.data, r.binary_output),
+            (json!("a"), 2, vec![1.0, 2.0, 3.0, 4.5], false)
+        );
+        let bad = |body: &str| parse_request(body.as_bytes(), None, "x", &[1, 2]).unwrap_err();
         assert!(bad("{").contains("malformed JSON"));
         assert!(bad(r#"{"inputs": []}"#).contains("one input"));
         assert!(bad(r#"{"inputs": [{"name": "y", "datatype": "FP32", "shape": [1,1,2], "data": [1,2]}]}"#).contains("the model's input is \"x\""));
@@ -405,5 +525,29 @@ mod tests {
             .contains("holds 1 values")
         );
         assert!(bad(r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1,1,2], "data": [1, "a"]}]}"#).contains("numbers"));
+    }
+
+    #[test]
+    fn binary_tensors_follow_the_json_header() {
+        let header = br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 2], "parameters": {"binary_data_size": 8}}], "outputs": [{"name": "output", "parameters": {"binary_data": true}}]}"#;
+        let mut body = header.to_vec();
+        body.extend([1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()));
+        let r = parse_request(&body, Some(header.len()), "x", &[1, 2]).unwrap();
+        assert_eq!(
+            (r.batch, r.data, r.binary_output),
+            (1, vec![1.5, -2.0], true)
+        );
+        let err =
+            |body: &[u8], len: Option<usize>| parse_request(body, len, "x", &[1, 2]).unwrap_err();
+        assert!(err(&body[..body.len() - 1], Some(header.len())).contains("carries 7"));
+        assert!(err(&body, None).contains("malformed JSON"));
+        assert!(err(header, None).contains("set Inference-Header-Content-Length"));
+        assert!(err(&body, Some(body.len() + 1)).contains("holds"));
+        let wrong_size = br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 2], "parameters": {"binary_data_size": 4}}]}"#;
+        assert!(err(wrong_size, Some(wrong_size.len())).contains("needs 8 bytes"));
+        let json_only = br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 2], "data": [1, 2]}]}"#;
+        let mut trailing = json_only.to_vec();
+        trailing.extend([0u8; 8]);
+        assert!(err(&trailing, Some(json_only.len())).contains("binary_data_size is not set"));
     }
 }

@@ -4,10 +4,12 @@
 //! new models over the air without failing a request. It depends on the shared `api`,
 //! `artifact` and `runtime` crates only, never on the operator or the optimizer.
 
+mod agent;
 mod app;
 mod http;
 mod metrics;
 mod model;
+mod plan;
 mod slot;
 
 use anyhow::Context as _;
@@ -27,11 +29,24 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve one model.
+    /// Serve one model: the one given, or (in a cluster) the one this pod's ModelAssignment
+    /// names, kept current over the air.
     Serve {
         /// A model file, an `optimize --out` directory, or `oci://registry/repo@sha256:…`.
+        /// Without it the sidecar starts with the last good model in its cache, if any.
         #[arg(long)]
-        model: String,
+        model: Option<String>,
+        /// Follow this ModelAssignment (normally the pod's name): load what it desires and
+        /// report status and a heartbeat to it. Uses the in-cluster ServiceAccount (or
+        /// KUBECONFIG outside a cluster).
+        #[arg(long, env = "EDGEFLEET_ASSIGNMENT")]
+        assignment: Option<String>,
+        /// The ModelAssignment's namespace (default: the pod's, or the kubeconfig's).
+        #[arg(long, env = "POD_NAMESPACE")]
+        namespace: Option<String>,
+        /// Status report interval (a heartbeat even when nothing changes).
+        #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+        heartbeat: std::time::Duration,
         /// The model's name in the API (`/v2/models/{name}`).
         #[arg(long)]
         name: String,
@@ -78,6 +93,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let Command::Serve {
         model,
+        assignment,
+        namespace,
+        heartbeat,
         name,
         listen,
         runtime,
@@ -113,27 +131,85 @@ async fn main() -> anyhow::Result<()> {
         threads,
         preprocessing,
     );
+    // The agent's client first: a bad kubeconfig is an error at start, not later.
+    let agent = match assignment {
+        Some(assignment) => {
+            let config = kube::Config::infer().await.context(
+                "no cluster credentials for --assignment (in-cluster ServiceAccount or KUBECONFIG)",
+            )?;
+            let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+            let client = kube::Client::try_from(config).context("building the API client")?;
+            Some((
+                client,
+                agent::AgentConfig {
+                    namespace,
+                    name: assignment,
+                    heartbeat,
+                },
+            ))
+        }
+        None => None,
+    };
+    let initial = match model {
+        Some(m) => Some(m),
+        None => app.last_good().map(|g| {
+            tracing::info!(source = %g.source, "starting with the last good model from the cache");
+            g.source
+        }),
+    };
+    if initial.is_none() && agent.is_none() {
+        anyhow::bail!(
+            "nothing to serve: give --model, or --assignment to follow a ModelAssignment (no last good model in {})",
+            app.cache.root().display()
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "serving the Open Inference Protocol v2");
-    // Serve health and metrics at once; the model becomes ready when loaded.
-    let loader = app.clone();
-    let initial = tokio::spawn(async move { loader.load(&model).await });
+    // Health and metrics answer at once; the model becomes ready when loaded.
     let server = tokio::spawn(
         axum::serve(listener, http::router(app.clone(), max_body_bytes))
             .with_graceful_shutdown(shutdown())
             .into_future(),
     );
-    match initial.await? {
-        Ok(s) => {
-            tracing::info!(digest = %s.digest, load_ms = s.load_ms, selftest = s.selftest_passed, "ready")
+    if let Some(source) = initial {
+        match app.load(&source).await {
+            Ok(s) => {
+                tracing::info!(digest = %s.digest, load_ms = s.load_ms, selftest = s.selftest_passed, "ready")
+            }
+            // Following an assignment, the agent brings the desired model; alone, nothing will.
+            Err(e) if agent.is_some() => {
+                tracing::warn!(%source, reason = %e, "the initial model is not served; waiting for the ModelAssignment")
+            }
+            Err(e) => anyhow::bail!("cannot serve the initial model: {e}"),
         }
-        Err(reason) => anyhow::bail!("cannot serve the initial model: {reason}"),
+    }
+    if let Some((client, config)) = agent {
+        tracing::info!(assignment = %format!("{}/{}", config.namespace, config.name), "following the ModelAssignment");
+        tokio::spawn(agent::run(app.clone(), client, config));
     }
     server.await??;
     tracing::info!("drained; stopped");
     Ok(())
+}
+
+/// `30s`, `5m` or plain seconds.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = match s.strip_suffix('s') {
+        Some(n) => (n, 1.0),
+        None => match s.strip_suffix('m') {
+            Some(n) => (n, 60.0),
+            None => (s, 1.0),
+        },
+    };
+    let v: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: want seconds like 30s or 2m"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("{s:?}: must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v * unit))
 }
 
 /// SIGTERM or SIGINT: stop accepting, let in-flight requests finish.

@@ -198,6 +198,35 @@ async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
         edgefleet_artifact::Digest::of(&std::fs::read(fixture()).unwrap()).to_string()
     );
 
+    // The binary tensor data extension: raw little-endian FP32 in and out.
+    let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 1, 28, 28], "parameters": {"binary_data_size": data.len() * 4}}], "parameters": {"binary_data_output": true}}).to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    let r = sidecar
+        .client
+        .post(sidecar.url("/v2/models/fashion/infer"))
+        .header("inference-header-content-length", header.len())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let json_len: usize = r.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.bytes().await.unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 120);
+    assert!(head["outputs"][0].get("data").is_none(), "{head}");
+    let binary: Vec<f32> = bytes[json_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(binary, got, "binary and JSON answers agree bit for bit");
+
     let bad = |body: String| {
         let s = &sidecar;
         async move { s.post("/v2/models/fashion/infer", body).await }
@@ -287,7 +316,7 @@ async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("edgefleet_sidecar_inferences_total 5"),
+        metrics.contains("edgefleet_sidecar_inferences_total 8"),
         "{metrics}"
     );
 }

@@ -53,3 +53,49 @@ pub async fn cutting_proxy(upstream: String, limit: usize) -> String {
     });
     addr
 }
+
+/// A TCP proxy on 127.0.0.1 to `upstream` that can be switched off and on: off, it cuts every
+/// open connection and refuses new ones, as if the server behind it were unreachable.
+pub struct Gate {
+    pub addr: String,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub async fn start(upstream: String) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
+        let addr = listener.local_addr().expect("gate address").to_string();
+        let (open, _) = tokio::sync::watch::channel(true);
+        let state = open.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut open = state.subscribe();
+                if !*open.borrow_and_update() {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = open.wait_for(|o| !*o) => {}
+                    }
+                });
+            }
+        });
+        Gate { addr, open }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}

@@ -161,7 +161,7 @@ impl TestRegistry {
 
     /// (Re)starts the registry process on the same port and storage.
     pub fn restart(&mut self) -> Result<()> {
-        self.process = None;
+        self.stop();
         let mut cmd = Command::new("timeout");
         cmd.args(["600", "docker-registry", "serve"])
             .arg(&self.config);
@@ -191,9 +191,17 @@ impl TestRegistry {
             .unwrap_or_default()
     }
 
-    /// Stops the registry (its storage stays).
+    /// Stops the registry (its storage stays) and waits until its port is closed. `timeout`
+    /// passes SIGTERM on to the registry; killing `timeout` itself would orphan it.
     pub fn stop(&mut self) {
-        self.process = None;
+        if let Some(mut p) = self.process.take() {
+            let _ = p.signal("TERM");
+            let _ = p.wait_timeout(Duration::from_secs(10));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&self.addr).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Where the registry keeps a blob's bytes.
@@ -204,5 +212,11 @@ impl TestRegistry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

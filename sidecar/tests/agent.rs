@@ -1,0 +1,349 @@
+//! The sidecar's over-the-air agent against the real API server and a real registry: it follows
+//! its pod's `ModelAssignment`, swaps in what `spec.desired` names and reports it in `status`;
+//! refuses a model that fails its self-test while the old one keeps serving; keeps serving (zero
+//! failed requests) while the registry and then the API server are unreachable, and converges
+//! once they are back; and after a restart with no network serves the last good model from its
+//! cache.
+
+use edgefleet_api::assignment::{Health, ModelAssignment};
+use edgefleet_artifact::manifest::{Compression, Contents};
+use edgefleet_artifact::{Facts, Registry, RegistryOptions, SelfTest, pack};
+use edgefleet_runtime::{ModelInfo, Runtime as _, argmax, tract::Tract};
+use edgefleet_testenv::net::Gate;
+use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
+use edgefleet_testenv::{Process, eventually, free_port, kubectl, repo_root, with_namespace};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn fixture() -> Vec<u8> {
+    std::fs::read(repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx")).unwrap()
+}
+
+fn input(seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..784)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 1000) as f32 / 500.0 - 1.0
+        })
+        .collect()
+}
+
+/// The fixture with a metadata entry: same outputs, another digest.
+fn variant(tag: &str) -> Vec<u8> {
+    use prost::Message as _;
+    let mut proto = tract_onnx::pb::ModelProto::decode(fixture().as_slice()).unwrap();
+    proto
+        .metadata_props
+        .push(tract_onnx::pb::StringStringEntryProto {
+            key: "edgefleet.dev/variant".into(),
+            value: tag.into(),
+        });
+    proto.encode_to_vec()
+}
+
+fn direct(model: &[u8], x: &[f32]) -> Vec<f32> {
+    let info = ModelInfo::parse(model).unwrap();
+    Tract
+        .load(&info, &[1, 28, 28], 1)
+        .unwrap()
+        .run(1, x)
+        .unwrap()
+}
+
+/// Publishes `model` with a self-test whose expected top-1s are `tops` (right or not); returns
+/// (repository, digest).
+async fn publish(reg: &str, model: &[u8], xs: &[Vec<f32>], tops: &[usize]) -> (String, String) {
+    let samples: Vec<(Vec<f32>, usize)> = xs.iter().cloned().zip(tops.iter().copied()).collect();
+    let test = SelfTest::new(vec![1, 1, 28, 28], &samples).to_json();
+    let facts = Facts {
+        device_class: "cpu-int8".into(),
+        runtime: "tract".into(),
+        technique: "fp32".into(),
+        accuracy: 0.89,
+        ..Default::default()
+    };
+    let packed = pack(
+        &Contents {
+            model,
+            report: None,
+            selftest: Some(&test),
+        },
+        &facts,
+        Compression::Auto,
+    )
+    .unwrap();
+    let registry = Registry::new(RegistryOptions {
+        plain_http: vec![reg.to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    let repository = format!("{reg}/models/fashion");
+    let pushed = registry.push(&repository, &packed).await.unwrap();
+    (repository, pushed.digest.to_string())
+}
+
+/// The test ground's API server (`host:port`) as its kubeconfig names it.
+fn apiserver() -> String {
+    let kubeconfig = std::fs::read_to_string(&edgefleet_testenv::env().kubeconfig).unwrap();
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("kubeconfig names a server")
+        .trim()
+        .trim_start_matches("https://")
+        .to_string()
+}
+
+/// A kubeconfig for the sidecar: the ServiceAccount `token`, and `gate` in front of the API
+/// server so that the test can cut the sidecar off while keeping its own connection.
+fn sidecar_kubeconfig(dir: &Path, gate: &str, token: &str) -> std::path::PathBuf {
+    let original = std::fs::read_to_string(&edgefleet_testenv::env().kubeconfig).unwrap();
+    let ca = original
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+        .expect("kubeconfig names a CA");
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://{gate}', certificate-authority: '{ca}'}}\nusers:\n- name: sidecar\n  user: {{token: '{token}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sidecar}}\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Sidecar {
+    _process: Process,
+    base: String,
+}
+
+async fn start_sidecar(args: &[&str], kubeconfig: &Path, cache: &Path) -> Sidecar {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefleet-sidecar"));
+    cmd.args(["serve", "--name", "fashion", "--heartbeat", "1s"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--cache")
+        .arg(cache)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,kube=warn");
+    let process = Process::spawn_standalone("sidecar", cmd).unwrap();
+    Sidecar {
+        _process: process,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn infer(
+    http: &reqwest::Client,
+    base: &str,
+    x: &[f32],
+) -> Result<(String, Vec<f32>), String> {
+    let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": x}]});
+    let r = http
+        .post(format!("{base}/v2/models/fashion/infer"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = r.status();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if code != 200 {
+        return Err(format!("{code}: {v}"));
+    }
+    let out = v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    Ok((v["model_version"].as_str().unwrap().to_string(), out))
+}
+
+#[tokio::test]
+async fn follows_its_model_assignment_and_keeps_serving_through_outages() {
+    with_namespace("sidecar-agent", |client, ns| async move {
+        edgefleet_artifact::install_tls_provider();
+        let mut reg = TestRegistry::start(RegistryConfig::default())?;
+        let xs: Vec<Vec<f32>> = (0..4).map(|i| input(60 + i)).collect();
+        let base = fixture();
+        let tops: Vec<usize> = xs.iter().map(|x| argmax(&direct(&base, x))).collect();
+        let (repo, a) = publish(&reg.addr, &variant("a"), &xs, &tops).await;
+        let (_, b) = publish(&reg.addr, &variant("b"), &xs, &tops).await;
+        let (_, c) = publish(&reg.addr, &variant("c"), &xs, &tops).await;
+        let mut wrong = tops.clone();
+        wrong[1] = (wrong[1] + 1) % 10;
+        let (_, bad) = publish(&reg.addr, &variant("bad"), &xs, &wrong).await;
+
+        let api: Api<ModelAssignment> = Api::namespaced(client.clone(), &ns);
+        let desire = |digest: &str, revision: i64| {
+            json!({"spec": {"desired": {"digest": digest, "repository": repo, "revision": revision}}})
+        };
+        let mut ma: ModelAssignment = serde_json::from_value(json!({
+            "apiVersion": "edgefleet.dev/v1alpha1", "kind": "ModelAssignment",
+            "metadata": {"name": "app-0"},
+            "spec": {"model": "fashion", "deviceClass": "cpu-int8",
+                     "pod": {"name": "app-0", "uid": "0000-1111"}}
+        }))?;
+        ma.spec.desired = serde_json::from_value(desire(&a, 1)["spec"]["desired"].clone())?;
+        api.create(&PostParams::default(), &ma).await?;
+        let set_desired = |digest: String, revision: i64| {
+            let api = api.clone();
+            let patch = desire(&digest, revision);
+            async move {
+                api.patch("app-0", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let status_where = |what: &'static str, check: Box<dyn Fn(&ModelAssignment) -> bool + Send + Sync>| {
+            let api = api.clone();
+            async move {
+                eventually(Duration::from_secs(90), || async {
+                    let ma = api.get("app-0").await?;
+                    anyhow::ensure!(check(&ma), "waiting for {what}: status {:?}", ma.status);
+                    Ok(ma)
+                })
+                .await
+            }
+        };
+        let serving = |digest: &str| {
+            let d = digest.to_string();
+            move |ma: &ModelAssignment| {
+                ma.status.as_ref().and_then(|s| s.current.as_ref()).map(|c| c.digest.as_str())
+                    == Some(d.as_str())
+            }
+        };
+
+        let dir = tempfile::tempdir()?;
+        let cache = dir.path().join("cache");
+        // The sidecar's own ServiceAccount with the least privilege it documents.
+        let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", "examples/sidecar-rbac.yaml"]);
+        anyhow::ensure!(ok, "{out}");
+        let (ok, token) = kubectl(&["create", "token", "edgefleet-sidecar", "-n", &ns, "--duration", "1h"]);
+        anyhow::ensure!(ok, "{token}");
+        let gate = Gate::start(apiserver()).await;
+        let kubeconfig = sidecar_kubeconfig(dir.path(), &gate.addr, token.trim());
+        let registry_addr = reg.addr.clone();
+        let args = ["--assignment", "app-0", "--namespace", ns.as_str(), "--plain-http", registry_addr.as_str()];
+        let sidecar = start_sidecar(&args, &kubeconfig, &cache).await;
+        let http = reqwest::Client::new();
+
+        // The desired model arrives, self-tested, and the status says so.
+        let ma = status_where("A in service", Box::new(serving(&a))).await?;
+        let s = ma.status.unwrap();
+        assert_eq!(s.current.as_ref().unwrap().revision, 1);
+        assert!(s.current.as_ref().unwrap().load_time_ms.unwrap() > 0.0);
+        assert_eq!(s.health, Some(Health::Healthy));
+        assert!(s.self_test.as_ref().unwrap().passed, "{s:?}");
+        assert!(s.last_heartbeat.is_some());
+        let (version, out) = infer(&http, &sidecar.base, &xs[0]).await.map_err(anyhow::Error::msg)?;
+        assert_eq!(version, a);
+        let expected = direct(&base, &xs[0]);
+        assert!(out.iter().zip(&expected).all(|(x, y)| (x - y).abs() < 1e-4), "{out:?} vs {expected:?}");
+
+        // A new desired digest: swapped, previous reported.
+        set_desired(b.clone(), 2).await?;
+        let ma = status_where("B in service", Box::new(serving(&b))).await?;
+        let s = ma.status.unwrap();
+        assert_eq!(s.previous.as_deref(), Some(a.as_str()));
+        assert_eq!(s.current.unwrap().revision, 2);
+
+        // A model that fails its self-test is refused; B keeps serving and the status says why.
+        set_desired(bad.clone(), 3).await?;
+        let ma = status_where(
+            "the bad model refused",
+            Box::new(|ma| ma.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("self-test failed"))),
+        )
+        .await?;
+        let s = ma.status.unwrap();
+        assert_eq!(s.current.unwrap().digest, b);
+        assert_eq!(s.health, Some(Health::Degraded));
+        let st = s.self_test.unwrap();
+        assert!(!st.passed && st.digest == bad, "{st:?}");
+        assert_eq!(infer(&http, &sidecar.base, &xs[0]).await.map_err(anyhow::Error::msg)?.0, b);
+
+        // Steady load from here on: not one request may fail.
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::new();
+        for i in 0..2u32 {
+            let (stop, answered, base_url, http) = (stop.clone(), answered.clone(), sidecar.base.clone(), http.clone());
+            let x = input(200 + i);
+            clients.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match infer(&http, &base_url, &x).await {
+                        Ok(_) => answered.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            failures.push(e);
+                            0
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                failures
+            }));
+        }
+
+        // Registry down: C cannot be fetched; B serves; retries with backoff until it is back.
+        reg.stop();
+        set_desired(c.clone(), 4).await?;
+        let ma = status_where(
+            "C retried",
+            Box::new(|ma| ma.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("retrying with backoff"))),
+        )
+        .await?;
+        let s = ma.status.unwrap();
+        assert_eq!(s.current.unwrap().digest, b);
+        assert_eq!(s.health, Some(Health::Loading));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        reg.restart()?;
+        status_where("C in service", Box::new(serving(&c))).await?;
+
+        // API server unreachable for the sidecar: it serves on; a desired change made meanwhile
+        // is picked up when it is back, and heartbeats resume.
+        gate.close();
+        let before = api.get("app-0").await?.status.unwrap().last_heartbeat.unwrap();
+        set_desired(a.clone(), 5).await?;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let during = api.get("app-0").await?.status.unwrap();
+        assert_eq!(during.current.as_ref().unwrap().digest, c, "no API server, no news");
+        assert!(during.last_heartbeat.unwrap().0 <= before.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(2))?);
+        gate.open();
+        let ma = status_where("A again after the outage", Box::new(serving(&a))).await?;
+        assert!(ma.status.unwrap().last_heartbeat.unwrap().0 > before.0);
+
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            let failures = c.await?;
+            assert!(failures.is_empty(), "failed requests: {failures:?}");
+        }
+        let answered = answered.load(Ordering::Relaxed);
+        assert!(answered > 100, "only {answered} requests answered");
+
+        // Restart with no network at all: the last good model (A) serves from the cache.
+        drop(sidecar);
+        reg.stop();
+        gate.close();
+        let started = Instant::now();
+        let sidecar = start_sidecar(&args, &kubeconfig, &cache).await;
+        let (version, _) = eventually(Duration::from_secs(60), || async {
+            infer(&http, &sidecar.base, &xs[0]).await.map_err(anyhow::Error::msg)
+        })
+        .await?;
+        assert_eq!(version, a);
+        eprintln!("served from the cache {:?} after a restart without network; {answered} requests answered through the outages", started.elapsed());
+        Ok(())
+    })
+    .await;
+}
