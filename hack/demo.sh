@@ -72,16 +72,41 @@ step "7. what the registry holds (read back by digest)"
 ref=$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact.reference}')
 ./target/debug/edgefleet-optimizer inspect "$ref" --plain-http "$EDGEFLEET_REGISTRY"
 
-step "8. serve it: the sidecar pulls the artifact by digest, verifies it and self-tests it"
+step "8. serve it over the air: a pod's ModelAssignment names the digest; the sidecar (its own ServiceAccount) pulls, verifies, self-tests, serves and reports"
+kubectl apply -n "$ns" -f examples/sidecar-rbac.yaml
+kubectl apply -n "$ns" -f - <<MANIFEST
+apiVersion: edgefleet.dev/v1alpha1
+kind: ModelAssignment
+metadata: {name: app-0}
+spec:
+  model: fashion-mnist
+  deviceClass: cpu-int8
+  pod: {name: app-0, uid: demo-0000}
+  desired: {repository: "${ref%@*}", digest: "${ref#*@}", revision: 1}
+MANIFEST
+sa_kubeconfig=$(mktemp -t edgefleet-sidecar-kubeconfig.XXXXXX)
+sak() { KUBECONFIG=$sa_kubeconfig kubectl config "$@" >/dev/null; }
+sak set-cluster local --server "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')" \
+  --certificate-authority "$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')"
+sak set-credentials edgefleet-sidecar --token "$(kubectl create token edgefleet-sidecar -n "$ns" --duration 1h)"
+sak set-context local --cluster local --user edgefleet-sidecar --namespace "$ns"
+sak use-context local
 sidecar_log=$(mktemp -t edgefleet-sidecar.XXXXXX.log)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-./target/debug/edgefleet-sidecar serve --model "oci://$ref" --name fashion-mnist --listen "127.0.0.1:$port" \
+KUBECONFIG=$sa_kubeconfig ./target/debug/edgefleet-sidecar serve --assignment app-0 --namespace "$ns" \
+  --name fashion-mnist --listen "127.0.0.1:$port" --heartbeat 2s \
   --cache "$(mktemp -d -t edgefleet-sidecar-cache.XXXXXX)" --plain-http "$EDGEFLEET_REGISTRY" >"$sidecar_log" 2>&1 &
 sidecar=$!
-until curl -fsS "127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1; do sleep 0.2; done
-curl -fsS "127.0.0.1:$port/v2/sidecar/status" | python3 -m json.tool
+for _ in $(seq 120); do
+  [[ $(kubectl get -n "$ns" modelassignment app-0 -o jsonpath='{.status.health}') == Healthy ]] && break
+  sleep 0.5
+done
+kubectl get -n "$ns" modelassignments
+kubectl get -n "$ns" modelassignment app-0 -o jsonpath='{.status}' | python3 -m json.tool
 body=$(python3 -c 'import json; print(json.dumps({"inputs":[{"name":"input","datatype":"FP32","shape":[1,1,28,28],"data":[0.0]*784}]}))')
-curl -fsS "127.0.0.1:$port/v2/models/fashion-mnist/infer" -d "$body" | python3 -c 'import json,sys; r=json.load(sys.stdin); o=r["outputs"][0]; print("infer:", o["shape"], "top-1 class", max(range(10), key=lambda i: o["data"][i]))'
+curl -fsS "127.0.0.1:$port/v2/models/fashion-mnist/infer" -d "$body" | python3 -c 'import json,sys; r=json.load(sys.stdin); o=r["outputs"][0]; print("infer:", o["shape"], "top-1 class", max(range(10), key=lambda i: o["data"][i]), "served by", r["model_version"][:19])'
+echo "what the sidecar's ServiceAccount may do with these resources (least privilege):"
+KUBECONFIG=$sa_kubeconfig kubectl auth can-i --list -n "$ns" 2>/dev/null | grep -E "^(Resources|modelassignments|secrets)" | sed 's/^/  /' || true
 kill -TERM "$sidecar"; wait "$sidecar" || true
 
 step "9. the same inputs under another name: reused, no new Job"

@@ -9,4 +9,5 @@ pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod resolve;
+pub mod rollout;
 pub mod telemetry;

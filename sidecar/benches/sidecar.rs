@@ -305,13 +305,16 @@ async fn bench_case(case: &Case, bin: &str, http: &reqwest::Client) -> Value {
     result
 }
 
-#[tokio::main]
+// One client thread: the 2 cores are shared with the sidecar, and a single-threaded client adds
+// the least of its own scheduling to what is measured.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cases: Vec<Case> = serde_json::from_str(
         &std::fs::read_to_string(std::env::var("BENCH_CASES").expect("BENCH_CASES")).unwrap(),
     )
     .unwrap();
     let bin = std::env::var("SIDECAR_BIN").expect("SIDECAR_BIN");
+    edgefleet_artifact::install_tls_provider();
     let http = reqwest::Client::new();
 
     // Idle: following an assignment on an API server that does not answer, no model yet.
