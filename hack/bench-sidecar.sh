@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# make bench-sidecar: edgefleet-sidecar (release) against the same runtime called in-process, for
-# the Fashion-MNIST CNN and EfficientNet-Lite0 (BENCH_EFFICIENTNET=0 skips it), fp32 and int8,
-# with tract and with ONNX Runtime. The int8 models are what the optimizer makes for each
+# make bench-sidecar: edgefleet-sidecar as shipped (profile `edge`) against the same runtime
+# called in-process, for the Fashion-MNIST CNN and EfficientNet-Lite0 (BENCH_EFFICIENTNET=0
+# skips it), fp32 and int8, with tract and with ONNX Runtime. The int8 models are what the optimizer makes for each
 # runtime: int8-static, gated at a 2-point drop for the CNN; for EfficientNet-Lite0 plain
 # int8-static on 1,000 test images with no accuracy search (--max-drop 1), since the search with
 # tract takes tens of minutes and this benchmark is about serving speed (`make bench-optimizer`
@@ -10,7 +10,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source hack/lib.sh
-cargo build --release -q -p edgefleet-sidecar -p edgefleet-optimizer
+# The sidecar as shipped (profile `edge`: small, tract kernels at full speed); the optimizer
+# that makes the int8 models in release.
+cargo build --profile edge -q -p edgefleet-sidecar
+cargo build --release -q -p edgefleet-optimizer
 ORT_DYLIB_PATH=$(hack/ort-lib.sh)
 export ORT_DYLIB_PATH
 datasets=$(hack/datasets.sh)
@@ -57,5 +60,5 @@ cases=$work/cases.json
   fi
   echo "]"
 } >"$cases"
-BENCH_CASES=$cases SIDECAR_BIN=$root/target/release/edgefleet-sidecar \
+BENCH_CASES=$cases SIDECAR_BIN=$root/target/edge/edgefleet-sidecar \
   cargo bench -q -p edgefleet-sidecar --bench sidecar

@@ -463,6 +463,17 @@ mod tests {
         }
     }
 
+    /// The plan for `pods` at the start of the rollout.
+    fn first(s: &RolloutSpec, pods: &[Pod]) -> Plan {
+        plan(
+            s,
+            &Limits::from_spec(s),
+            &target(),
+            pods,
+            &Standing::default(),
+        )
+    }
+
     fn names(p: &Plan) -> Vec<&str> {
         p.assign.iter().map(|a| a.pod.as_str()).collect()
     }
@@ -487,13 +498,7 @@ mod tests {
         let s = spec(&[(20, None, false), (100, None, false)], Some("1"));
         let mut pods = fleet(10);
         pods[7].canary = true;
-        let p = plan(
-            &s,
-            &Limits::from_spec(&s),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&s, &pods);
         assert_eq!(names(&p), vec!["p07"], "one at a time, the canary first");
         assert!(matches!(p.outcome, Outcome::Progressing(_)));
         assert_eq!(p.step, 0);
@@ -535,23 +540,11 @@ mod tests {
         let gated = spec(&[(10, None, true), (100, None, false)], Some("1"));
         let mut pods = fleet(10);
         pods[0] = pod("p00", NEW, NEW, Health::Healthy);
-        let p = plan(
-            &gated,
-            &Limits::from_spec(&gated),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&gated, &pods);
         assert!(p.assign.is_empty());
         assert!(matches!(&p.outcome, Outcome::Waiting(w) if w.contains("manualGate")));
         let lifted = spec(&[(10, None, false), (100, None, false)], Some("1"));
-        let p = plan(
-            &lifted,
-            &Limits::from_spec(&lifted),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&lifted, &pods);
         assert_eq!((p.step, names(&p)), (1, vec!["p01"]));
     }
 
@@ -563,13 +556,7 @@ mod tests {
         pods[0] = pod("p00", NEW, NEW, Health::Healthy);
         pods[1] = pod("p01", NEW, OLD, Health::Degraded);
         pods[1].selftest_failed = Some(NEW.into());
-        let p = plan(
-            &s,
-            &Limits::from_spec(&s),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&s, &pods);
         let Outcome::Aborted(why) = &p.outcome else {
             panic!("{p:?}")
         };
@@ -593,13 +580,7 @@ mod tests {
         // Under the threshold (1 of 3): tolerated; the refusing pod keeps its old model and the
         // rollout moves on to the next step.
         pods[2] = pod("p02", NEW, NEW, Health::Healthy);
-        let p = plan(
-            &s,
-            &Limits::from_spec(&s),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&s, &pods);
         assert!(matches!(p.outcome, Outcome::Progressing(_)), "{p:?}");
         assert_eq!((p.step, p.counts.failed), (1, 1));
         assert_eq!(names(&p), vec!["p03", "p04", "p05"]);
@@ -654,23 +635,11 @@ mod tests {
         pods[2].desired = None;
         pods[2].serving = None;
         pods[2].health = None;
-        let p = plan(
-            &s,
-            &Limits::from_spec(&s),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&s, &pods);
         // The new pod does not count against maxUnavailable (it served nothing before).
         assert_eq!(names(&p), vec!["p02", "p00"]);
         s.paused = true;
-        let p = plan(
-            &s,
-            &Limits::from_spec(&s),
-            &target(),
-            &pods,
-            &Standing::default(),
-        );
+        let p = first(&s, &pods);
         assert_eq!((p.assign.len(), p.outcome), (0, Outcome::Paused));
     }
 

@@ -374,13 +374,7 @@ impl Registry {
                 let bytes = loop {
                     match self.manifest(reference).await {
                         Ok((_, _, bytes)) => break bytes,
-                        Err(e) if e.is_transient() && attempt + 1 < self.options.attempts => {
-                            attempt += 1;
-                            stats.retries += 1;
-                            let delay = self.options.backoff * 2u32.pow(attempt - 1);
-                            tracing::warn!(%what, attempt, ?delay, error = %e, "manifest fetch failed; retrying");
-                            tokio::time::sleep(delay).await;
-                        }
+                        Err(e) if self.retry(&e, &mut attempt, stats, &what).await => {}
                         Err(e) => return Err(e),
                     }
                 };
@@ -594,16 +588,24 @@ impl Registry {
             };
             match result {
                 Ok(lease) => return Ok(lease),
-                Err(e) if e.is_transient() && attempt + 1 < self.options.attempts => {
-                    attempt += 1;
-                    stats.retries += 1;
-                    let delay = self.options.backoff * 2u32.pow(attempt - 1);
-                    tracing::warn!(%what, attempt, ?delay, error = %e, "download interrupted; resuming");
-                    tokio::time::sleep(delay).await;
-                }
+                Err(e) if self.retry(&e, &mut attempt, stats, &what).await => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// After a failed attempt: when `e` is transient and attempts are left, waits the backoff
+    /// (doubling from `options.backoff`) and returns true; otherwise false.
+    async fn retry(&self, e: &Error, attempt: &mut u32, stats: &mut PullStats, what: &str) -> bool {
+        if !e.is_transient() || *attempt + 1 >= self.options.attempts {
+            return false;
+        }
+        *attempt += 1;
+        stats.retries += 1;
+        let delay = self.options.backoff * 2u32.pow(*attempt - 1);
+        tracing::warn!(%what, attempt = *attempt, ?delay, error = %e, "transient registry failure; retrying");
+        tokio::time::sleep(delay).await;
+        true
     }
 
     async fn download(

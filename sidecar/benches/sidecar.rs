@@ -34,18 +34,6 @@ fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-fn input(n: usize, seed: u32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x % 1000) as f32 / 500.0 - 1.0
-        })
-        .collect()
-}
-
 fn runs_for(direct_p50_ms: f64) -> usize {
     // About two seconds of work per measurement, between 50 and 1000 runs.
     ((2000.0 / direct_p50_ms.max(0.01)) as usize).clamp(50, 1000)
@@ -226,7 +214,7 @@ async fn bench_case(case: &Case, bin: &str, http: &reqwest::Client) -> Value {
         .collect();
     let mut shape = vec![1];
     shape.extend(&sample);
-    let x = input(sample.iter().product(), 7);
+    let x = edgefleet_testenv::net::floats(sample.iter().product(), 7);
 
     // The peer: the runtime called in-process.
     let mut session = runtime(&case.runtime).load(&info, &sample, 1).unwrap();

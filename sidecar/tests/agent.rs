@@ -6,12 +6,13 @@
 //! cache.
 
 use edgefleet_api::assignment::{Health, ModelAssignment};
-use edgefleet_artifact::manifest::{Compression, Contents};
-use edgefleet_artifact::{Facts, Registry, RegistryOptions, SelfTest, pack};
+mod common;
+
+use common::{fixture, inputs, publish};
 use edgefleet_runtime::{ModelInfo, Runtime as _, argmax, tract::Tract};
 use edgefleet_testenv::net::Gate;
 use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
-use edgefleet_testenv::{Process, eventually, free_port, kubectl, repo_root, with_namespace};
+use edgefleet_testenv::{Process, eventually, free_port, kubectl, with_namespace};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -20,26 +21,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn fixture() -> Vec<u8> {
-    std::fs::read(repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx")).unwrap()
+fn fixture_bytes() -> Vec<u8> {
+    std::fs::read(fixture()).unwrap()
 }
 
 fn input(seed: u32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..784)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x % 1000) as f32 / 500.0 - 1.0
-        })
-        .collect()
+    inputs(1, seed)
 }
 
 /// The fixture with a metadata entry: same outputs, another digest.
 fn variant(tag: &str) -> Vec<u8> {
     use prost::Message as _;
-    let mut proto = tract_onnx::pb::ModelProto::decode(fixture().as_slice()).unwrap();
+    let mut proto = tract_onnx::pb::ModelProto::decode(fixture_bytes().as_slice()).unwrap();
     proto
         .metadata_props
         .push(tract_onnx::pb::StringStringEntryProto {
@@ -56,38 +49,6 @@ fn direct(model: &[u8], x: &[f32]) -> Vec<f32> {
         .unwrap()
         .run(1, x)
         .unwrap()
-}
-
-/// Publishes `model` with a self-test whose expected top-1s are `tops` (right or not); returns
-/// (repository, digest).
-async fn publish(reg: &str, model: &[u8], xs: &[Vec<f32>], tops: &[usize]) -> (String, String) {
-    let samples: Vec<(Vec<f32>, usize)> = xs.iter().cloned().zip(tops.iter().copied()).collect();
-    let test = SelfTest::new(vec![1, 1, 28, 28], &samples).to_json();
-    let facts = Facts {
-        device_class: "cpu-int8".into(),
-        runtime: "tract".into(),
-        technique: "fp32".into(),
-        accuracy: 0.89,
-        ..Default::default()
-    };
-    let packed = pack(
-        &Contents {
-            model,
-            report: None,
-            selftest: Some(&test),
-        },
-        &facts,
-        Compression::Auto,
-    )
-    .unwrap();
-    let registry = Registry::new(RegistryOptions {
-        plain_http: vec![reg.to_string()],
-        ..Default::default()
-    })
-    .unwrap();
-    let repository = format!("{reg}/models/fashion");
-    let pushed = registry.push(&repository, &packed).await.unwrap();
-    (repository, pushed.digest.to_string())
 }
 
 /// The test ground's API server (`host:port`) as its kubeconfig names it.
@@ -119,6 +80,10 @@ fn sidecar_kubeconfig(dir: &Path, gate: &str, token: &str) -> std::path::PathBuf
     )
     .unwrap();
     path
+}
+
+fn digest_of(reference: &str) -> String {
+    reference.split_once('@').unwrap().1.to_string()
 }
 
 struct Sidecar {
@@ -175,14 +140,15 @@ async fn follows_its_model_assignment_and_keeps_serving_through_outages() {
         edgefleet_artifact::install_tls_provider();
         let mut reg = TestRegistry::start(RegistryConfig::default())?;
         let xs: Vec<Vec<f32>> = (0..4).map(|i| input(60 + i)).collect();
-        let base = fixture();
+        let base = fixture_bytes();
         let tops: Vec<usize> = xs.iter().map(|x| argmax(&direct(&base, x))).collect();
-        let (repo, a) = publish(&reg.addr, &variant("a"), &xs, &tops).await;
-        let (_, b) = publish(&reg.addr, &variant("b"), &xs, &tops).await;
-        let (_, c) = publish(&reg.addr, &variant("c"), &xs, &tops).await;
+        let a_ref = publish(&reg.addr, &variant("a"), &xs, &tops, None).await;
+        let (repo, a) = a_ref.split_once('@').map(|(r, d)| (r.to_string(), d.to_string())).unwrap();
+        let b = digest_of(&publish(&reg.addr, &variant("b"), &xs, &tops, None).await);
+        let c = digest_of(&publish(&reg.addr, &variant("c"), &xs, &tops, None).await);
         let mut wrong = tops.clone();
         wrong[1] = (wrong[1] + 1) % 10;
-        let (_, bad) = publish(&reg.addr, &variant("bad"), &xs, &wrong).await;
+        let bad = digest_of(&publish(&reg.addr, &variant("bad"), &xs, &wrong, None).await);
 
         let api: Api<ModelAssignment> = Api::namespaced(client.clone(), &ns);
         let desire = |digest: &str, revision: i64| {

@@ -3,32 +3,16 @@
 //! concurrent load fail no request, a bad model is refused while the old one keeps serving, an
 //! artifact pulled from a real registry self-tests before serving, and SIGTERM drains.
 
-use edgefleet_artifact::manifest::{Compression, Contents};
-use edgefleet_artifact::{Facts, Registry, RegistryOptions, SelfTest, pack};
+mod common;
+
+use common::{fixture, inputs, publish};
 use edgefleet_runtime::{ModelInfo, Runtime as _, argmax, tract::Tract};
 use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
-use edgefleet_testenv::{Process, free_port, repo_root};
+use edgefleet_testenv::{Process, free_port};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn fixture() -> PathBuf {
-    repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx")
-}
-
-/// Deterministic inputs for the 1x28x28 fixture.
-fn inputs(batch: usize, seed: u32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..batch * 784)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x % 1000) as f32 / 500.0 - 1.0
-        })
-        .collect()
-}
 
 struct Sidecar {
     process: Process,
@@ -448,36 +432,7 @@ async fn an_artifact_self_tests_before_serving_and_a_failing_one_is_refused() {
     // Expected top-1 from the runtime itself, as the optimizer records it.
     let xs: Vec<Vec<f32>> = (0..4).map(|i| inputs(1, 40 + i)).collect();
     let tops: Vec<usize> = xs.iter().map(|x| argmax(&direct(&fixture(), x))).collect();
-    let publish = |tops: &[usize], tag: &str| {
-        let samples: Vec<(Vec<f32>, usize)> =
-            xs.iter().cloned().zip(tops.iter().copied()).collect();
-        let test = SelfTest::new(vec![1, 1, 28, 28], &samples).to_json();
-        let facts = Facts {
-            device_class: "cpu-int8".into(),
-            runtime: "tract".into(),
-            technique: "fp32".into(),
-            accuracy: 0.89,
-            ..Default::default()
-        };
-        let packed = pack(
-            &Contents {
-                model: &model,
-                report: Some(b"{}"),
-                selftest: Some(&test),
-            },
-            &facts,
-            Compression::Auto,
-        )
-        .unwrap();
-        let registry = Registry::new(RegistryOptions {
-            plain_http: vec![reg.addr.clone()],
-            ..Default::default()
-        })
-        .unwrap();
-        let target = format!("{}/models/fashion:{tag}", reg.addr);
-        async move { registry.push(&target, &packed).await.unwrap().reference }
-    };
-    let good = publish(&tops, "good").await;
+    let good = publish(&reg.addr, &model, &xs, &tops, Some("good")).await;
     let sidecar = Sidecar::start(&format!("oci://{good}"), &["--plain-http", &reg.addr]).await;
     let status = sidecar.get("/v2/sidecar/status").await;
     assert_eq!(status["selftestPassed"], 4);
@@ -485,7 +440,7 @@ async fn an_artifact_self_tests_before_serving_and_a_failing_one_is_refused() {
     // Same model, one expected top-1 wrong: the self-test refuses it.
     let mut wrong = tops.clone();
     wrong[2] = (wrong[2] + 1) % 10;
-    let bad = publish(&wrong, "bad").await;
+    let bad = publish(&reg.addr, &model, &xs, &wrong, Some("bad")).await;
     let (code, out) = sidecar
         .post(
             "/v2/repository/models/fashion/load",

@@ -99,3 +99,17 @@ impl Gate {
         self.open.send_replace(true);
     }
 }
+
+/// `n` deterministic floats in [-1, 1) from `seed` (xorshift): model inputs for tests and
+/// benchmarks that must be the same on every run.
+pub fn floats(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 1000) as f32 / 500.0 - 1.0
+        })
+        .collect()
+}
