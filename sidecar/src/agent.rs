@@ -207,9 +207,20 @@ async fn report(
         let status = {
             let s = state.lock().expect("agent state");
             let current = app.slot.current();
+            let desired = rx.borrow().clone();
+            // The revision it was loaded for; a model served from the cache at start takes the
+            // desired revision once that names the same digest.
+            let revision = |digest: &str| {
+                s.revisions.get(digest).copied().or_else(|| {
+                    desired
+                        .as_ref()
+                        .filter(|d| d.digest == digest)
+                        .map(|d| d.revision)
+                })
+            };
             let serving = current.as_ref().map(|m| Serving {
                 digest: m.origin.digest.clone(),
-                revision: s.revisions.get(&m.origin.digest).copied().unwrap_or(0),
+                revision: revision(&m.origin.digest).unwrap_or(0),
                 load_ms: m.load_time.as_secs_f64() * 1e3,
                 loaded_at: s
                     .loaded_at
@@ -219,7 +230,6 @@ async fn report(
                 selftest_passed: m.selftest_passed,
             });
             let previous = app.slot.status().previous.map(|p| p.digest);
-            let desired = rx.borrow().clone();
             let window = app.metrics.take_window();
             plan::status(&Observed {
                 serving: serving.as_ref(),
