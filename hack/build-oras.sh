@@ -10,6 +10,14 @@ if [[ -x $out ]]; then
   echo "$out"
   exit 0
 fi
+# One build at a time (tests call this concurrently); whoever waited finds the binary built.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
+if [[ -x $out ]]; then
+  echo "$out"
+  exit 0
+fi
 log "building oras v$ORAS_VERSION from oras.land/oras into $(dirname "$out")"
 work=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-oras-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -106,11 +106,15 @@ async fn watch_assignment(
                     changed.notify_one();
                 }
                 let desired = ma.spec.desired;
-                tx.send_if_modified(|d| {
+                let modified = tx.send_if_modified(|d| {
                     let modified = *d != desired;
                     *d = desired;
                     modified
                 });
+                if modified {
+                    // Report at once: the revision of what serves may be known only now.
+                    changed.notify_one();
+                }
             }
             Err(e) => {
                 if connected {
