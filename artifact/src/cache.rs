@@ -175,18 +175,7 @@ impl Cache {
         let Some(lease) = self.lease(digest)? else {
             return Ok(Cached::Missing);
         };
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut f = &lease.file;
-        io(&lease.path, f.seek(SeekFrom::Start(0)))?;
-        loop {
-            let n = io(&lease.path, f.read(&mut buf))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let actual = Digest::from_hasher(hasher);
+        let actual = sha256_of(&lease.file, &lease.path)?;
         if &actual == digest {
             return Ok(Cached::Hit(lease));
         }
@@ -257,7 +246,7 @@ impl Cache {
 
     /// Checks a finished download's sha256 and size and moves it into place. A mismatch
     /// deletes the partial file: those bytes are never used.
-    pub fn finish(&self, mut partial: Partial, size: u64, what: &str) -> Result<Lease> {
+    pub fn finish(&self, partial: Partial, size: u64, what: &str) -> Result<Lease> {
         if partial.len != size {
             let actual = partial.len;
             partial.discard();
@@ -267,17 +256,7 @@ impl Cache {
                 actual,
             });
         }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        io(&partial.path, partial.file.seek(SeekFrom::Start(0)))?;
-        loop {
-            let n = io(&partial.path, partial.file.read(&mut buf))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let actual = Digest::from_hasher(hasher);
+        let actual = sha256_of(&partial.file, &partial.path)?;
         if actual != partial.digest {
             let expected = partial.digest.clone();
             partial.discard();
@@ -377,6 +356,21 @@ struct Entry {
     digest: Digest,
     size: u64,
     used: SystemTime,
+}
+
+/// The sha256 of a whole open file, read from its start.
+fn sha256_of(mut file: &File, path: &Path) -> Result<Digest> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    io(path, file.seek(SeekFrom::Start(0)))?;
+    loop {
+        let n = io(path, file.read(&mut buf))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest::from_hasher(hasher))
 }
 
 #[cfg(test)]
