@@ -69,6 +69,11 @@ bench-artifact: ## Artifact bytes over the air per technique, pull throughput, r
 bench-optimizer: ## Optimizer per technique vs fp32 and ONNX Runtime's quantizers; writes bench-results/optimizer.json
 	hack/bench-optimizer.sh
 
+.PHONY: bench-rollout
+PODS ?= 1000
+bench-rollout: ## Rollout of PODS simulated pods (default 1000) against the real API server; writes bench-results/rollout-PODS.json
+	hack/bench-rollout.sh $(PODS)
+
 .PHONY: bench-sidecar
 bench-sidecar: ## Sidecar vs in-process runtime latency, throughput, cold start, RSS, binary size; writes bench-results/sidecar.json
 	hack/bench-sidecar.sh

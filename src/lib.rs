@@ -9,5 +9,7 @@ pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod resolve;
+pub mod revisions;
 pub mod rollout;
+pub mod selector;
 pub mod telemetry;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use edgefleet_operator::controller::{self, Context};
+use edgefleet_operator::controller::{self, Context, Which};
 use edgefleet_operator::http::{self, HttpState};
 use edgefleet_operator::leader::{self, LeaseConfig};
 use edgefleet_operator::metrics::Metrics;
@@ -49,6 +49,9 @@ struct Args {
     /// Memory limit of an optimization Job.
     #[arg(long, default_value = "4Gi")]
     optimizer_memory_limit: String,
+    /// Controllers to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Which::Edgemodel, Which::Deviceclass, Which::Rollout])]
+    controllers: Vec<Which>,
     /// Extra CA certificates (PEM) the operator trusts for registries.
     #[arg(long, env = "EDGEFLEET_REGISTRY_CA", value_delimiter = ',')]
     registry_ca: Vec<std::path::PathBuf>,
@@ -95,7 +98,18 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let client = kube::Client::try_default().await?;
+    let client = {
+        let metrics = metrics.clone();
+        let count = tower::util::MapRequestLayer::new(
+            move |request: ::http::Request<kube::client::Body>| {
+                metrics.api_request(request.method());
+                request
+            },
+        );
+        kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?
+            .with_layer(&count)
+            .build()
+    };
     let lease = LeaseConfig {
         name: args.lease_name.clone(),
         namespace: args.lease_namespace.clone(),
@@ -140,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         };
-        controller::run(ctx, stop).await;
+        controller::run(ctx, &args.controllers, stop).await;
         metrics.set_leader(false);
         if lost_rx.try_recv().is_ok() {
             // Another replica may already be reconciling: stop now and let the restart

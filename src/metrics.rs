@@ -13,6 +13,11 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
     pub error: &'static str,
@@ -24,6 +29,7 @@ pub struct Metrics {
     failures: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     leader: prometheus_client::metrics::gauge::Gauge,
+    requests: Family<VerbLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,12 +57,19 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API server, by HTTP method (a watch is one GET)",
+            requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
             leader,
+            requests,
         }
     }
 }
@@ -79,6 +92,15 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 controller,
                 error: error.metric_label(),
+            })
+            .inc();
+    }
+
+    /// One request to the API server.
+    pub fn api_request(&self, method: &http::Method) {
+        self.requests
+            .get_or_create(&VerbLabels {
+                verb: method.as_str().to_string(),
             })
             .inc();
     }
@@ -132,9 +154,14 @@ mod tests {
             what: "namespace",
         };
         metrics.failure("edgemodel", &missing);
+        metrics.api_request(&http::Method::PATCH);
         let text = metrics.encode();
         assert!(
             text.contains(r#"edgefleet_operator_reconciles_total{controller="edgemodel"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"edgefleet_operator_api_requests_total{verb="PATCH"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"edgefleet_operator_reconcile_errors_total{controller="edgemodel",error="metadata"} 1"#), "{text}");

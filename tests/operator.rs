@@ -105,7 +105,24 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         let m = models.get("fashion").await?;
         let status = m.status.clone().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Pending"));
-        assert_eq!(status.pods.as_deref(), Some("0/0"));
+        // Nothing is published, so nothing rolls out: the rollout controller says so.
+        eventually(WAIT, || async {
+            let m = models.get("fashion").await?;
+            let s = m.status.unwrap_or_default();
+            let rolled = conditions::find(&s.conditions, types::ROLLED_OUT)
+                .context("no RolledOut condition yet")?;
+            ensure!(
+                rolled.status == "False" && rolled.reason == "NothingPublished",
+                "{rolled:?}"
+            );
+            ensure!(
+                s.rollouts.is_empty() && s.revision.is_none(),
+                "{:?}",
+                s.rollouts
+            );
+            Ok(())
+        })
+        .await?;
         assert_eq!(
             conditions::find(&status.conditions, types::STALLED)
                 .unwrap()

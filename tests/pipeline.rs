@@ -9,87 +9,13 @@ mod support;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::conditions::{self, reasons, types};
-use edgefleet_testenv::node::NodeEmulator;
-use edgefleet_testenv::{env, eventually, kubectl, repo_root, with_namespace};
+use edgefleet_testenv::{env, eventually, with_namespace};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use support::Operator;
-
-/// The optimizer binary the emulated node runs for `edgefleet-optimizer` pods.
-fn optimizer_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "edgefleet-optimizer"])
-        .current_dir(repo_root())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    repo_root().join("target/debug/edgefleet-optimizer")
-}
-
-/// Uploads the base model and the dataset the example names, to the test ground's registry.
-fn seed_registry(optimizer: &std::path::Path) {
-    let registry = &env().registry;
-    let data = PathBuf::from(
-        String::from_utf8(
-            Command::new("bash")
-                .arg(repo_root().join("hack/datasets.sh"))
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim(),
-    )
-    .join("fashion-mnist-test.npz");
-    for (flag, file, target) in [
-        (
-            "--model",
-            repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx"),
-            "edgefleet/base/fashion-cnn:v1",
-        ),
-        (
-            "--dataset",
-            data,
-            "edgefleet/datasets/fashion-mnist-test:v1",
-        ),
-    ] {
-        let out = Command::new(optimizer)
-            .args(["upload", flag])
-            .arg(&file)
-            .arg(format!("{registry}/{target}"))
-            .args(["--plain-http", registry])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-/// The example manifest, pointed at the test ground's registry.
-fn example(name: &str, edit: impl Fn(&mut serde_yaml_ng::Value)) -> PathBuf {
-    let text = std::fs::read_to_string(repo_root().join("examples/fashion-mnist.yaml"))
-        .unwrap()
-        .replace("localhost:5000", &env().registry);
-    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    doc["metadata"]["name"] = name.into();
-    edit(&mut doc);
-    let path = std::env::temp_dir().join(format!("{}.yaml", edgefleet_testenv::unique_name(name)));
-    std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
-    path
-}
-
-fn apply(ns: &str, path: &std::path::Path) {
-    let (ok, out) = kubectl(&["apply", "-n", ns, "-f", path.to_str().unwrap()]);
-    assert!(ok, "kubectl apply: {out}");
-}
+use support::{apply, example, ground, prepare};
 
 fn condition(m: &EdgeModel, type_: &str) -> Option<(String, String, String)> {
     let c = conditions::find(&m.status.as_ref()?.conditions, type_)?;
@@ -104,30 +30,6 @@ async fn jobs_of(api: &Api<Job>, model: &str) -> anyhow::Result<Vec<Job>> {
 }
 
 const LONG: Duration = Duration::from_secs(600);
-
-/// Once per test: the optimizer built, the example's sources in the registry, the DeviceClasses.
-fn prepare() -> PathBuf {
-    let optimizer = optimizer_binary();
-    seed_registry(&optimizer);
-    let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
-    assert!(ok, "{out}");
-    optimizer
-}
-
-/// The operator and an emulated node for `ns`; both stop when dropped.
-fn ground(
-    client: &kube::Client,
-    ns: &str,
-    optimizer: &std::path::Path,
-) -> (Operator, NodeEmulator) {
-    let operator = Operator::start(ns, &format!("{ns}-op"));
-    let node = NodeEmulator::start(
-        client.clone(),
-        ns,
-        BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.to_path_buf())]),
-    );
-    (operator, node)
-}
 
 #[tokio::test]
 async fn applying_the_example_optimizes_publishes_and_reuses() {

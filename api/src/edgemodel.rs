@@ -22,9 +22,16 @@ use serde::{Deserialize, Serialize};
     status = "EdgeModelStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Device Classes","type":"string","jsonPath":".spec.deviceClasses"}"#,
-    printcolumn = r#"{"name":"Pods","type":"string","description":"ready/total serving pods","jsonPath":".status.pods"}"#,
-    printcolumn = r#"{"name":"Revision","type":"integer","priority":1,"jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Device Classes","type":"string","priority":1,"jsonPath":".spec.deviceClasses"}"#,
+    printcolumn = r#"{"name":"Revision","type":"integer","jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.rollout.state"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","jsonPath":".status.rollout.step"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","description":"serving pods","jsonPath":".status.rollout.total"}"#,
+    printcolumn = r#"{"name":"Updated","type":"integer","jsonPath":".status.rollout.updated"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.rollout.ready"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.rollout.failed"}"#,
+    printcolumn = r#"{"name":"Offline","type":"integer","jsonPath":".status.rollout.offline"}"#,
+    printcolumn = r#"{"name":"Waiting For","type":"string","priority":1,"jsonPath":".status.rollout.waitingFor"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -279,6 +286,12 @@ pub struct RolloutSpec {
     /// Stop moving pods; what is running keeps running.
     #[serde(default)]
     pub paused: bool,
+    /// Roll every device class back to its artifact of this revision (see `status.history`).
+    /// The model stays there while this is set; remove it to roll forward to the latest
+    /// published artifact again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("rollbackTo must be a revision from status.history (1 or more)"))]
+    pub rollback_to: Option<i64>,
 }
 
 impl Default for RolloutSpec {
@@ -292,6 +305,7 @@ impl Default for RolloutSpec {
             health: HealthLimits::default(),
             progress_deadline: default_progress_deadline(),
             paused: false,
+            rollback_to: None,
         }
     }
 }
@@ -366,29 +380,37 @@ fn device_class_list(_: &mut schemars::generate::SchemaGenerator) -> schemars::S
     })
 }
 
+/// Status. Two writers share it through server-side apply, each owning its own fields: the
+/// pipeline (`observedGeneration`, `phase`, `deviceClasses`, its conditions) and the rollout
+/// (`revision`, `rollout`, `rollouts`, `history`, the `RolledOut` condition).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeModelStatus {
     /// The generation the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// One word for humans: Pending, Optimizing, Publishing, RollingOut, Ready, Degraded, Stalled.
+    /// One word for humans: Pending, Optimizing, Publishing, Ready, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// Ready/total serving pods, e.g. `4/5`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pods: Option<String>,
-    /// Current rollout revision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<i64>,
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Per device class: what was published and how its rollout is going.
+    /// Per device class: what was optimized and published.
     #[serde(default)]
     pub device_classes: Vec<DeviceClassProgress>,
-    /// Published revisions, newest last, bounded; rollbacks pick from here.
-    #[serde(default)]
+    /// Newest rollout revision (any device class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// The fleet at a glance, over every device class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSummary>,
+    /// Per device class: where its rollout stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "rollouts_schema")]
+    pub rollouts: Vec<ClassRollout>,
+    /// Rolled-out revisions, oldest first, at most ten per device class; `rollbackTo` picks
+    /// from here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RevisionRecord>,
 }
 
@@ -411,8 +433,6 @@ pub struct DeviceClassProgress {
     pub inputs_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<PublishedArtifact>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<RolloutProgress>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -433,20 +453,56 @@ pub struct PublishedArtifact {
     pub latency_ms_p50: Option<f64>,
 }
 
+/// Pod counts summed over device classes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RolloutProgress {
-    pub revision: i64,
-    /// Index of the step in progress.
-    pub step: u32,
+pub struct RolloutSummary {
+    /// The least advanced state over the classes: Aborted, Stalled, Paused, Progressing,
+    /// Waiting, Complete or Idle (nothing published yet).
+    pub state: String,
+    /// Step of the least advanced class, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     pub total: u32,
     pub updated: u32,
     pub ready: u32,
     pub failed: u32,
     pub offline: u32,
-    /// What the rollout is waiting for, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassRollout {
+    pub device_class: String,
+    /// Revision being rolled out (or rolled back from, when `state` is Aborted).
+    pub revision: i64,
+    /// The artifact of that revision.
+    pub digest: String,
+    /// The last artifact that rolled out completely; automatic rollbacks return here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<i64>,
+    /// Progressing, Waiting, Complete, Aborted, Paused or Stalled.
+    pub state: String,
+    /// Step in progress, from 1.
+    pub step: u32,
+    pub steps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// When the step's pods were all ready (its pause counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_done_at: Option<Time>,
+    pub total: u32,
+    pub updated: u32,
+    pub ready: u32,
+    pub failed: u32,
+    pub offline: u32,
+    /// What the rollout waits for, or why it stopped, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -455,8 +511,25 @@ pub struct RevisionRecord {
     pub revision: i64,
     pub device_class: String,
     pub digest: String,
+    /// When its rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_at: Option<Time>,
+    pub started_at: Option<Time>,
+    /// Complete, Aborted or Superseded once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+fn rollouts_schema(generator: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    let mut items = generator.subschema_for::<ClassRollout>();
+    if let Some(o) = items.as_object_mut() {
+        o.remove("nullable");
+    }
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["deviceClass"],
+        "items": items
+    })
 }
 
 pub(crate) fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {

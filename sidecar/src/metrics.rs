@@ -117,10 +117,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A failure of `kind`; every kind but `load` is a failed request.
+    /// A failure of `kind`. The window (the error rate the rollout gates on) counts requests
+    /// that reached a model: not `load` failures, and not `unknown_model` (no such model, or
+    /// none loaded yet), which no model in service caused.
     pub fn error(&self, kind: &'static str) {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
-        if kind != "load" {
+        if !matches!(kind, "load" | "unknown_model") {
             self.window.lock().expect("window").failed += 1;
         }
     }
@@ -177,6 +179,7 @@ mod tests {
         }
         m.error("bad_request");
         m.error("load");
+        m.error("unknown_model");
         let w = m.take_window();
         assert_eq!((w.answered, w.failed), (3, 1));
         assert_eq!(w.error_rate(), Some(0.25));

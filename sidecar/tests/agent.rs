@@ -51,37 +51,6 @@ fn direct(model: &[u8], x: &[f32]) -> Vec<f32> {
         .unwrap()
 }
 
-/// The test ground's API server (`host:port`) as its kubeconfig names it.
-fn apiserver() -> String {
-    let kubeconfig = std::fs::read_to_string(&edgefleet_testenv::env().kubeconfig).unwrap();
-    kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("kubeconfig names a server")
-        .trim()
-        .trim_start_matches("https://")
-        .to_string()
-}
-
-/// A kubeconfig for the sidecar: the ServiceAccount `token`, and `gate` in front of the API
-/// server so that the test can cut the sidecar off while keeping its own connection.
-fn sidecar_kubeconfig(dir: &Path, gate: &str, token: &str) -> std::path::PathBuf {
-    let original = std::fs::read_to_string(&edgefleet_testenv::env().kubeconfig).unwrap();
-    let ca = original
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
-        .expect("kubeconfig names a CA");
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://{gate}', certificate-authority: '{ca}'}}\nusers:\n- name: sidecar\n  user: {{token: '{token}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sidecar}}\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn digest_of(reference: &str) -> String {
     reference.split_once('@').unwrap().1.to_string()
 }
@@ -195,10 +164,9 @@ async fn follows_its_model_assignment_and_keeps_serving_through_outages() {
         // The sidecar's own ServiceAccount with the least privilege it documents.
         let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", "examples/sidecar-rbac.yaml"]);
         anyhow::ensure!(ok, "{out}");
-        let (ok, token) = kubectl(&["create", "token", "edgefleet-sidecar", "-n", &ns, "--duration", "1h"]);
-        anyhow::ensure!(ok, "{token}");
-        let gate = Gate::start(apiserver()).await;
-        let kubeconfig = sidecar_kubeconfig(dir.path(), &gate.addr, token.trim());
+        let token = edgefleet_testenv::service_account_token(&ns, "edgefleet-sidecar")?;
+        let gate = Gate::start(edgefleet_testenv::apiserver()).await;
+        let kubeconfig = edgefleet_testenv::token_kubeconfig(dir.path(), &gate.addr, &token);
         let registry_addr = reg.addr.clone();
         let args = ["--assignment", "app-0", "--namespace", ns.as_str(), "--plain-http", registry_addr.as_str()];
         let sidecar = start_sidecar(&args, &kubeconfig, &cache).await;

@@ -5,14 +5,13 @@
 use super::{Context, optimize};
 use crate::error::{Error, Result};
 use crate::resolve;
-use edgefleet_api::assignment::{Health, ModelAssignment};
 use edgefleet_api::conditions::{self, reasons, types};
 use edgefleet_api::deviceclass::DeviceClass;
 use edgefleet_api::edgemodel::{EdgeModel, EdgeModelStatus};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -136,10 +135,23 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
     };
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
+    // Only the pipeline's fields: the rollout controller owns the others (see EdgeModelStatus).
+    let owned = |s: &EdgeModelStatus| EdgeModelStatus {
+        observed_generation: s.observed_generation,
+        phase: s.phase.clone(),
+        conditions: s
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != types::ROLLED_OUT)
+            .cloned()
+            .collect(),
+        device_classes: s.device_classes.clone(),
+        ..Default::default()
+    };
+    let previous = owned(&previous);
     let status = EdgeModelStatus {
         observed_generation: model.metadata.generation,
         phase: Some(outcome.phase.to_string()),
-        pods: Some(pod_summary(model, ctx).await?),
         device_classes,
         conditions: conditions::merge(
             &previous.conditions,
@@ -147,7 +159,7 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
             model.metadata.generation,
             &now,
         ),
-        ..previous.clone()
+        ..Default::default()
     };
 
     let was_ready = conditions::find(&previous.conditions, types::READY)
@@ -158,7 +170,12 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
         let patch = serde_json::json!({
             "apiVersion": "edgefleet.dev/v1alpha1",
             "kind": "EdgeModel",
-            "status": status,
+            "status": {
+                "observedGeneration": status.observed_generation,
+                "phase": status.phase,
+                "conditions": status.conditions,
+                "deviceClasses": status.device_classes,
+            },
         });
         let params = PatchParams::apply(edgefleet_api::OPERATOR_MANAGER).force();
         api.patch_status(&model.name_any(), &params, &Patch::Apply(&patch))
@@ -198,23 +215,6 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
     // Periodic resync catches anything a missed watch event would hide; while Jobs run, the
     // Job watch and a short resync keep the status current.
     Ok(Action::requeue(requeue))
-}
-
-/// `ready/total` over the model's ModelAssignments (one per serving pod).
-async fn pod_summary(model: &EdgeModel, ctx: &Context) -> Result<String> {
-    let namespace = model.namespace().unwrap_or_default();
-    let api: Api<ModelAssignment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = ListParams::default().labels(&format!("{MODEL_LABEL}={}", model.name_any()));
-    let list = api.list(&params).await.map_err(Error::kube(format!(
-        "ModelAssignments of {}",
-        describe(model)
-    )))?;
-    let ready = list
-        .items
-        .iter()
-        .filter(|a| a.status.as_ref().and_then(|s| s.health) == Some(Health::Healthy))
-        .count();
-    Ok(format!("{ready}/{}", list.items.len()))
 }
 
 async fn cleanup(model: &EdgeModel, ctx: &Context) -> Result<Action> {

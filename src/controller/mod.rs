@@ -3,6 +3,7 @@
 pub mod deviceclass;
 pub mod edgemodel;
 pub mod optimize;
+pub mod rollout;
 
 use crate::metrics::Metrics;
 use kube::Client;
@@ -46,14 +47,42 @@ impl Context {
     }
 }
 
-/// Runs all controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+/// The controllers one operator process can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// EdgeModel: device classes, optimization Jobs, publishing.
+    Edgemodel,
+    /// DeviceClass acceptance.
+    Deviceclass,
+    /// Serving pods' ModelAssignments and the rollout.
+    Rollout,
+}
+
+/// Runs the chosen controllers until `shutdown` resolves, then lets in-flight reconciles finish.
 pub async fn run(
     ctx: Arc<Context>,
+    which: &[Which],
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let on = |w| which.contains(&w);
+    let idle =
+        || Box::pin(async {}) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
     tokio::join!(
-        edgemodel::run(ctx.clone(), shutdown.clone()),
-        deviceclass::run(ctx.clone(), shutdown.clone()),
+        if on(Which::Edgemodel) {
+            Box::pin(edgemodel::run(ctx.clone(), shutdown.clone()))
+        } else {
+            idle()
+        },
+        if on(Which::Deviceclass) {
+            Box::pin(deviceclass::run(ctx.clone(), shutdown.clone()))
+        } else {
+            idle()
+        },
+        if on(Which::Rollout) {
+            Box::pin(rollout::run(ctx.clone(), shutdown.clone()))
+        } else {
+            idle()
+        },
     );
 }

@@ -427,7 +427,6 @@ pub async fn reconcile(
                 // A class being re-optimized keeps serving its last good artifact.
                 _ => prev.and_then(|p| p.artifact.clone()),
             },
-            rollout: prev.and_then(|p| p.rollout.clone()),
         });
         phases.push((class_name.clone(), phase));
     }

@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 use edgefleet_api::{DeviceClass, EdgeModel};
+use edgefleet_testenv::node::NodeEmulator;
 use edgefleet_testenv::{Process, free_port, http_get};
+use edgefleet_testenv::{env, kubectl, repo_root};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 
 /// A running `edgefleet-operator` limited to one namespace, with its own lease there.
@@ -72,4 +76,104 @@ pub fn class(name: &str) -> DeviceClass {
         "spec": {"arch": ["arm64"], "runtime": "tract", "precisions": ["int8", "fp32"]},
     }))
     .unwrap()
+}
+
+/// The optimizer binary the emulated node runs for `edgefleet-optimizer` pods.
+pub fn optimizer_binary() -> PathBuf {
+    binary("edgefleet-optimizer")
+}
+
+/// A workspace binary, built (debug) if needed.
+pub fn binary(package: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", package])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    repo_root().join("target/debug").join(package)
+}
+
+/// Uploads the base model and the dataset the example names, to the test ground's registry.
+pub fn seed_registry(optimizer: &std::path::Path) {
+    let registry = &env().registry;
+    let data = PathBuf::from(
+        String::from_utf8(
+            Command::new("bash")
+                .arg(repo_root().join("hack/datasets.sh"))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    )
+    .join("fashion-mnist-test.npz");
+    for (flag, file, target) in [
+        (
+            "--model",
+            repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx"),
+            "edgefleet/base/fashion-cnn:v1",
+        ),
+        (
+            "--dataset",
+            data,
+            "edgefleet/datasets/fashion-mnist-test:v1",
+        ),
+    ] {
+        let out = Command::new(optimizer)
+            .args(["upload", flag])
+            .arg(&file)
+            .arg(format!("{registry}/{target}"))
+            .args(["--plain-http", registry])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The example manifest, pointed at the test ground's registry.
+pub fn example(name: &str, edit: impl Fn(&mut serde_yaml_ng::Value)) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/fashion-mnist.yaml"))
+        .unwrap()
+        .replace("localhost:5000", &env().registry);
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    doc["metadata"]["name"] = name.into();
+    edit(&mut doc);
+    let path = std::env::temp_dir().join(format!("{}.yaml", edgefleet_testenv::unique_name(name)));
+    std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+pub fn apply(ns: &str, path: &std::path::Path) {
+    let (ok, out) = kubectl(&["apply", "-n", ns, "-f", path.to_str().unwrap()]);
+    assert!(ok, "kubectl apply: {out}");
+}
+
+/// Once per test: the optimizer built, the example's sources in the registry, the DeviceClasses.
+pub fn prepare() -> PathBuf {
+    let optimizer = optimizer_binary();
+    seed_registry(&optimizer);
+    let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
+    assert!(ok, "{out}");
+    optimizer
+}
+
+/// The operator and an emulated node for `ns`; both stop when dropped.
+pub fn ground(
+    client: &kube::Client,
+    ns: &str,
+    optimizer: &std::path::Path,
+) -> (Operator, NodeEmulator) {
+    let operator = Operator::start(ns, &format!("{ns}-op"));
+    let node = NodeEmulator::start(
+        client.clone(),
+        ns,
+        BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.to_path_buf())]),
+    );
+    (operator, node)
 }

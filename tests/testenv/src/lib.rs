@@ -2,6 +2,7 @@
 //! `make up` starts (reused when running), one namespace per test, and child processes that are
 //! killed when the test ends. Never shipped.
 
+pub mod fleet;
 pub mod net;
 pub mod node;
 pub mod registry;
@@ -65,6 +66,52 @@ pub async fn client() -> Result<Client> {
     let kubeconfig = Kubeconfig::read_from(&env().kubeconfig)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)
+}
+
+/// The test ground's API server (`host:port`) as its kubeconfig names it.
+pub fn apiserver() -> String {
+    let kubeconfig = std::fs::read_to_string(&env().kubeconfig).expect("read kubeconfig");
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("kubeconfig names a server")
+        .trim()
+        .trim_start_matches("https://")
+        .to_string()
+}
+
+/// A kubeconfig in `dir` that reaches `server` (`host:port`, e.g. [`apiserver`] or a
+/// [`net::Gate`] in front of it) with a ServiceAccount `token`, as a pod's sidecar would.
+pub fn token_kubeconfig(dir: &Path, server: &str, token: &str) -> PathBuf {
+    let original = std::fs::read_to_string(&env().kubeconfig).expect("read kubeconfig");
+    let ca = original
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+        .expect("kubeconfig names a CA");
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://{server}', certificate-authority: '{ca}'}}\nusers:\n- name: sa\n  user: {{token: '{token}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    path
+}
+
+/// A token of ServiceAccount `account` in `namespace`, valid for an hour.
+pub fn service_account_token(namespace: &str, account: &str) -> Result<String> {
+    let (ok, out) = kubectl(&[
+        "create",
+        "token",
+        account,
+        "-n",
+        namespace,
+        "--duration",
+        "1h",
+    ]);
+    anyhow::ensure!(ok, "kubectl create token {account}: {out}");
+    Ok(out.trim().to_string())
 }
 
 /// Installs (server-side applies) the CRDs generated from the Rust types and waits until they
