@@ -1,10 +1,12 @@
 //! edgefleet-operator: controllers for EdgeModel and DeviceClass, leader election and the
 //! operator's HTTP endpoints. `main.rs` only wires these together.
 
+pub mod certs;
 pub mod controller;
 pub mod crds;
 pub mod error;
 pub mod http;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod pipeline;
@@ -13,3 +15,4 @@ pub mod revisions;
 pub mod rollout;
 pub mod selector;
 pub mod telemetry;
+pub mod webhook;

@@ -4,6 +4,7 @@ use edgefleet_operator::http::{self, HttpState};
 use edgefleet_operator::leader::{self, LeaseConfig};
 use edgefleet_operator::metrics::Metrics;
 use edgefleet_operator::telemetry::{self, LogFormat};
+use edgefleet_operator::webhook;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,34 @@ struct Args {
     /// Controllers to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Which::Edgemodel, Which::Deviceclass, Which::Rollout])]
     controllers: Vec<Which>,
+    /// Serve the sidecar-injection webhook (HTTPS) on this address; off when unset.
+    #[arg(long, env = "EDGEFLEET_WEBHOOK_ADDR")]
+    webhook_addr: Option<SocketAddr>,
+    /// The API server calls the webhook at this URL instead of through the Service (outside a
+    /// cluster, e.g. the local test ground).
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Service in front of the webhook, in the operator's namespace.
+    #[arg(long, default_value = "edgefleet-webhook")]
+    webhook_service: String,
+    /// Name of the MutatingWebhookConfiguration the operator keeps current.
+    #[arg(long, default_value = "edgefleet-sidecar-injector")]
+    webhook_configuration: String,
+    /// Secret (operator's namespace) holding the webhook's CA and serving certificate.
+    #[arg(long, default_value = "edgefleet-webhook-tls")]
+    webhook_secret: String,
+    /// Names in the serving certificate (default: the Service's DNS names).
+    #[arg(long, value_delimiter = ',')]
+    webhook_names: Vec<String>,
+    /// Seconds between certificate checks (renewal at two thirds of its lifetime).
+    #[arg(long, default_value_t = 3600)]
+    webhook_check_seconds: u64,
+    /// Image of the injected sidecar.
+    #[arg(long, env = "EDGEFLEET_SIDECAR_IMAGE", default_value_t = edgefleet_operator::inject::Settings::default().image)]
+    sidecar_image: String,
+    /// ServiceAccount given to opted-in pods that use their namespace's default one.
+    #[arg(long, default_value = "edgefleet-sidecar")]
+    sidecar_service_account: String,
     /// Extra CA certificates (PEM) the operator trusts for registries.
     #[arg(long, env = "EDGEFLEET_REGISTRY_CA", value_delimiter = ',')]
     registry_ca: Vec<std::path::PathBuf>,
@@ -117,6 +146,49 @@ async fn main() -> anyhow::Result<()> {
         duration_seconds: args.lease_duration,
         grace_seconds: args.lease_grace,
     };
+    // Every replica serves the webhook (the Service spreads calls); only the leader reconciles.
+    let webhook = args.webhook_addr.map(|addr| {
+        let ns = args.lease_namespace.clone();
+        let service = args.webhook_service.clone();
+        let names = if args.webhook_names.is_empty() {
+            vec![
+                format!("{service}.{ns}.svc"),
+                format!("{service}.{ns}.svc.cluster.local"),
+            ]
+        } else {
+            args.webhook_names.clone()
+        };
+        let cfg = webhook::WebhookConfig {
+            addr,
+            secret_namespace: ns.clone(),
+            secret_name: args.webhook_secret.clone(),
+            configuration: args.webhook_configuration.clone(),
+            service: args
+                .webhook_url
+                .is_none()
+                .then(|| (ns.clone(), service.clone())),
+            url: args.webhook_url.clone(),
+            names,
+            scope: args.namespace.clone(),
+            settings: edgefleet_operator::inject::Settings {
+                image: args.sidecar_image.clone(),
+                service_account: args.sidecar_service_account.clone(),
+                ..Default::default()
+            },
+            check_every: std::time::Duration::from_secs(args.webhook_check_seconds),
+        };
+        let client = client.clone();
+        let stop = shutdown();
+        tokio::spawn(async move {
+            if let Err(e) = webhook::run(client, cfg, stop).await {
+                error!(
+                    error = format!("{e:#}"),
+                    "sidecar-injection webhook failed; exiting"
+                );
+                std::process::exit(1);
+            }
+        })
+    });
     let (mut leadership, election) = leader::elect(client.clone(), &lease).await?;
     ready.store(true, Ordering::Relaxed);
     info!(%identity, lease = %lease.name, namespace = %lease.namespace, "waiting for leadership");
@@ -169,6 +241,9 @@ async fn main() -> anyhow::Result<()> {
         Ok(Ok(_)) => info!("lease released"),
         Ok(Err(e)) => error!(error = %e, "lease release failed"),
         Err(e) => error!(error = %e, "lease task failed"),
+    }
+    if let Some(w) = webhook {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), w).await;
     }
     let _ = stop_http.send(());
     let _ = server.await;

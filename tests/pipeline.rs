@@ -264,11 +264,19 @@ async fn an_unreachable_floor_stalls_once_without_retries() {
             condition(&m, types::READY).unwrap().1,
             reasons::ACCURACY_FLOOR_NOT_MET
         );
+        // The Event follows the status write.
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let list = events.list(&ListParams::default()).await?;
-        assert!(list.items.iter().any(|e| e.reason.as_deref()
-            == Some(reasons::ACCURACY_FLOOR_NOT_MET)
-            && e.type_.as_deref() == Some("Warning")));
+        eventually(Duration::from_secs(30), || async {
+            let list = events.list(&ListParams::default()).await?;
+            ensure!(
+                list.items.iter().any(|e| e.reason.as_deref()
+                    == Some(reasons::ACCURACY_FLOOR_NOT_MET)
+                    && e.type_.as_deref() == Some("Warning")),
+                "no AccuracyFloorNotMet Warning yet"
+            );
+            Ok(())
+        })
+        .await?;
         // No retry storm: one Job, failed at once by its pod failure policy, and it stays so.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let list = jobs_of(&jobs, "too-greedy").await?;

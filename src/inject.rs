@@ -1,0 +1,446 @@
+//! Sidecar injection, the pure decision: given a Pod being created, add the inference sidecar
+//! (or say why not). The webhook (`webhook.rs`) turns the result into a JSON patch.
+//!
+//! A pod opts in with the label `edgefleet.dev/model=<EdgeModel>`. It gets:
+//! - the `edgefleet-sidecar` container: a native sidecar (an init container with
+//!   `restartPolicy: Always`, started before the app and stopped after it) where the cluster
+//!   supports it (Kubernetes 1.29+), else a regular container;
+//! - args naming the model and the pod's own `ModelAssignment`; `POD_NAME`, `POD_NAMESPACE`
+//!   and `NODE_NAME` from the downward API;
+//! - a cache volume (`emptyDir`) for artifacts, resources, liveness and readiness probes, a
+//!   locked-down security context;
+//! - the ServiceAccount `edgefleet-sidecar` when the pod uses the namespace's default one (its
+//!   token is how the sidecar reads its assignment; a pod with its own account needs that
+//!   account bound to the sidecar's Role, see `examples/sidecar-rbac.yaml`).
+//!
+//! The port defaults to 8500 and is set with the annotation `edgefleet.dev/sidecar-port`.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+pub const MODEL_LABEL: &str = "edgefleet.dev/model";
+pub const PORT_ANNOTATION: &str = "edgefleet.dev/sidecar-port";
+/// Set on injected pods: the sidecar image they got.
+pub const INJECTED_ANNOTATION: &str = "edgefleet.dev/injected";
+pub const CONTAINER: &str = "edgefleet-sidecar";
+pub const CACHE_VOLUME: &str = "edgefleet-cache";
+pub const CACHE_PATH: &str = "/var/cache/edgefleet";
+pub const DEFAULT_PORT: i32 = 8500;
+
+/// What every injected sidecar gets; from the operator's flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub image: String,
+    pub service_account: String,
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    /// `sizeLimit` of the cache volume.
+    pub cache_size: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            image: format!("ghcr.io/edgefleet/sidecar:{}", env!("CARGO_PKG_VERSION")),
+            service_account: "edgefleet-sidecar".into(),
+            cpu_request: "50m".into(),
+            memory_request: "64Mi".into(),
+            memory_limit: "256Mi".into(),
+            cache_size: "1Gi".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Leave the pod as it is, for this reason.
+    Skip(String),
+    /// Admit the pod changed to this.
+    Inject(Box<Pod>),
+    /// Refuse the pod with this message (names the field).
+    Deny(String),
+}
+
+fn quantity(s: &str) -> Quantity {
+    Quantity(s.to_string())
+}
+
+fn downward(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, port: i32, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The sidecar container for `model` on `port`.
+pub fn container(model: &str, port: i32, settings: &Settings, native: bool) -> Container {
+    Container {
+        name: CONTAINER.into(),
+        image: Some(settings.image.clone()),
+        args: Some(
+            [
+                "serve",
+                "--name",
+                model,
+                "--assignment",
+                "$(POD_NAME)",
+                "--namespace",
+                "$(POD_NAMESPACE)",
+                "--listen",
+                &format!("0.0.0.0:{port}"),
+                "--cache",
+                CACHE_PATH,
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(vec![
+            downward("POD_NAME", "metadata.name"),
+            downward("POD_NAMESPACE", "metadata.namespace"),
+            downward("NODE_NAME", "spec.nodeName"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("edgefleet".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), quantity(&settings.cpu_request)),
+                ("memory".into(), quantity(&settings.memory_request)),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".into(),
+                quantity(&settings.memory_limit),
+            )])),
+            ..Default::default()
+        }),
+        liveness_probe: Some(probe("/v2/health/live", port, 10)),
+        // Ready once a model serves: the pod is not Ready before it can answer.
+        readiness_probe: Some(probe("/v2/health/ready", port, 5)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CACHE_VOLUME.into(),
+            mount_path: CACHE_PATH.into(),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        restart_policy: native.then(|| "Always".to_string()),
+        ..Default::default()
+    }
+}
+
+/// The whole decision. `native`: the cluster runs native sidecars (Kubernetes 1.29+).
+pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let Some(model) = labels.get(MODEL_LABEL) else {
+        return Decision::Skip(format!("no {MODEL_LABEL} label"));
+    };
+    if model.is_empty() {
+        return Decision::Deny(format!(
+            "metadata.labels[{MODEL_LABEL}] must name the EdgeModel this pod serves"
+        ));
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Decision::Deny("spec: a pod needs a spec".into());
+    };
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    if all.clone().any(|c| c.name == CONTAINER) {
+        return Decision::Skip("the sidecar is already there".into());
+    }
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let port = match annotations.get(PORT_ANNOTATION) {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<i32>() {
+            Ok(p) if (1..=65535).contains(&p) => p,
+            _ => {
+                return Decision::Deny(format!(
+                    "metadata.annotations[{PORT_ANNOTATION}]: {p:?} is not a port number (1-65535)"
+                ));
+            }
+        },
+    };
+    for (i, c) in spec.containers.iter().enumerate() {
+        if c.ports.iter().flatten().any(|p| p.container_port == port) {
+            return Decision::Deny(format!(
+                "spec.containers[{i}] ({}) already uses port {port}, the sidecar's; choose another with the annotation {PORT_ANNOTATION}",
+                c.name
+            ));
+        }
+    }
+    if spec.automount_service_account_token == Some(false) {
+        return Decision::Deny(format!(
+            "spec.automountServiceAccountToken is false: the sidecar needs the pod's ServiceAccount token to read its ModelAssignment (remove the field or the {MODEL_LABEL} label)"
+        ));
+    }
+    let mut out = pod.clone();
+    let spec = out.spec.as_mut().expect("checked above");
+    let sidecar = container(model, port, settings, native);
+    if native {
+        spec.init_containers
+            .get_or_insert_with(Vec::new)
+            .push(sidecar);
+    } else {
+        spec.containers.push(sidecar);
+    }
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    if !volumes.iter().any(|v| v.name == CACHE_VOLUME) {
+        volumes.push(Volume {
+            name: CACHE_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(quantity(&settings.cache_size)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if matches!(
+        spec.service_account_name.as_deref(),
+        None | Some("" | "default")
+    ) {
+        spec.service_account_name = Some(settings.service_account.clone());
+    }
+    out.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(INJECTED_ANNOTATION.into(), settings.image.clone());
+    Decision::Inject(Box::new(out))
+}
+
+/// Native sidecars (init containers with `restartPolicy: Always`) are on by default from
+/// Kubernetes 1.29.
+pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
+    let digits = |s: &str| {
+        s.chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    (digits(major), digits(minor)) >= (1, 29)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "camera-0",
+                "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                "annotations": annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            },
+            "spec": {"containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 8080}]}]},
+        }))
+        .unwrap()
+    }
+
+    fn injected(d: Decision) -> Pod {
+        match d {
+            Decision::Inject(p) => *p,
+            other => panic!("not injected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pod_without_the_label_is_left_alone() {
+        let d = decide(&pod(&[("app", "x")], &[]), &Settings::default(), true);
+        assert!(matches!(d, Decision::Skip(_)), "{d:?}");
+    }
+
+    #[test]
+    fn an_opted_in_pod_gets_a_native_sidecar_with_everything_it_needs() {
+        let settings = Settings::default();
+        let p = injected(decide(
+            &pod(&[(MODEL_LABEL, "fashion")], &[]),
+            &settings,
+            true,
+        ));
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.containers.len(), 1, "the app is untouched");
+        let c = &spec.init_containers.unwrap()[0];
+        assert_eq!(c.name, CONTAINER);
+        assert_eq!(c.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(c.image.as_deref(), Some(settings.image.as_str()));
+        let args = c.args.clone().unwrap().join(" ");
+        assert_eq!(
+            args,
+            "serve --name fashion --assignment $(POD_NAME) --namespace $(POD_NAMESPACE) --listen 0.0.0.0:8500 --cache /var/cache/edgefleet"
+        );
+        let env: Vec<_> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e.name.as_str(),
+                    e.value_from
+                        .as_ref()
+                        .unwrap()
+                        .field_ref
+                        .as_ref()
+                        .unwrap()
+                        .field_path
+                        .as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("POD_NAME", "metadata.name"),
+                ("POD_NAMESPACE", "metadata.namespace"),
+                ("NODE_NAME", "spec.nodeName")
+            ]
+        );
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/v2/health/ready")
+        );
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CACHE_PATH);
+        let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["memory"].0, "256Mi");
+        assert_eq!(spec.volumes.unwrap()[0].name, CACHE_VOLUME);
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some("edgefleet-sidecar")
+        );
+        assert_eq!(
+            p.metadata.annotations.unwrap()[INJECTED_ANNOTATION],
+            settings.image
+        );
+    }
+
+    #[test]
+    fn older_clusters_get_a_regular_container() {
+        let p = injected(decide(
+            &pod(&[(MODEL_LABEL, "m")], &[]),
+            &Settings::default(),
+            false,
+        ));
+        let spec = p.spec.unwrap();
+        assert!(spec.init_containers.is_none());
+        assert_eq!(spec.containers[1].name, CONTAINER);
+        assert_eq!(spec.containers[1].restart_policy, None);
+    }
+
+    #[test]
+    fn injection_is_idempotent_and_keeps_the_pods_own_account() {
+        let mut p = pod(&[(MODEL_LABEL, "m")], &[]);
+        p.spec.as_mut().unwrap().service_account_name = Some("camera".into());
+        let once = injected(decide(&p, &Settings::default(), true));
+        assert_eq!(
+            once.spec.as_ref().unwrap().service_account_name.as_deref(),
+            Some("camera")
+        );
+        assert!(matches!(
+            decide(&once, &Settings::default(), true),
+            Decision::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let s = Settings::default();
+        let deny = |p: &Pod| match decide(p, &s, true) {
+            Decision::Deny(m) => m,
+            other => panic!("not denied: {other:?}"),
+        };
+        assert!(
+            deny(&pod(&[(MODEL_LABEL, "")], &[]))
+                .starts_with("metadata.labels[edgefleet.dev/model]")
+        );
+        assert!(
+            deny(&pod(&[(MODEL_LABEL, "m")], &[(PORT_ANNOTATION, "http")]))
+                .starts_with("metadata.annotations[edgefleet.dev/sidecar-port]")
+        );
+        let clash = deny(&pod(&[(MODEL_LABEL, "m")], &[(PORT_ANNOTATION, "8080")]));
+        assert!(
+            clash.starts_with("spec.containers[0] (app) already uses port 8080"),
+            "{clash}"
+        );
+        let mut p = pod(&[(MODEL_LABEL, "m")], &[]);
+        p.spec.as_mut().unwrap().automount_service_account_token = Some(false);
+        assert!(deny(&p).starts_with("spec.automountServiceAccountToken"));
+        // A custom port moves the listener and the probes.
+        let p = injected(decide(
+            &pod(&[(MODEL_LABEL, "m")], &[(PORT_ANNOTATION, "9100")]),
+            &s,
+            true,
+        ));
+        let c = &p.spec.unwrap().init_containers.unwrap()[0];
+        assert!(
+            c.args
+                .as_ref()
+                .unwrap()
+                .contains(&"0.0.0.0:9100".to_string())
+        );
+        assert_eq!(
+            c.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .port,
+            IntOrString::Int(9100)
+        );
+    }
+
+    #[test]
+    fn native_sidecars_from_1_29() {
+        assert!(supports_native_sidecars("1", "34"));
+        assert!(supports_native_sidecars("1", "29+"));
+        assert!(!supports_native_sidecars("1", "28"));
+        assert!(supports_native_sidecars("2", "0"));
+    }
+}
