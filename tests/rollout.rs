@@ -455,7 +455,7 @@ fn operator_writes(operator: &support::Operator) -> f64 {
 }
 
 #[tokio::test]
-async fn two_hundred_simulated_pods_roll_out_in_three_steps_with_one_write_each() {
+async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses() {
     use edgefleet_testenv::fleet::{self, SimConfig, SimFleet};
     const N: usize = 200;
     with_namespace("fleet", |client, ns| async move {
@@ -530,6 +530,56 @@ async fn two_hundred_simulated_pods_roll_out_in_three_steps_with_one_write_each(
                 "no event {want:?} in {notes:?}"
             );
         }
+
+        let spec = |rollout: serde_json::Value| {
+            let models = models.clone();
+            async move {
+                let patch = serde_json::json!({"spec": {"rollout": rollout}});
+                models
+                    .patch("sim", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+        };
+        let state = |revision: i64, want: &'static str| {
+            let models = models.clone();
+            async move {
+                eventually(LONG, || async {
+                    let s = models.get("sim").await?.status.context("no status")?;
+                    let r = s.rollout.context("no rollout")?;
+                    ensure!(s.revision == Some(revision) && r.state == want, "{:?} {r:?}", s.revision);
+                    Ok(r)
+                })
+                .await
+            }
+        };
+        // A manual gate after the first step holds revision 3 there until the spec says go.
+        let c = fleet::digest("third");
+        spec(serde_json::json!({"steps": [{"percent": 10, "manualGate": true}, {"percent": 50}, {"percent": 100}]})).await?;
+        fleet::publish(&client, &ns, "sim", &c).await?;
+        let held = state(3, "Waiting").await?;
+        ensure!(held.waiting_for.as_deref().unwrap_or_default().contains("manualGate"), "{held:?}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sims.serving(&c), N / 10, "only the first step's pods move");
+        spec(serde_json::json!({"steps": [{"percent": 10}, {"percent": 50}, {"percent": 100}]})).await?;
+        complete(3).await?;
+        assert_eq!(sims.serving(&c), N);
+
+        // Rollback to revision 1: a new revision with revision 1's digest, through the steps.
+        spec(serde_json::json!({"rollbackTo": 1})).await?;
+        let m = complete(4).await?;
+        assert_eq!(sims.serving(&a), N);
+        let history = m.status.unwrap().history;
+        let last = history.last().unwrap();
+        assert_eq!((last.revision, last.digest.as_str()), (4, a.as_str()));
+
+        // Paused: rolling forward again (rollbackTo removed) starts revision 5 but moves nobody.
+        spec(serde_json::json!({"rollbackTo": null, "paused": true})).await?;
+        state(5, "Paused").await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sims.serving(&c), 0, "paused: no pod moved");
+        spec(serde_json::json!({"paused": false})).await?;
+        complete(5).await?;
+        assert_eq!(sims.serving(&c), N);
         Ok(())
     })
     .await;
