@@ -43,6 +43,8 @@ pub struct Settings {
     pub memory_limit: String,
     /// `sizeLimit` of the cache volume.
     pub cache_size: String,
+    /// Registries the sidecar may reach over plain HTTP (trusted networks only).
+    pub plain_http: Vec<String>,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             memory_request: "64Mi".into(),
             memory_limit: "256Mi".into(),
             cache_size: "1Gi".into(),
+            plain_http: Vec::new(),
         }
     }
 }
@@ -119,7 +122,14 @@ pub fn container(model: &str, port: i32, settings: &Settings, native: bool) -> C
                 CACHE_PATH,
             ]
             .map(String::from)
-            .to_vec(),
+            .into_iter()
+            .chain(
+                settings
+                    .plain_http
+                    .iter()
+                    .flat_map(|r| ["--plain-http".to_string(), r.clone()]),
+            )
+            .collect(),
         ),
         env: Some(vec![
             downward("POD_NAME", "metadata.name"),
@@ -358,6 +368,20 @@ mod tests {
             p.metadata.annotations.unwrap()[INJECTED_ANNOTATION],
             settings.image
         );
+    }
+
+    #[test]
+    fn plain_http_registries_are_passed_on() {
+        let settings = Settings {
+            plain_http: vec!["10.0.0.5:5000".into()],
+            ..Default::default()
+        };
+        let p = injected(decide(&pod(&[(MODEL_LABEL, "m")], &[]), &settings, true));
+        let args = p.spec.unwrap().init_containers.unwrap()[0]
+            .args
+            .clone()
+            .unwrap();
+        assert_eq!(args[args.len() - 2..], ["--plain-http", "10.0.0.5:5000"]);
     }
 
     #[test]

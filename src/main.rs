@@ -78,6 +78,9 @@ struct Args {
     /// Image of the injected sidecar.
     #[arg(long, env = "EDGEFLEET_SIDECAR_IMAGE", default_value_t = edgefleet_operator::inject::Settings::default().image)]
     sidecar_image: String,
+    /// Registries injected sidecars may reach over plain HTTP (trusted networks only).
+    #[arg(long, value_delimiter = ',')]
+    sidecar_plain_http: Vec<String>,
     /// ServiceAccount given to opted-in pods that use their namespace's default one.
     #[arg(long, default_value = "edgefleet-sidecar")]
     sidecar_service_account: String,
@@ -173,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
             settings: edgefleet_operator::inject::Settings {
                 image: args.sidecar_image.clone(),
                 service_account: args.sidecar_service_account.clone(),
+                plain_http: args.sidecar_plain_http.clone(),
                 ..Default::default()
             },
             check_every: std::time::Duration::from_secs(args.webhook_check_seconds),

@@ -395,7 +395,10 @@ pub fn plan(
                 Outcome::Waiting(format!(
                     "pause after step {} ({percent}%): {} left",
                     step + 1,
-                    edgefleet_api::duration::format(pause - elapsed)
+                    // Whole seconds, rounded up: the status changes once a second at most.
+                    edgefleet_api::duration::format(Duration::from_secs(
+                        (pause - elapsed).as_secs_f64().ceil() as u64
+                    ))
                 )),
             );
         }

@@ -7,6 +7,13 @@
 //! directories, starts the process, reports `Running`, then `Succeeded`/`Failed` with the exit
 //! code and termination message. A pod being deleted gets its process killed and is removed
 //! (grace period 0), as a kubelet would confirm.
+//!
+//! Pods with an injected sidecar (an init container with `restartPolicy: Always` whose name is
+//! a key of the binaries, e.g. `edgefleet-sidecar`) get that sidecar run as a long-lived
+//! process instead: with a token of the pod's ServiceAccount (a kubeconfig in its sandbox, as
+//! the kubelet would mount the token), `$(VAR)` references in its args expanded, and its
+//! `0.0.0.0:<port>` listener moved to a free 127.0.0.1 port, recorded in the pod's annotation
+//! `edgefleet.dev/emulated-address` (many pods share this one host).
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
@@ -18,6 +25,8 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 pub const NODE_NAME: &str = "edgefleet-emulated-node";
+/// Where an emulated pod's sidecar listens (`127.0.0.1:<port>`).
+pub const EMULATED_ADDRESS: &str = "edgefleet.dev/emulated-address";
 
 /// A running emulator; stops (and kills its processes) when dropped.
 pub struct NodeEmulator {
@@ -69,17 +78,10 @@ async fn tick(
     let list = pods.list(&ListParams::default()).await?;
     for pod in list.items {
         let name = pod.name_any();
-        let Some(container) = pod.spec.as_ref().and_then(|s| s.containers.first()) else {
+        let Some((container, binary)) = runnable(&pod, binaries) else {
             continue;
         };
-        let Some(binary) = container
-            .command
-            .as_ref()
-            .and_then(|c| c.first())
-            .and_then(|c| binaries.get(c))
-        else {
-            continue;
-        };
+        let container = &container;
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
         if pod.metadata.deletion_timestamp.is_some() {
             if let Some(mut r) = running.remove(&name) {
@@ -111,6 +113,34 @@ async fn tick(
         }
     }
     Ok(())
+}
+
+/// The container this node runs for `pod`, and its binary: an injected sidecar by name, else
+/// the first container by its command.
+fn runnable<'a>(
+    pod: &Pod,
+    binaries: &'a BTreeMap<String, PathBuf>,
+) -> Option<(Container, &'a PathBuf)> {
+    let spec = pod.spec.as_ref()?;
+    if let Some((c, b)) = spec.init_containers.iter().flatten().find_map(|c| {
+        (c.restart_policy.as_deref() == Some("Always"))
+            .then(|| binaries.get(&c.name).map(|b| (c.clone(), b)))
+            .flatten()
+    }) {
+        return Some((c, b));
+    }
+    let c = spec.containers.first()?;
+    let b = binaries.get(c.command.as_ref()?.first()?)?;
+    Some((c.clone(), b))
+}
+
+/// Expands `$(NAME)` references as the kubelet does.
+fn expand(text: &str, env: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
 }
 
 /// Prepares volumes, rewrites paths, starts the process.
@@ -202,19 +232,12 @@ async fn start(
     let log = sandbox.path().join("log");
     let file = std::fs::File::create(&log)?;
     let mut cmd = Command::new(binary);
-    cmd.args(
-        container
-            .args
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|a| rewrite(a)),
-    )
-    .current_dir(sandbox.path())
-    .stdin(std::process::Stdio::null())
-    .stdout(file.try_clone()?)
-    .stderr(file)
-    .kill_on_drop(true);
+    cmd.current_dir(sandbox.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .kill_on_drop(true);
+    let mut env: Vec<(String, String)> = Vec::new();
     for e in container.env.clone().unwrap_or_default() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => v.clone(),
@@ -237,8 +260,55 @@ async fn start(
             }
             _ => String::new(),
         };
-        cmd.env(&e.name, rewrite(&value));
+        env.push((e.name.clone(), rewrite(&value)));
     }
+    let mut args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| rewrite(&expand(a, &env)))
+        .collect();
+    if container.restart_policy.as_deref() == Some("Always") {
+        // A sidecar: its pod's ServiceAccount token, and a listener of its own on this host.
+        let account = spec
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let token =
+            Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns)
+                .create_token_request(
+                    &account,
+                    &Default::default(),
+                    &k8s_openapi::api::authentication::v1::TokenRequest {
+                        spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                            expiration_seconds: Some(3600),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                )
+                .await
+                .with_context(|| format!("token of ServiceAccount {ns}/{account}"))?
+                .status
+                .context("no token")?
+                .token;
+        let kubeconfig = crate::token_kubeconfig(sandbox.path(), &crate::apiserver(), &token);
+        env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        let address = format!("127.0.0.1:{}", crate::free_port());
+        for a in args.iter_mut().filter(|a| a.starts_with("0.0.0.0:")) {
+            *a = address.clone();
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {EMULATED_ADDRESS: address}}});
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    cmd.args(&args).envs(env);
     let child = cmd
         .spawn()
         .with_context(|| format!("spawn {}", binary.display()))?;
