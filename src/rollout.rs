@@ -7,7 +7,8 @@
 //! - paused: nothing moves;
 //! - too many updated pods failing (self-test, `Failed`, error rate or p99 over the limits):
 //!   abort and send every updated pod back to the last good digest;
-//! - a pod without a desired artifact (new) starts on the target at once;
+//! - a pod without a desired artifact that serves nothing (new) starts on the target at once;
+//!   one that already serves another digest moves in the waves like the others;
 //! - otherwise the current step's share of pods (canaries first, then by name) is moved to the
 //!   target, never more at once than `maxUnavailable` allows counting pods already offline or
 //!   still loading; a step is done when its pods serve the target healthily; then its pause or
@@ -206,6 +207,19 @@ pub fn plan(
     standing: &Standing,
 ) -> Plan {
     let t = target.digest.as_str();
+    // A pod without a desired artifact that already serves another one (its sidecar restarted
+    // from its cache, or its twin was recreated) moves in waves like any pod on that digest;
+    // one that serves nothing, or the target already, starts on the target at once.
+    let pods: Vec<Pod> = pods
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if p.desired.is_none() && p.serving.as_deref() != Some(t) {
+                p.desired = p.serving.clone();
+            }
+            p
+        })
+        .collect();
     let mut order: Vec<&Pod> = pods.iter().collect();
     order.sort_by(|a, b| b.canary.cmp(&a.canary).then(a.name.cmp(&b.name)));
     let is_offline = |p: &Pod| offline(p, limits.heartbeat_timeout);
@@ -411,7 +425,7 @@ pub fn plan(
         step_age: Duration::ZERO,
         step_done_for: None,
     };
-    plan(spec, limits, target, pods, &next)
+    plan(spec, limits, target, &pods, &next)
 }
 
 #[cfg(test)]
@@ -644,6 +658,21 @@ mod tests {
         s.paused = true;
         let p = first(&s, &pods);
         assert_eq!((p.assign.len(), p.outcome), (0, Outcome::Paused));
+    }
+
+    #[test]
+    fn a_pod_without_a_desired_artifact_that_serves_one_waits_for_its_wave() {
+        let s = spec(&[(50, None, false), (100, None, false)], Some("1"));
+        let mut pods = fleet(4);
+        // Restarted from its cache, serving the old digest; its twin names nothing yet.
+        pods[0].desired = None;
+        // Already on the target: just recorded.
+        pods[3].desired = None;
+        pods[3].serving = Some(NEW.into());
+        let p = first(&s, &pods);
+        assert_eq!(names(&p), vec!["p03", "p00"], "{p:?}");
+        // p00 came through the step's budget (1), not as a new pod: p01 and p02 wait.
+        assert_eq!(p.counts.updated, 0);
     }
 
     #[test]

@@ -32,6 +32,18 @@ fn sidecar(p: &Pod) -> Option<k8s_openapi::api::core::v1::Container> {
         .cloned()
 }
 
+/// Creates an opted-in pod, retrying while the webhook is not reachable yet.
+async fn opted_in(pods: &Api<Pod>, name: &str) -> anyhow::Result<Pod> {
+    eventually(Duration::from_secs(30), || async {
+        let _ = pods
+            .delete(name, &DeleteParams::default().grace_period(0))
+            .await;
+        let p = pod(name, serde_json::json!({"edgefleet.dev/model": "fashion"}));
+        Ok(pods.create(&PostParams::default(), &p).await?)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn opted_in_pods_get_the_sidecar_and_an_outage_blocks_no_other_pod() {
     with_namespace("webhook", |client, ns| async move {
@@ -82,21 +94,7 @@ async fn opted_in_pods_get_the_sidecar_and_an_outage_blocks_no_other_pod() {
             ensure!(data.contains_key("tls.crt") && data.contains_key("tls.key"));
 
             // An opted-in pod gets the native sidecar from the real API server's call.
-            let created = eventually(Duration::from_secs(30), || async {
-                let _ = pods
-                    .delete("camera-0", &DeleteParams::default().grace_period(0))
-                    .await;
-                Ok(pods
-                    .create(
-                        &PostParams::default(),
-                        &pod(
-                            "camera-0",
-                            serde_json::json!({"edgefleet.dev/model": "fashion"}),
-                        ),
-                    )
-                    .await?)
-            })
-            .await?;
+            let created = opted_in(&pods, "camera-0").await?;
             let c = sidecar(&created).context("no sidecar injected")?;
             ensure!(c.restart_policy.as_deref() == Some("Always"), "{c:?}");
             ensure!(c.image.as_deref() == Some("registry.example/edgefleet/sidecar:test"));
@@ -149,21 +147,7 @@ async fn opted_in_pods_get_the_sidecar_and_an_outage_blocks_no_other_pod() {
                 Ok(())
             })
             .await?;
-            let again = eventually(Duration::from_secs(30), || async {
-                let _ = pods
-                    .delete("camera-1", &DeleteParams::default().grace_period(0))
-                    .await;
-                Ok(pods
-                    .create(
-                        &PostParams::default(),
-                        &pod(
-                            "camera-1",
-                            serde_json::json!({"edgefleet.dev/model": "fashion"}),
-                        ),
-                    )
-                    .await?)
-            })
-            .await?;
+            let again = opted_in(&pods, "camera-1").await?;
             ensure!(sidecar(&again).is_some(), "no sidecar after the renewal");
 
             // The webhook is down: other pods are created as ever; opted-in ones are refused
