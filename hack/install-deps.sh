@@ -8,6 +8,8 @@ command -v docker-registry >/dev/null || want+=(docker-registry)
 command -v htpasswd >/dev/null || want+=(apache2-utils)
 command -v openssl >/dev/null || want+=(openssl)
 command -v curl >/dev/null || want+=(curl)
+# Argo CD runs health checks in Lua 5.1 (gopher-lua); the tests run ours with the reference interpreter.
+command -v lua5.1 >/dev/null || want+=(lua5.1)
 [[ -d /usr/share/datasets/fashion-mnist ]] || want+=(dataset-fashion-mnist)
 [[ ${#want[@]} -eq 0 ]] && exit 0
 

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::assignment::{Health, ModelAssignment};
 use edgefleet_api::conditions::{self, types};
-use edgefleet_testenv::{Process, env, eventually, free_port, kubectl, with_namespace};
+use edgefleet_testenv::{Process, argocd, env, eventually, free_port, kubectl, with_namespace};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeMap;
@@ -258,6 +258,11 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
         })
         .await?;
         eprintln!("revision 1 on all pods after {:?}", started.elapsed());
+        let (health, _) = argocd::health(&serde_json::to_value(&m)?)?;
+        assert_eq!(
+            health, "Healthy",
+            "Argo CD health of revision 1 on every pod"
+        );
         let status = m.status.clone().unwrap();
         assert_eq!(status.revision, Some(1));
         let class = &status.rollouts[0];
@@ -370,6 +375,9 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
             Ok(m)
         })
         .await?;
+        let (health, message) = argocd::health(&serde_json::to_value(&m)?)?;
+        assert_eq!(health, "Degraded", "{message}");
+        assert!(message.contains("p99"), "{message}");
         let status = m.status.unwrap();
         let rolled = conditions::find(&status.conditions, types::ROLLED_OUT).unwrap();
         assert_eq!(rolled.status, "False");
@@ -508,6 +516,9 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
             per_pod >= 1.0,
             "{per_pod}: every pod needs its desired digest written"
         );
+        // Argo CD's view of the same object.
+        let (health, message) = argocd::health(&serde_json::to_value(&m)?)?;
+        assert_eq!((health.as_str(), message.as_str()), ("Healthy", "200 of 200 pods serve the current revision"));
         let status = m.status.unwrap();
         assert_eq!(
             status.rollouts[0].stable_digest.as_deref(),
@@ -557,6 +568,8 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
         spec(serde_json::json!({"steps": [{"percent": 10, "manualGate": true}, {"percent": 50}, {"percent": 100}]})).await?;
         fleet::publish(&client, &ns, "sim", &c).await?;
         let held = state(3, "Waiting").await?;
+        let (health, _) = argocd::health(&serde_json::to_value(models.get("sim").await?)?)?;
+        assert_eq!(health, "Suspended", "held at a manual gate");
         ensure!(held.waiting_for.as_deref().unwrap_or_default().contains("manualGate"), "{held:?}");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(sims.serving(&c), N / 10, "only the first step's pods move");
@@ -574,7 +587,11 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
 
         // Paused: rolling forward again (rollbackTo removed) starts revision 5 but moves nobody.
         spec(serde_json::json!({"rollbackTo": null, "paused": true})).await?;
+        // The (simulated) pipeline observes the new generation.
+        fleet::publish(&client, &ns, "sim", &c).await?;
         state(5, "Paused").await?;
+        let (health, _) = argocd::health(&serde_json::to_value(models.get("sim").await?)?)?;
+        assert_eq!(health, "Suspended", "paused");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(sims.serving(&c), 0, "paused: no pod moved");
         spec(serde_json::json!({"paused": false})).await?;

@@ -274,7 +274,8 @@ pub fn model(name: &str, steps: &[u32]) -> edgefleet_api::EdgeModel {
 }
 
 /// Writes what the pipeline writes when an artifact for `cpu-int8` is published (same field
-/// manager), so that the rollout controller starts a rollout of `digest`.
+/// manager: observed generation, kstatus conditions, the class's artifact), so that the rollout
+/// controller starts a rollout of `digest`.
 pub async fn publish(
     client: &Client,
     namespace: &str,
@@ -282,9 +283,15 @@ pub async fn publish(
     digest: &str,
 ) -> anyhow::Result<()> {
     let api: Api<edgefleet_api::EdgeModel> = Api::namespaced(client.clone(), namespace);
+    let generation = api.get(name).await?.metadata.generation;
+    let now = now();
+    let condition = |type_: &str, status: &str| serde_json::json!({"type": type_, "status": status, "reason": "Published", "message": "published for cpu-int8", "lastTransitionTime": now, "observedGeneration": generation});
     let patch = serde_json::json!({
         "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
-        "status": {"deviceClasses": [{
+        "status": {
+        "observedGeneration": generation,
+        "phase": "Ready",
+        "conditions": [condition("Ready", "True"), condition("Reconciling", "False"), condition("Stalled", "False")],"deviceClasses": [{
             "name": "cpu-int8",
             "phase": "Published",
             "artifact": {

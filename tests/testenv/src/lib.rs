@@ -2,6 +2,7 @@
 //! `make up` starts (reused when running), one namespace per test, and child processes that are
 //! killed when the test ends. Never shipped.
 
+pub mod argocd;
 pub mod fleet;
 pub mod net;
 pub mod node;
