@@ -14,5 +14,6 @@ pub mod resolve;
 pub mod revisions;
 pub mod rollout;
 pub mod selector;
+pub mod status;
 pub mod telemetry;
 pub mod webhook;

@@ -516,6 +516,25 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
             per_pod >= 1.0,
             "{per_pod}: every pod needs its desired digest written"
         );
+        // `kubectl edgefleet status` (the plugin binary on the PATH) shows the same.
+        let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-edgefleet"));
+        let path = format!(
+            "{}:{}",
+            plugin.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("kubectl")
+            .args(["edgefleet", "status", "sim", "-n", &ns])
+            .env("PATH", path)
+            .env("KUBECONFIG", &env().kubeconfig)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ensure!(text.contains("rollout   revision 2 Complete  step 3/3"), "{text}");
+        ensure!(
+            text.contains("pods      200 total  200 updated  200 ready  0 failed  0 offline"),
+            "{text}"
+        );
         // Argo CD's view of the same object.
         let (health, message) = argocd::health(&serde_json::to_value(&m)?)?;
         assert_eq!((health.as_str(), message.as_str()), ("Healthy", "200 of 200 pods serve the current revision"));
