@@ -68,7 +68,7 @@ struct Memory {
     uid: String,
     status: RolloutStatus,
     desired: HashMap<String, String>,
-    created: HashMap<String, ModelAssignment>,
+    created: HashMap<String, Arc<ModelAssignment>>,
     /// Spec problems already announced.
     problems: std::collections::HashSet<String>,
 }
@@ -184,7 +184,8 @@ fn planner_pod(
     desired: Option<String>,
     now: &Time,
 ) -> rollout::Pod {
-    let status = a.status.clone().unwrap_or_default();
+    let empty = Default::default();
+    let status = a.status.as_ref().unwrap_or(&empty);
     rollout::Pod {
         name: a.name_any(),
         canary,
@@ -351,7 +352,8 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
         .map(|a| (a.name_any(), a))
         .collect();
     let api: Api<ModelAssignment> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut by_class: HashMap<String, Vec<(ModelAssignment, bool)>> = HashMap::new();
+    // Shared, not copied: at 10,000 pods every reconcile would otherwise clone them all.
+    let mut by_class: HashMap<String, Vec<(Arc<ModelAssignment>, bool)>> = HashMap::new();
     let mut unplaced = Vec::new();
     let mut missing = Vec::new();
     // Created earlier but not yet in the cache.
@@ -370,7 +372,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
             .is_some_and(|s| selector::matches(s, pod.labels()));
         let known = existing
             .get(pod_name)
-            .map(|a| (**a).clone())
+            .cloned()
             .or_else(|| memory.created.get(pod_name).cloned());
         match known {
             Some(a) if a.spec.pod.uid == uid => {
@@ -410,6 +412,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
     for result in created {
         match result {
             Ok((a, class, canary)) => {
+                let a = Arc::new(a);
                 memory.created.insert(a.name_any(), a.clone());
                 by_class.entry(class).or_default().push((a, canary));
             }
