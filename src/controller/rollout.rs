@@ -238,6 +238,9 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
     let ctx = &fleet.ctx;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     if model.meta().deletion_timestamp.is_some() {
+        // The assignments stay (owned by their pods); the sidecars keep serving.
+        let key = format!("{}/{}", model.namespace().unwrap_or_default(), model.name_any());
+        fleet.memory.lock().expect("memory lock").remove(&key);
         return Ok(Action::await_change());
     }
     let object = describe(&model);
