@@ -239,7 +239,11 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     if model.meta().deletion_timestamp.is_some() {
         // The assignments stay (owned by their pods); the sidecars keep serving.
-        let key = format!("{}/{}", model.namespace().unwrap_or_default(), model.name_any());
+        let key = format!(
+            "{}/{}",
+            model.namespace().unwrap_or_default(),
+            model.name_any()
+        );
         fleet.memory.lock().expect("memory lock").remove(&key);
         return Ok(Action::await_change());
     }
