@@ -24,7 +24,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-pub const MODEL_LABEL: &str = "edgefleet.dev/model";
+/// The opt-in label (the same one the pipeline and the rollout use).
+pub use crate::pipeline::MODEL_LABEL;
 pub const PORT_ANNOTATION: &str = "edgefleet.dev/sidecar-port";
 /// Set on injected pods: the sidecar image they got.
 pub const INJECTED_ANNOTATION: &str = "edgefleet.dev/injected";

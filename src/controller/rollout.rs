@@ -31,8 +31,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 pub use super::edgemodel::MODEL_LABEL;
-/// A pod's device class, when the EdgeModel has more than one.
-pub const CLASS_LABEL: &str = "edgefleet.dev/device-class";
+/// A pod's device class, when the EdgeModel has more than one (the label the pipeline's Jobs carry).
+pub use crate::pipeline::CLASS_LABEL;
 /// Field manager of the rollout's status fields.
 pub const MANAGER: &str = "edgefleet-rollout";
 const CONTROLLER: &str = "rollout";
