@@ -18,8 +18,8 @@ release: ## Build every binary (release)
 	$(CARGO) build --workspace --bins --release
 
 .PHONY: crds
-crds: ## Regenerate crds/*.yaml from the Rust types
-	$(CARGO) run -q --bin crdgen -- crds
+crds: ## Regenerate crds/*.yaml and the chart's copy from the Rust types
+	$(CARGO) run -q --bin crdgen
 
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, kube-controller-manager and etcd from Go modules (cached)

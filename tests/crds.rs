@@ -6,13 +6,15 @@ use edgefleet_testenv::{client, install_crds, repo_root};
 #[test]
 fn committed_crds_are_fresh() {
     for (file, rendered) in edgefleet_operator::crds::render().unwrap() {
-        let path = repo_root().join("crds").join(file);
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == rendered,
-            "{} is stale: run `make crds` and commit the result",
-            path.display()
-        );
+        for dir in ["crds", "charts/edgefleet/crds"] {
+            let path = repo_root().join(dir).join(file);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == rendered,
+                "{} is stale: run `make crds` and commit the result",
+                path.display()
+            );
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Interop with an OCI client nobody here wrote: `oras`, built from its Go module by
-//! `hack/build-oras.sh`. It must read what we push (media types, annotations, digests intact),
+//! `hack/build-tool.sh oras`. It must read what we push (media types, annotations, digests intact),
 //! and we must pull a ModelPack model that `oras push` published.
 
 use edgefleet_artifact::manifest::{Compression, Contents};
@@ -11,12 +11,13 @@ use std::process::Command;
 
 fn oras() -> PathBuf {
     let out = Command::new("bash")
-        .arg(repo_root().join("hack/build-oras.sh"))
+        .arg(repo_root().join("hack/build-tool.sh"))
+        .arg("oras")
         .output()
-        .expect("run hack/build-oras.sh");
+        .expect("run hack/build-tool.sh oras");
     assert!(
         out.status.success(),
-        "hack/build-oras.sh failed: {}",
+        "hack/build-tool.sh oras failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
