@@ -235,12 +235,21 @@ pub fn configuration(cfg: &WebhookConfig, trust: &str) -> MutatingWebhookConfigu
             side_effects: "None".into(),
             timeout_seconds: Some(5),
             reinvocation_policy: Some("IfNeeded".into()),
+            // Serving pods only: an optimization Job's pod also names its model, but carries
+            // the inputs label, and must not depend on the webhook being up.
             object_selector: Some(LabelSelector {
-                match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: inject::MODEL_LABEL.into(),
-                    operator: "Exists".into(),
-                    values: None,
-                }]),
+                match_expressions: Some(vec![
+                    LabelSelectorRequirement {
+                        key: inject::MODEL_LABEL.into(),
+                        operator: "Exists".into(),
+                        values: None,
+                    },
+                    LabelSelectorRequirement {
+                        key: crate::pipeline::INPUTS_LABEL.into(),
+                        operator: "DoesNotExist".into(),
+                        values: None,
+                    },
+                ]),
                 ..Default::default()
             }),
             namespace_selector: Some(namespace_selector),
@@ -483,6 +492,11 @@ mod tests {
         assert_eq!(
             (selector[0].key.as_str(), selector[0].operator.as_str()),
             (inject::MODEL_LABEL, "Exists")
+        );
+        assert_eq!(
+            (selector[1].key.as_str(), selector[1].operator.as_str()),
+            (crate::pipeline::INPUTS_LABEL, "DoesNotExist"),
+            "optimization pods never reach the webhook"
         );
         assert_eq!(w.client_config.ca_bundle.as_ref().unwrap().0, b"PEM");
         assert_eq!(

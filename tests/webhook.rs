@@ -161,6 +161,17 @@ async fn opted_in_pods_get_the_sidecar_and_an_outage_blocks_no_other_pod() {
                 )
                 .await?;
             ensure!(plain.metadata.uid.is_some());
+            // An optimization Job's pod names its model too, but never waits on the webhook.
+            let job_pod = pods
+                .create(
+                    &PostParams::default(),
+                    &pod(
+                        "optimize-1",
+                        serde_json::json!({"edgefleet.dev/model": "fashion", "edgefleet.dev/inputs": "0123456789abcdef"}),
+                    ),
+                )
+                .await?;
+            ensure!(job_pod.metadata.uid.is_some() && sidecar(&job_pod).is_none());
             let down = pods
                 .create(
                     &PostParams::default(),

@@ -69,7 +69,38 @@ pub fn health(object: &Value) -> Result<(String, String)> {
     let (status, message) = text
         .split_once('\t')
         .context("no status from the health check")?;
+    capture(object, status)?;
     Ok((status.to_string(), message.to_string()))
+}
+
+/// With `EDGEFLEET_CAPTURE_STATUS=DIR`, every object checked is kept in DIR (managed fields
+/// dropped) with the health it got and the test that produced it: how the fixtures in
+/// `tests/fixtures/edgemodels/` were captured from the end-to-end tests.
+fn capture(object: &Value, health: &str) -> Result<()> {
+    let Some(dir) = std::env::var_os("EDGEFLEET_CAPTURE_STATUS") else {
+        return Ok(());
+    };
+    let mut object = object.clone();
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("managedFields");
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown")
+        .to_string();
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "captured": test, "argocd": health, "object": object,
+    }))?;
+    let name = format!(
+        "{}-{:016x}.json",
+        health.to_lowercase(),
+        text.bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64)
+                .wrapping_mul(0x100000001b3))
+    );
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(std::path::Path::new(&dir).join(name), text)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod argocd;
 pub mod fleet;
+pub mod kstatus;
 pub mod net;
 pub mod node;
 pub mod registry;

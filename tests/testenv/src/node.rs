@@ -10,10 +10,12 @@
 //!
 //! Pods with an injected sidecar (an init container with `restartPolicy: Always` whose name is
 //! a key of the binaries, e.g. `edgefleet-sidecar`) get that sidecar run as a long-lived
-//! process instead: with a token of the pod's ServiceAccount (a kubeconfig in its sandbox, as
-//! the kubelet would mount the token), `$(VAR)` references in its args expanded, and its
-//! `0.0.0.0:<port>` listener moved to a free 127.0.0.1 port, recorded in the pod's annotation
-//! `edgefleet.dev/emulated-address` (many pods share this one host).
+//! process instead. Pods without a command (e.g. the chart's operator Deployment) are matched by
+//! their image's name. Every process gets a token of its pod's ServiceAccount unless the pod
+//! opts out (a kubeconfig in its sandbox, as the kubelet would mount the token), `$(VAR)`
+//! references in its args expanded, and its `0.0.0.0:<port>` listeners moved to free 127.0.0.1
+//! ports, the first recorded in the pod's annotation `edgefleet.dev/emulated-address` (many
+//! pods share this one host).
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
@@ -116,7 +118,8 @@ async fn tick(
 }
 
 /// The container this node runs for `pod`, and its binary: an injected sidecar by name, else
-/// the first container by its command.
+/// the first container by its command, else by its image's name (`…/operator@sha256:…` →
+/// `operator`).
 fn runnable<'a>(
     pod: &Pod,
     binaries: &'a BTreeMap<String, PathBuf>,
@@ -130,8 +133,19 @@ fn runnable<'a>(
         return Some((c, b));
     }
     let c = spec.containers.first()?;
-    let b = binaries.get(c.command.as_ref()?.first()?)?;
+    let by_command = c
+        .command
+        .as_ref()
+        .and_then(|cmd| binaries.get(cmd.first()?));
+    let b = by_command.or_else(|| binaries.get(image_name(c.image.as_deref()?)))?;
     Some((c.clone(), b))
+}
+
+/// The last path segment of an image reference, without tag or digest.
+fn image_name(image: &str) -> &str {
+    let path = image.split('@').next().unwrap_or(image);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    last.split(':').next().unwrap_or(last)
 }
 
 /// Expands `$(NAME)` references as the kubelet does.
@@ -269,8 +283,8 @@ async fn start(
         .iter()
         .map(|a| rewrite(&expand(a, &env)))
         .collect();
-    if container.restart_policy.as_deref() == Some("Always") {
-        // A sidecar: its pod's ServiceAccount token, and a listener of its own on this host.
+    // The pod's ServiceAccount token, as the kubelet would mount it (a kubeconfig here).
+    if spec.automount_service_account_token != Some(false) {
         let account = spec
             .service_account_name
             .clone()
@@ -295,10 +309,18 @@ async fn start(
                 .token;
         let kubeconfig = crate::token_kubeconfig(sandbox.path(), &crate::apiserver(), &token);
         env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
-        let address = format!("127.0.0.1:{}", crate::free_port());
-        for a in args.iter_mut().filter(|a| a.starts_with("0.0.0.0:")) {
-            *a = address.clone();
+    }
+    // Listeners on `0.0.0.0:<port>` (`ADDR` or `--flag=ADDR`) move to free 127.0.0.1 ports: many
+    // pods share this host. The first one is recorded on the pod.
+    let mut first_address = None;
+    for a in args.iter_mut() {
+        if let Some(at) = a.find("0.0.0.0:") {
+            let address = format!("127.0.0.1:{}", crate::free_port());
+            first_address.get_or_insert_with(|| address.clone());
+            *a = format!("{}{address}", &a[..at]);
         }
+    }
+    if let Some(address) = first_address {
         let patch = serde_json::json!({"metadata": {"annotations": {EMULATED_ADDRESS: address}}});
         Api::<Pod>::namespaced(client.clone(), &ns)
             .patch(

@@ -1,0 +1,419 @@
+//! The Helm chart and the container images on the real control plane: images assembled without
+//! a Docker engine (`hack/images.sh`), pushed to the test ground's registry and run from what
+//! the registry holds; `helm install` of `charts/edgefleet` referencing them by digest; the two
+//! operator replicas it deploys (run by the node emulator) elect a leader, keep the webhook
+//! configuration current, and optimize and publish the Fashion-MNIST example with the optimizer
+//! image the chart names; `helm upgrade` keeps the operator's webhook; `helm uninstall` removes
+//! the cluster-scoped objects.
+
+mod support;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use edgefleet_api::EdgeModel;
+use edgefleet_testenv::node::NodeEmulator;
+use edgefleet_testenv::{env, eventually, kubectl, repo_root, unique_name, with_namespace};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{apply, example, prepare};
+
+fn tool(name: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack/build-tool.sh"))
+        .arg(name)
+        .output()
+        .expect("run hack/build-tool.sh");
+    assert!(
+        out.status.success(),
+        "hack/build-tool.sh {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .env("KUBECONFIG", &env().kubeconfig)
+        .current_dir(repo_root())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The images of this checkout, built (debug) and pushed; `target/images/debug.json`.
+fn images() -> Result<Value> {
+    let out = run(Command::new("bash")
+        .arg("hack/images.sh")
+        .arg("debug")
+        .arg(&env().registry))?;
+    Ok(serde_json::from_str(
+        out.lines().last().context("no output")?,
+    )?)
+}
+
+/// Pulls `reference` with crane into `dir` (its root filesystem) and returns its config.
+fn unpack(crane: &Path, reference: &str, dir: &Path) -> Result<Value> {
+    let config: Value = serde_json::from_str(&run(Command::new(crane).args([
+        "config",
+        "--insecure",
+        reference,
+    ]))?)?;
+    let export = Command::new(crane)
+        .args(["export", "--insecure", reference, "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let status = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(dir)
+        .stdin(export.stdout.context("crane export stdout")?)
+        .status()?;
+    ensure!(status.success(), "tar -x of {reference}");
+    Ok(config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_run_from_the_registry_as_non_root_with_nothing_but_their_own_files() {
+    let images = images().unwrap();
+    let crane = tool("crane");
+    for name in ["operator", "optimizer", "sidecar"] {
+        let reference = images["images"][name]["reference"].as_str().unwrap();
+        assert!(
+            reference.starts_with(&format!("{}/edgefleet/{name}@sha256:", env().registry)),
+            "{reference}"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let config = unpack(&crane, reference, root.path()).unwrap();
+        let c = &config["config"];
+        assert_eq!(c["User"], "65532:65532", "{name} runs as non-root");
+        let entrypoint = format!("/usr/local/bin/edgefleet-{name}");
+        assert_eq!(c["Entrypoint"], serde_json::json!([entrypoint]));
+        assert_eq!(
+            (config["os"].as_str(), config["architecture"].as_str()),
+            (Some("linux"), Some("amd64"))
+        );
+        // Run the binary with the image's own loader and libraries only (an empty environment,
+        // no host library path): what a container runtime would start.
+        let loader = root.path().join("lib64/ld-linux-x86-64.so.2");
+        let out = Command::new(&loader)
+            .arg("--library-path")
+            .arg(root.path().join("lib/x86_64-linux-gnu"))
+            .arg(root.path().join(entrypoint.trim_start_matches('/')))
+            .arg("--version")
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} from its image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Minimal: the binary, its libraries, CA certificates, passwd/group, home and /tmp.
+        let mut files = Vec::new();
+        for entry in walk(root.path()) {
+            files.push(
+                entry
+                    .strip_prefix(root.path())
+                    .unwrap()
+                    .display()
+                    .to_string(),
+            );
+        }
+        for f in &files {
+            assert!(
+                f.starts_with("usr/local/bin/edgefleet-")
+                    || f.starts_with("lib/x86_64-linux-gnu/")
+                    || f.starts_with("usr/lib/x86_64-linux-gnu/")
+                    || f == "lib64/ld-linux-x86-64.so.2"
+                    || f == "etc/ssl/certs/ca-certificates.crt"
+                    || f == "etc/passwd"
+                    || f == "etc/group"
+                    || (name == "optimizer" && f == "usr/local/lib/libonnxruntime.so"),
+                "unexpected file in the {name} image: {f}"
+            );
+        }
+        if name == "optimizer" {
+            assert!(
+                c["Env"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so".into())
+            );
+            assert!(files.contains(&"usr/local/lib/libonnxruntime.so".to_string()));
+        }
+        eprintln!(
+            "{name}: {} files, {:.1} MiB compressed",
+            files.len(),
+            images["images"][name]["compressed_mib"].as_f64().unwrap()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_install_runs_an_operator_that_publishes_the_example() {
+    let optimizer = prepare();
+    let operator = support::binary("edgefleet-operator");
+    let images = images().unwrap();
+    let helm = tool("helm");
+    with_namespace("chart-app", |client, app| async move {
+        // The release lives in a namespace of its own; the operator watches the app namespace
+        // only (which also scopes its webhook to it: other tests' pods never reach it).
+        let system = unique_name("chart-sys");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": system}}))?,
+            )
+            .await?;
+        let release = unique_name("rel");
+        let webhook_config = format!("{release}-injector");
+        let fullname = format!("{release}-edgefleet");
+        let _system_node = NodeEmulator::start(
+            client.clone(),
+            &system,
+            BTreeMap::from([("operator".to_string(), operator.clone())]),
+        );
+        let _app_node = NodeEmulator::start(
+            client.clone(),
+            &app,
+            BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.clone())]),
+        );
+        let values = repo_root().join("target/images/debug-values.yaml");
+        let install = |verb: &str, extra: &[&str]| {
+            let mut cmd = Command::new(&helm);
+            cmd.args([verb, &release, "charts/edgefleet", "--namespace", &system])
+                .arg("--values")
+                .arg(&values)
+                .args(["--set", &format!("watchNamespace={app}")])
+                .args(["--set", "deviceClasses.create=false"])
+                .args([
+                    "--set",
+                    &format!("webhook.configurationName={webhook_config}"),
+                ])
+                .args(["--set", &format!("sidecar.namespaces={{{app}}}")])
+                .args([
+                    "--set",
+                    &format!("sidecar.plainHttpRegistries={{{}}}", env().registry),
+                ])
+                .args(["--set", "logFormat=text"])
+                .args(["--wait", "--timeout", "180s"])
+                .args(extra);
+            run(&mut cmd)
+        };
+        let started = std::time::Instant::now();
+        let out = install("install", &[])?;
+        eprintln!("helm install ({:?}):\n{out}", started.elapsed());
+        ensure!(out.contains("STATUS: deployed"), "{out}");
+
+        // Two ready replicas of the image the values pinned, one of them leading.
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &system);
+        let d = deployments.get(&format!("{fullname}-operator")).await?;
+        let spec = d.spec.clone().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.clone().unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            images["images"]["operator"]["reference"].as_str()
+        );
+        let sc = container.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(d.status.clone().unwrap().ready_replicas, Some(2));
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &system);
+        let holder = eventually(Duration::from_secs(60), || async {
+            leases
+                .get(&format!("{fullname}-operator"))
+                .await?
+                .spec
+                .and_then(|s| s.holder_identity)
+                .context("no holder yet")
+        })
+        .await?;
+        assert!(
+            holder.starts_with(&format!("{fullname}-operator-")),
+            "{holder}"
+        );
+
+        // The operator filled in the chart's webhook configuration: its Service, scope, CA.
+        let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let webhook = eventually(Duration::from_secs(60), || async {
+            let c = configs.get(&webhook_config).await?;
+            c.webhooks
+                .and_then(|w| w.into_iter().next())
+                .context("no webhook in the configuration yet")
+        })
+        .await?;
+        let service = webhook.client_config.service.clone().unwrap();
+        assert_eq!(
+            (service.namespace.as_str(), service.name.as_str()),
+            (system.as_str(), format!("{fullname}-webhook").as_str())
+        );
+        assert!(webhook.client_config.ca_bundle.is_some());
+        assert_eq!(
+            webhook
+                .namespace_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap()["kubernetes.io/metadata.name"],
+            app
+        );
+
+        // Least privilege: nothing outside the watched namespace, no writes to Secrets there.
+        let account = format!("system:serviceaccount:{system}:{fullname}-operator");
+        for (verb, resource, ns, allowed) in [
+            ("create", "jobs.batch", app.as_str(), "yes"),
+            ("create", "jobs.batch", "default", "no"),
+            ("get", "secrets", "default", "no"),
+            ("create", "secrets", app.as_str(), "no"),
+            ("delete", "pods", app.as_str(), "no"),
+            ("list", "deviceclasses.edgefleet.dev", "default", "yes"),
+            ("delete", "deviceclasses.edgefleet.dev", "default", "no"),
+        ] {
+            let (_, out) = kubectl(&["auth", "can-i", verb, resource, "-n", ns, "--as", &account]);
+            assert_eq!(
+                out.lines().next().unwrap_or_default(),
+                allowed,
+                "can {account} {verb} {resource} in {ns}?"
+            );
+        }
+
+        // The example, end to end, with the optimizer image the chart named.
+        let budget =
+            1200 + (std::process::id() as u64 * 13 + started.elapsed().as_nanos() as u64) % 3000;
+        apply(
+            &app,
+            &example("fashion-mnist", move |doc| {
+                doc["spec"]["optimization"]["timeBudget"] = format!("{budget}s").into();
+                // One technique keeps this test short; tests/pipeline.rs runs the full search.
+                doc["spec"]["optimization"]["techniques"] =
+                    serde_yaml_ng::to_value(["int8Dynamic"]).unwrap();
+            }),
+        );
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &app);
+        let job = eventually(Duration::from_secs(60), || async {
+            jobs.list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .next()
+                .context("no Job yet")
+        })
+        .await?;
+        let job_image = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone();
+        assert_eq!(
+            job_image.as_deref(),
+            images["images"]["optimizer"]["reference"].as_str()
+        );
+        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &app);
+        let model = eventually(Duration::from_secs(600), || async {
+            let m = models.get("fashion-mnist").await?;
+            match m.status.as_ref().and_then(|s| s.phase.clone()).as_deref() {
+                Some("Ready") => Ok(m),
+                Some("Stalled") => bail!("stalled: {:?}", m.status),
+                other => bail!("phase {other:?}"),
+            }
+        })
+        .await?;
+        let artifact = model.status.unwrap().device_classes[0]
+            .artifact
+            .clone()
+            .unwrap();
+        assert!(
+            artifact
+                .reference
+                .contains("/edgefleet/models/fashion-mnist@sha256:")
+        );
+        eprintln!(
+            "helm install → example published in {:?}",
+            started.elapsed()
+        );
+
+        // An upgrade (one replica, other Job resources) keeps what the operator owns.
+        let out = install(
+            "upgrade",
+            &["--set", "replicas=1", "--set", "optimizer.memory=512Mi"],
+        )?;
+        ensure!(out.contains("STATUS: deployed"), "{out}");
+        let d = deployments.get(&format!("{fullname}-operator")).await?;
+        assert_eq!(d.spec.as_ref().unwrap().replicas, Some(1));
+        assert!(
+            d.spec_args()
+                .iter()
+                .any(|a| a == "--optimizer-memory=512Mi"),
+            "upgrade changed the Job resources"
+        );
+        let c = configs.get(&webhook_config).await?;
+        assert_eq!(
+            c.webhooks.map(|w| w.len()),
+            Some(1),
+            "helm upgrade kept the operator's webhook"
+        );
+
+        // Uninstall removes the cluster-scoped objects too.
+        run(Command::new(&helm).args(["uninstall", &release, "--namespace", &system, "--wait"]))?;
+        eventually(Duration::from_secs(30), || async {
+            match configs.get_opt(&webhook_config).await? {
+                None => Ok(()),
+                Some(_) => bail!("webhook configuration still there"),
+            }
+        })
+        .await?;
+        let (_, out) = kubectl(&["get", "clusterrole", &format!("{fullname}-operator")]);
+        assert!(out.contains("NotFound"), "{out}");
+        namespaces
+            .delete(&system, &DeleteParams::background())
+            .await?;
+        Ok(())
+    })
+    .await;
+}
+
+trait Args {
+    fn spec_args(&self) -> Vec<String>;
+}
+
+impl Args for Deployment {
+    fn spec_args(&self) -> Vec<String> {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].args.clone())
+            .unwrap_or_default()
+    }
+}
