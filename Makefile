@@ -56,6 +56,14 @@ unit: ## Unit tests only (no control plane needed)
 	$(CARGO) test -p edgefleet-api --tests
 	$(CARGO) test --test crds committed_crds_are_fresh generated_schema_carries_the_admission_rules
 
+.PHONY: chart-check
+chart-check: ## helm lint, helm template | kubeconform -strict, examples, Argo CD health + kstatus on captured statuses
+	@bash hack/chart-check.sh
+
+.PHONY: images
+images: ## Build the operator, optimizer and sidecar images without Docker and push them (REGISTRY, default the test ground's); prints digests
+	@bash hack/images.sh release $(REGISTRY)
+
 .PHONY: test
 test: ## The whole suite: lint, unit, and integration tests against the real control plane
 	@bash hack/test.sh

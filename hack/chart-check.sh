@@ -3,6 +3,7 @@
 # the pinned Kubernetes version's schemas and our CRDs; the Argo CD health check and the kstatus
 # reading of captured EdgeModel statuses hold. No cluster needed.
 #   helm lint --strict; helm template (several value sets) | kubeconform -strict
+#   every manifest under examples/ | kubeconform -strict
 #   values the chart's values.schema.json must refuse are refused
 #   kubeconform refuses a manifest with an unknown field (the schemas are in force)
 #   cargo test --test argocd (Lua health check + kstatus on captured statuses)
@@ -15,17 +16,19 @@ chart=charts/edgefleet
 helm=$(bash "$here/build-tool.sh" helm)
 kubeconform=$(bash "$here/build-tool.sh" kubeconform)
 
-log "kubeconform schemas: Kubernetes v$K8S_VERSION (k8s.io/kubernetes swagger.json), our CRDs, ServiceMonitor (prometheus-operator v$PROMETHEUS_OPERATOR_VERSION)"
+log "kubeconform schemas: Kubernetes v$K8S_VERSION (k8s.io/kubernetes swagger.json), our CRDs, ServiceMonitor (prometheus-operator v$PROMETHEUS_OPERATOR_VERSION), Application (Argo CD v$ARGOCD_VERSION)"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
 module_dir() { (cd /tmp && go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)",/\1/p'); }
 k8s=$(module_dir "k8s.io/kubernetes@v$K8S_VERSION")
 promop=$(module_dir "github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION")
+argocd=$(module_dir "github.com/argoproj/argo-cd/v3@v$ARGOCD_VERSION")
 [[ -f $k8s/api/openapi-spec/swagger.json ]] || die "no swagger.json in k8s.io/kubernetes@v$K8S_VERSION"
 schemas=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-schemas.XXXXXX")
 trap 'rm -rf "$schemas"' EXIT
 strict_dir=$schemas/v$K8S_VERSION-standalone-strict
 cargo run -q -p edgefleet-testenv --bin kubeconform-schemas -- --swagger "$k8s/api/openapi-spec/swagger.json" \
   --crd "$promop/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+  --crd "$argocd/manifests/crds/application-crd.yaml" \
   $(printf -- '--crd %s ' $chart/crds/*.yaml) --out "$strict_dir"
 
 validate() {
@@ -46,6 +49,9 @@ render --set networkPolicy.enabled=true --set serviceMonitor.enabled=true --set 
   --set image.optimizer.digest=$digest --set image.sidecar.digest=$digest | validate
 log "helm template | kubeconform -strict: one replica, no webhook, no device classes"
 render --set replicas=1 --set webhook.enabled=false --set deviceClasses.create=false | validate
+
+log "kubeconform -strict: every manifest under examples/ (Argo CD Applications included)"
+find examples -name '*.yaml' | sort | xargs "$kubeconform" -strict -summary -kubernetes-version "$K8S_VERSION" -schema-location "$schemas"
 
 log "values.schema.json refuses bad values"
 refuse() {

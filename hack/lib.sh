@@ -31,3 +31,5 @@ tool_bin() {
 }
 # Source of the ServiceMonitor CRD the chart's optional ServiceMonitor is validated against.
 PROMETHEUS_OPERATOR_VERSION=${PROMETHEUS_OPERATOR_VERSION:-0.85.0}
+# Source of the Argo CD Application CRD the GitOps examples are validated against.
+ARGOCD_VERSION=${ARGOCD_VERSION:-3.5.7}

@@ -600,6 +600,43 @@ pub fn summarize(classes: &[(String, ClassPhase)]) -> crate::resolve::Outcome {
 }
 
 /// Sources that could not be resolved: retry later, keep whatever was published.
+/// kstatus (Flux, kpt, `kubectl wait`) reads `Reconciling` and `Stalled`: a published model
+/// is still reconciling while its rollout moves (or waits at a pause or gate), and stalled when
+/// the rollout aborted or missed its progress deadline. Before publication the pipeline's own
+/// conditions stand.
+pub fn with_rollout(
+    mut outcome: crate::resolve::Outcome,
+    rollout: Option<&edgefleet_api::edgemodel::RolloutSummary>,
+) -> crate::resolve::Outcome {
+    use crate::revisions::states;
+    let Some(r) = rollout else {
+        return outcome;
+    };
+    let published = outcome
+        .conditions
+        .iter()
+        .any(|c| c.type_ == types::READY && c.status);
+    if !published {
+        return outcome;
+    }
+    let message = r
+        .waiting_for
+        .clone()
+        .unwrap_or_else(|| format!("rollout {}", r.state.to_lowercase()));
+    let (type_, reason) = match r.state.as_str() {
+        states::PROGRESSING | states::WAITING | states::PAUSED => {
+            (types::RECONCILING, reasons::ROLLING_OUT)
+        }
+        states::ABORTED => (types::STALLED, reasons::ROLLOUT_ABORTED),
+        states::STALLED => (types::STALLED, reasons::ROLLOUT_STALLED),
+        _ => return outcome,
+    };
+    for c in outcome.conditions.iter_mut().filter(|c| c.type_ == type_) {
+        *c = Desired::new(type_, true, reason, message.clone());
+    }
+    outcome
+}
+
 pub fn sources_unavailable(message: &str) -> crate::resolve::Outcome {
     crate::resolve::Outcome {
         phase: "Pending",
@@ -646,6 +683,81 @@ mod tests {
             serde_json::json!({"arch": ["amd64"], "runtime": "tract", "precisions": ["int8", "fp32"]}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_published_model_reconciles_while_its_rollout_moves_and_stalls_when_it_aborts() {
+        use edgefleet_api::edgemodel::RolloutSummary;
+        let published = || {
+            let mut o = sources_unavailable("x");
+            o.conditions = vec![
+                Desired::new(types::READY, true, reasons::PUBLISHED, "published"),
+                Desired::new(types::STALLED, false, reasons::PUBLISHED, ""),
+                Desired::new(types::RECONCILING, false, reasons::PUBLISHED, ""),
+            ];
+            o
+        };
+        let rollout = |state: &str, waiting: Option<&str>| RolloutSummary {
+            state: state.into(),
+            waiting_for: waiting.map(String::from),
+            ..Default::default()
+        };
+        let get = |o: &crate::resolve::Outcome, t: &str| {
+            let c = o.conditions.iter().find(|c| c.type_ == t).unwrap();
+            (c.status, c.reason, c.message.clone())
+        };
+        let o = with_rollout(
+            published(),
+            Some(&rollout("Progressing", Some("step 1/3: 2 of 5 pods ready"))),
+        );
+        assert_eq!(
+            get(&o, types::RECONCILING),
+            (
+                true,
+                reasons::ROLLING_OUT,
+                "step 1/3: 2 of 5 pods ready".into()
+            )
+        );
+        assert!(!get(&o, types::STALLED).0);
+        for state in ["Waiting", "Paused"] {
+            assert!(
+                get(
+                    &with_rollout(published(), Some(&rollout(state, None))),
+                    types::RECONCILING
+                )
+                .0
+            );
+        }
+        let o = with_rollout(
+            published(),
+            Some(&rollout("Aborted", Some("p99 120 ms > 50 ms"))),
+        );
+        assert_eq!(
+            get(&o, types::STALLED),
+            (true, reasons::ROLLOUT_ABORTED, "p99 120 ms > 50 ms".into())
+        );
+        assert!(!get(&o, types::RECONCILING).0);
+        assert_eq!(
+            get(
+                &with_rollout(published(), Some(&rollout("Stalled", None))),
+                types::STALLED
+            )
+            .1,
+            reasons::ROLLOUT_STALLED
+        );
+        // Done, idle, or no rollout yet: the pipeline's conditions stand.
+        for r in [
+            Some(rollout("Complete", None)),
+            Some(rollout("Idle", None)),
+            None,
+        ] {
+            let o = with_rollout(published(), r.as_ref());
+            assert!(!get(&o, types::RECONCILING).0 && !get(&o, types::STALLED).0);
+        }
+        // Not published yet: the rollout says nothing about it.
+        let optimizing = sources_unavailable("registry down");
+        let o = with_rollout(optimizing.clone(), Some(&rollout("Aborted", None)));
+        assert_eq!(o.conditions, optimizing.conditions);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use edgefleet_api::duration;
 use edgefleet_api::edgemodel::{EdgeModelSpec, Technique};
 
 /// What the reconcile should write and announce.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub phase: &'static str,
     pub conditions: Vec<Desired>,

@@ -31,6 +31,13 @@ async fn every_example_applies() {
             "examples/ should hold the DeviceClasses and EdgeModels"
         );
         for file in files {
+            // Argo CD's own kinds need Argo CD; `make chart-check` validates them (kubeconform).
+            if std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("apiVersion: argoproj.io/")
+            {
+                continue;
+            }
             let (ok, out) = kubectl(&[
                 "apply",
                 "--server-side",

@@ -9,7 +9,7 @@ mod support;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::conditions::{self, reasons, types};
-use edgefleet_testenv::{env, eventually, with_namespace};
+use edgefleet_testenv::{argocd, env, eventually, kstatus, with_namespace};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -264,6 +264,13 @@ async fn an_unreachable_floor_stalls_once_without_retries() {
             condition(&m, types::READY).unwrap().1,
             reasons::ACCURACY_FLOOR_NOT_MET
         );
+        // kstatus (Flux, kpt) and Argo CD both see a failure that needs a person, and why.
+        let object = serde_json::to_value(&m)?;
+        let (k, why) = kstatus::status(&object)?;
+        assert_eq!(k, "Failed", "{why}");
+        assert!(why.contains("99.00%"), "{why}");
+        let (health, why) = argocd::health(&object)?;
+        assert_eq!(health, "Degraded", "{why}");
         // The Event follows the status write.
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
         eventually(Duration::from_secs(30), || async {

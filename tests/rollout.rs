@@ -17,7 +17,9 @@ use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::assignment::{Health, ModelAssignment};
 use edgefleet_api::conditions::{self, types};
-use edgefleet_testenv::{Process, argocd, env, eventually, free_port, kubectl, with_namespace};
+use edgefleet_testenv::{
+    Process, argocd, env, eventually, free_port, kstatus, kubectl, with_namespace,
+};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeMap;
@@ -263,6 +265,7 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
             health, "Healthy",
             "Argo CD health of revision 1 on every pod"
         );
+        kstatus_becomes(&models, "Current").await?;
         let status = m.status.clone().unwrap();
         assert_eq!(status.revision, Some(1));
         let class = &status.rollouts[0];
@@ -323,6 +326,10 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
         .await?;
         eprintln!("while camera-3 is away: {away:?}");
         ensure!(away.offline == 1, "{away:?}");
+        // Not done while a pod still waits for the revision: kstatus and Argo CD agree.
+        let m = kstatus_becomes(&models, "InProgress").await?;
+        let (health, _) = argocd::health(&serde_json::to_value(&m)?)?;
+        assert_eq!(health, "Progressing");
         members[3].sidecar = Some(start_sidecar(&sidecar_bin, &ns, &members[3], &kubeconfig));
         all_serve(&http, &members, &d2).await?;
         members[3].up.store(true, Ordering::SeqCst);
@@ -378,6 +385,9 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
         let (health, message) = argocd::health(&serde_json::to_value(&m)?)?;
         assert_eq!(health, "Degraded", "{message}");
         assert!(message.contains("p99"), "{message}");
+        let failed = kstatus_becomes(&models, "Failed").await?;
+        let (_, message) = kstatus::status(&serde_json::to_value(&failed)?)?;
+        assert!(message.contains("p99"), "kstatus says why: {message}");
         let status = m.status.unwrap();
         let rolled = conditions::find(&status.conditions, types::ROLLED_OUT).unwrap();
         assert_eq!(rolled.status, "False");
@@ -619,4 +629,17 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
         Ok(())
     })
     .await;
+}
+
+/// Waits until kstatus (the cli-utils library Flux and kpt use) reads the EdgeModel as `want`.
+async fn kstatus_becomes(models: &Api<EdgeModel>, want: &str) -> anyhow::Result<EdgeModel> {
+    eventually(Duration::from_secs(30), || async {
+        let m = models.get(MODEL).await?;
+        let (status, message) = kstatus::status(&serde_json::to_value(&m)?)?;
+        ensure!(status == want, "kstatus {status} ({message}), want {want}");
+        // Settled: what Argo CD shows now (and, with EDGEFLEET_CAPTURE_STATUS, a fixture).
+        argocd::health(&serde_json::to_value(&m)?)?;
+        Ok(m)
+    })
+    .await
 }

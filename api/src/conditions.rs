@@ -17,6 +17,9 @@ pub mod types {
 
 pub mod reasons {
     pub const DEVICE_CLASS_NOT_FOUND: &str = "DeviceClassNotFound";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+    pub const ROLLOUT_STALLED: &str = "RolloutStalled";
     pub const DEVICE_CLASSES_RESOLVED: &str = "DeviceClassesResolved";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const RESOLVING: &str = "Resolving";

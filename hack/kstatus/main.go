@@ -5,7 +5,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 
@@ -17,12 +16,13 @@ func main() {
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 16<<20)
 	for in.Scan() {
-		var obj map[string]interface{}
-		if err := json.Unmarshal(in.Bytes(), &obj); err != nil {
-			fmt.Fprintln(os.Stderr, "kstatus: not a JSON object:", err)
+		// UnmarshalJSON keeps integers int64, as the API machinery expects.
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(in.Bytes()); err != nil {
+			fmt.Fprintln(os.Stderr, "kstatus: not a Kubernetes object:", err)
 			os.Exit(2)
 		}
-		res, err := status.Compute(&unstructured.Unstructured{Object: obj})
+		res, err := status.Compute(obj)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "kstatus:", err)
 			os.Exit(1)

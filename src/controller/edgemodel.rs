@@ -124,7 +124,8 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
             .filter_map(|(n, c)| c.as_ref().map(|c| (n.clone(), c.spec.clone())))
             .collect();
         let p = optimize::reconcile(model, &classes, ctx).await?;
-        (p.outcome, p.classes, p.events, p.requeue)
+        let outcome = crate::pipeline::with_rollout(p.outcome, previous.rollout.as_ref());
+        (outcome, p.classes, p.events, p.requeue)
     } else {
         (
             resolve::outcome(&model.spec, &problems),
