@@ -61,8 +61,13 @@ chart-check: ## helm lint, helm template | kubeconform -strict, examples, Argo C
 	@bash hack/chart-check.sh
 
 .PHONY: images
-images: ## Build the operator, optimizer and sidecar images without Docker and push them (REGISTRY, default the test ground's); prints digests
-	@bash hack/images.sh release $(REGISTRY)
+PROFILE ?= release
+images: ## Build the operator, optimizer and sidecar images without Docker and push them to REGISTRY (default: the test ground's); writes target/images/values.yaml
+	@bash hack/images.sh $(PROFILE) $(REGISTRY)
+
+.PHONY: tools
+tools: ## Build helm, kubeconform, crane (Go modules), kubectl-edgefleet and edgefleet-optimizer; prints a directory for PATH
+	@bash hack/tools.sh
 
 .PHONY: test
 test: ## The whole suite: lint, unit, and integration tests against the real control plane

@@ -10,7 +10,8 @@
 #   hack/images.sh [debug|release] [REGISTRY]
 #
 # Writes target/images/<profile>.json (references, digests, sizes) and
-# target/images/<profile>-values.yaml (the chart's image values); prints the JSON last.
+# target/images/<profile>-values.yaml (the chart's image values, also copied to
+# target/images/values.yaml: the latest build); prints the JSON last.
 # The Dockerfile builds the same images where Docker is available.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -84,6 +85,7 @@ done
     printf '  %s:\n    repository: %s\n    digest: "%s"\n' "$name" "$name" "${refs[$name]#*@}"
   done
 } >"target/images/$profile-values.yaml"
+cp "target/images/$profile-values.yaml" target/images/values.yaml
 json=$(python3 - "$profile" "$registry" "$version" \
   "${refs[operator]}" "${sizes[operator]}" "${binsizes[operator]}" \
   "${refs[optimizer]}" "${sizes[optimizer]}" "${binsizes[optimizer]}" \

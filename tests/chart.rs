@@ -23,21 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::{apply, example, prepare};
-
-fn tool(name: &str) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/build-tool.sh"))
-        .arg(name)
-        .output()
-        .expect("run hack/build-tool.sh");
-    assert!(
-        out.status.success(),
-        "hack/build-tool.sh {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use support::{apply, example, prepare, tool};
 
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd

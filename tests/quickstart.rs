@@ -1,0 +1,140 @@
+//! The README's quickstart, run as written: the shell block between the `quickstart` markers
+//! of README.md, in bash with `-euo pipefail`, against the local test ground. Two things differ
+//! from a real cluster, both outside the block: the node emulator runs the pods (no kubelet
+//! here), and `PROFILE=debug` makes `make images` reuse the test build instead of a release
+//! build. Runs alone (its own test binary): the release it installs is cluster-wide.
+
+mod support;
+
+use edgefleet_testenv::node::NodeEmulator;
+use edgefleet_testenv::{client, env, kubectl, repo_root};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+const SYSTEM: &str = "edgefleet-system";
+const APP: &str = "vision";
+
+fn quickstart() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme
+        .find("<!-- quickstart: run by tests/quickstart.rs -->")
+        .expect("README has the quickstart marker");
+    let end = readme[start..]
+        .find("<!-- end quickstart -->")
+        .expect("README closes the quickstart")
+        + start;
+    let block = &readme[start..end];
+    let body = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a sh block inside the markers")
+        .0;
+    body.to_string()
+}
+
+/// What an earlier run (or the other tests' fixtures) left: the release, its namespaces, and the
+/// default DeviceClasses, which the chart installs itself. The models' namespace goes first,
+/// while the operator still runs their finalizers; a leftover without an operator loses its
+/// finalizers by hand.
+fn clean() {
+    let (gone, _) = kubectl(&[
+        "delete",
+        "namespace",
+        APP,
+        "--ignore-not-found",
+        "--timeout=120s",
+    ]);
+    if !gone {
+        let (_, names) = kubectl(&["get", "edgemodels", "-n", APP, "-o", "name"]);
+        for name in names.lines().filter(|l| l.starts_with("edgemodel")) {
+            let _ = kubectl(&[
+                "patch",
+                "-n",
+                APP,
+                name,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            APP,
+            "--ignore-not-found",
+            "--timeout=120s",
+        ]);
+    }
+    let helm = support::tool("helm");
+    let _ = Command::new(helm)
+        .args(["uninstall", "edgefleet", "--namespace", SYSTEM, "--wait"])
+        .env("KUBECONFIG", &env().kubeconfig)
+        .output();
+    let _ = kubectl(&[
+        "delete",
+        "namespace",
+        SYSTEM,
+        "--ignore-not-found",
+        "--timeout=120s",
+    ]);
+    let _ = kubectl(&[
+        "delete",
+        "deviceclasses.edgefleet.dev",
+        "cpu-int8",
+        "integer-npu",
+        "nvidia-fp16",
+        "--ignore-not-found",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_quickstart_installs_and_publishes() {
+    let script = quickstart();
+    assert!(script.contains("helm install edgefleet charts/edgefleet"));
+    let optimizer = support::optimizer_binary();
+    let operator = support::binary("edgefleet-operator");
+    let client = client().await.unwrap();
+    edgefleet_testenv::install_crds(&client).await.unwrap();
+    clean();
+    let _system = NodeEmulator::start(
+        client.clone(),
+        SYSTEM,
+        BTreeMap::from([("operator".to_string(), operator)]),
+    );
+    let _app = NodeEmulator::start(
+        client.clone(),
+        APP,
+        BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer)]),
+    );
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(repo_root())
+        .env("PROFILE", "debug")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Leave the cluster as the other tests expect it before judging.
+    clean();
+    let (ok, text) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
+    assert!(ok, "{text}");
+    assert!(
+        out.status.success(),
+        "the quickstart failed after {:?}:\n{stdout}\n{stderr}",
+        started.elapsed()
+    );
+    eprintln!("quickstart ran in {:?}:\n{stdout}", started.elapsed());
+    // Its last command, `kubectl edgefleet status`, shows the published artifact.
+    assert!(
+        stdout.contains("EdgeModel vision/fashion-mnist  phase Ready"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("device class cpu-int8"), "{stdout}");
+    assert!(
+        stdout.contains("/edgefleet/models/fashion-mnist@sha256:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("accuracy  "), "{stdout}");
+}
