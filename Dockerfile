@@ -11,9 +11,11 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar \
+    cargo build --release --locked --bin edgefleet-operator --bin edgefleet-optimizer \
+ && cargo build --profile edge --locked -p edgefleet-sidecar \
  && mkdir -p /out \
- && for b in edgefleet-operator edgefleet-optimizer edgefleet-sidecar; do strip -o /out/$b target/release/$b; done
+ && for b in edgefleet-operator edgefleet-optimizer; do strip -o /out/$b target/release/$b; done \
+ && cp target/edge/edgefleet-sidecar /out/
 
 # ONNX Runtime for the optimizer's accuracy gate on onnxruntime device classes, from the same
 # PyPI wheel the project pins (hack/requirements.txt).

@@ -78,6 +78,11 @@ test: ## The whole suite: lint, unit, and integration tests against the real con
 bench-artifact: ## Artifact bytes over the air per technique, pull throughput, resume overhead, apply->Published; writes bench-results/artifact.json
 	hack/bench-artifact.sh
 
+.PHONY: bench-images
+bench-images: ## Release images (make images) and their sizes; writes bench-results/images.json
+	@mkdir -p bench-results
+	@bash hack/images.sh release $(REGISTRY) | tail -1 | tee bench-results/images.json
+
 .PHONY: bench-optimizer
 bench-optimizer: ## Optimizer per technique vs fp32 and ONNX Runtime's quantizers; writes bench-results/optimizer.json
 	hack/bench-optimizer.sh

@@ -39,15 +39,21 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The images of this checkout, built (debug) and pushed; `target/images/debug.json`.
+/// The images of this checkout, built (debug) and pushed once per test binary (both tests
+/// here use them); `target/images/debug.json`.
 fn images() -> Result<Value> {
+    static IMAGES: std::sync::Mutex<Option<Value>> = std::sync::Mutex::new(None);
+    let mut built = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = built.as_ref() {
+        return Ok(v.clone());
+    }
     let out = run(Command::new("bash")
         .arg("hack/images.sh")
         .arg("debug")
         .arg(&env().registry))?;
-    Ok(serde_json::from_str(
-        out.lines().last().context("no output")?,
-    )?)
+    let v: Value = serde_json::from_str(out.lines().last().context("no output")?)?;
+    *built = Some(v.clone());
+    Ok(v)
 }
 
 /// Pulls `reference` with crane into `dir` (its root filesystem) and returns its config.
