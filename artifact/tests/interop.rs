@@ -10,17 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn oras() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/build-tool.sh"))
-        .arg("oras")
-        .output()
-        .expect("run hack/build-tool.sh oras");
-    assert!(
-        out.status.success(),
-        "hack/build-tool.sh oras failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    edgefleet_testenv::tool("oras").unwrap()
 }
 
 fn run(cwd: &Path, cmd: &mut Command) -> Vec<u8> {

@@ -85,17 +85,7 @@ pub fn optimizer_binary() -> PathBuf {
 
 /// A third-party tool built from its Go module by `hack/build-tool.sh` (cached).
 pub fn tool(name: &str) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/build-tool.sh"))
-        .arg(name)
-        .output()
-        .expect("run hack/build-tool.sh");
-    assert!(
-        out.status.success(),
-        "hack/build-tool.sh {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    edgefleet_testenv::tool(name).unwrap()
 }
 
 /// A workspace binary, built (debug) if needed.

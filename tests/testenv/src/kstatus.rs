@@ -10,15 +10,9 @@ use std::sync::OnceLock;
 fn binary() -> Result<&'static str> {
     static BIN: OnceLock<Result<String, String>> = OnceLock::new();
     BIN.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(crate::repo_root().join("hack/build-tool.sh"))
-            .arg("kstatus")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        crate::tool("kstatus")
+            .map(|p| p.display().to_string())
+            .map_err(|e| format!("{e:#}"))
     })
     .as_deref()
     .map_err(|e| anyhow::anyhow!("building kstatus: {e}"))

@@ -173,6 +173,22 @@ where
     }
 }
 
+/// A third-party tool built from its Go module by `hack/build-tool.sh` (helm, kubeconform,
+/// crane, kstatus, oras; cached), or why it could not be built.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack/build-tool.sh"))
+        .arg(name)
+        .output()
+        .context("run hack/build-tool.sh")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "hack/build-tool.sh {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
 /// A DNS-1123 name unique to this process and moment.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
