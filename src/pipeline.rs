@@ -619,16 +619,19 @@ pub fn with_rollout(
     if !published {
         return outcome;
     }
-    let message = r
-        .waiting_for
-        .clone()
-        .unwrap_or_else(|| format!("rollout {}", r.state.to_lowercase()));
-    let (type_, reason) = match r.state.as_str() {
+    // While moving, a message that changes only with the step (not the pause countdown the
+    // rollout's own fields carry), so this adds no status write per second; once stopped, why.
+    let moving = match &r.step {
+        Some(step) => format!("rollout {} at step {step}", r.state.to_lowercase()),
+        None => format!("rollout {}", r.state.to_lowercase()),
+    };
+    let why = r.waiting_for.clone().unwrap_or_else(|| moving.clone());
+    let (type_, reason, message) = match r.state.as_str() {
         states::PROGRESSING | states::WAITING | states::PAUSED => {
-            (types::RECONCILING, reasons::ROLLING_OUT)
+            (types::RECONCILING, reasons::ROLLING_OUT, moving)
         }
-        states::ABORTED => (types::STALLED, reasons::ROLLOUT_ABORTED),
-        states::STALLED => (types::STALLED, reasons::ROLLOUT_STALLED),
+        states::ABORTED => (types::STALLED, reasons::ROLLOUT_ABORTED, why),
+        states::STALLED => (types::STALLED, reasons::ROLLOUT_STALLED, why),
         _ => return outcome,
     };
     for c in outcome.conditions.iter_mut().filter(|c| c.type_ == type_) {
@@ -699,6 +702,7 @@ mod tests {
         };
         let rollout = |state: &str, waiting: Option<&str>| RolloutSummary {
             state: state.into(),
+            step: Some("1/3".into()),
             waiting_for: waiting.map(String::from),
             ..Default::default()
         };
@@ -715,9 +719,18 @@ mod tests {
             (
                 true,
                 reasons::ROLLING_OUT,
-                "step 1/3: 2 of 5 pods ready".into()
+                "rollout progressing at step 1/3".into()
             )
         );
+        // A pause's countdown does not change the condition (no extra status write a second).
+        let ticking = |left: u32| {
+            let waiting = format!("cpu-int8: pause after step 1 (20%): {left}s left");
+            get(
+                &with_rollout(published(), Some(&rollout("Waiting", Some(&waiting)))),
+                types::RECONCILING,
+            )
+        };
+        assert_eq!(ticking(12), ticking(11));
         assert!(!get(&o, types::STALLED).0);
         for state in ["Waiting", "Paused"] {
             assert!(

@@ -192,6 +192,13 @@ async fn helm_install_runs_an_operator_that_publishes_the_example() {
         let release = unique_name("rel");
         let webhook_config = format!("{release}-injector");
         let fullname = format!("{release}-edgefleet");
+        // Whatever happens below, the release and its namespace go (a failed run must not
+        // leave cluster-scoped objects behind).
+        let _cleanup = Uninstall {
+            helm: helm.clone(),
+            release: release.clone(),
+            namespace: system.clone(),
+        };
         let _system_node = NodeEmulator::start(
             client.clone(),
             &system,
@@ -407,5 +414,33 @@ impl Args for Deployment {
             .and_then(|s| s.template.spec.as_ref())
             .and_then(|p| p.containers[0].args.clone())
             .unwrap_or_default()
+    }
+}
+
+struct Uninstall {
+    helm: PathBuf,
+    release: String,
+    namespace: String,
+}
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.helm)
+            .args([
+                "uninstall",
+                &self.release,
+                "--namespace",
+                &self.namespace,
+                "--ignore-not-found",
+            ])
+            .env("KUBECONFIG", &env().kubeconfig)
+            .output();
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.namespace,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
     }
 }
