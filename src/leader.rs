@@ -14,6 +14,14 @@ pub struct LeaseConfig {
     pub grace_seconds: u64,
 }
 
+/// The field manager a replica writes the Lease with: one per replica, so that a standby's
+/// server-side apply of `holderIdentity` (made when it last saw the lease free) conflicts with
+/// the holder's instead of silently co-owning and overwriting it. With one manager shared by all
+/// replicas, two replicas racing for a free lease could both believe they had won.
+pub fn field_manager(identity: &str) -> String {
+    format!("{}-lease-{identity}", edgefleet_api::OPERATOR_MANAGER)
+}
+
 /// Leadership as a channel: `true` while this replica holds the lease. Dropping the receiver
 /// releases the lease; the returned task finishes after that.
 pub async fn elect(
@@ -28,7 +36,7 @@ pub async fn elect(
         .with_identity(&config.identity)
         .with_duration(config.duration_seconds)
         .with_grace(config.grace_seconds)
-        .with_field_manager(format!("{}-lease", edgefleet_api::OPERATOR_MANAGER))
+        .with_field_manager(field_manager(&config.identity))
         .build()
         .await?;
     Ok(manager.watch().await)

@@ -89,3 +89,55 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     })
     .await;
 }
+
+/// A standby that saw the lease free a moment before another replica took it applies its claim
+/// late: the API server must refuse that claim (409) rather than hand the lease over while the
+/// holder still believes it leads.
+#[tokio::test]
+async fn a_late_claim_on_a_taken_lease_is_refused() {
+    use edgefleet_operator::leader::{LeaseConfig, acquired, elect, field_manager};
+    use kube::api::{Patch, PatchParams};
+    with_namespace("leader-claim", |client, ns| async move {
+        let config = LeaseConfig {
+            name: "claimed".into(),
+            namespace: ns.clone(),
+            identity: "replica-a".into(),
+            duration_seconds: 30,
+            grace_seconds: 5,
+        };
+        let (mut rx, task) = elect(client.clone(), &config).await?;
+        ensure!(acquired(&mut rx).await, "replica-a never led");
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        // The claim replica-b's lease manager makes for a lease it last saw without a holder.
+        let claim = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 30},
+        });
+        let params = PatchParams {
+            field_manager: Some(field_manager("replica-b")),
+            ..Default::default()
+        };
+        let refused = leases
+            .patch("claimed", &params, &Patch::Apply(&claim))
+            .await;
+        ensure!(
+            matches!(&refused, Err(kube::Error::Api(e)) if e.code == 409),
+            "the late claim was not refused: {refused:?}"
+        );
+        let holder = leases
+            .get("claimed")
+            .await?
+            .spec
+            .and_then(|s| s.holder_identity);
+        ensure!(
+            holder.as_deref() == Some("replica-a"),
+            "holder is now {holder:?}"
+        );
+        ensure!(*rx.borrow_and_update(), "replica-a lost the lead");
+        drop(rx);
+        let _ = task.await;
+        Ok(())
+    })
+    .await;
+}
