@@ -293,8 +293,13 @@ pub fn optimize(
             .map_err(OptimizeError::Calibration)?;
     }
 
+    // Two passes. First every recipe as built, so each technique gets its figure even when a
+    // long search would have used up the budget; then the accuracy-aware search for those that
+    // missed, the closest to the requirement first, while the budget lasts.
+    let deadline = started + options.time_budget;
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut models: Vec<Option<crate::model::pb::ModelProto>> = Vec::new();
+    let mut misses: Vec<(usize, f64)> = Vec::new();
     let total = recipes.len();
     for (n, recipe) in recipes.iter().enumerate() {
         let t0 = Instant::now();
@@ -310,7 +315,7 @@ pub fn optimize(
             seconds: 0.0,
             file: None,
         };
-        if started.elapsed() > options.time_budget {
+        if Instant::now() > deadline {
             candidate.reason = Some("time budget spent".into());
             candidates.push(candidate);
             models.push(None);
@@ -324,7 +329,7 @@ pub fn optimize(
                 params(recipe)
             ),
         });
-        let built = gate(
+        let gated = gate(
             recipe,
             base,
             data,
@@ -332,33 +337,65 @@ pub fn optimize(
             &observed,
             (required, subset_required),
             (&search_plan, &full_plan),
-            started,
-            options.time_budget,
+            None,
             &mut candidate,
             progress,
         );
         candidate.seconds = t0.elapsed().as_secs_f64();
         progress(Event::Done {
+            message: format!("[{}/{total}] {}", n + 1, summary(recipe, &candidate)),
+        });
+        if gated.model.is_none()
+            && candidate.status == "failed"
+            && recipe.searchable()
+            && !search_plan.indices.is_empty()
+        {
+            misses.push((n, gated.subset_accuracy.unwrap_or(0.0)));
+        }
+        models.push(gated.model);
+        candidates.push(candidate);
+    }
+    let order = search_order(&misses);
+    let searches = order.len();
+    for (k, n) in order.into_iter().enumerate() {
+        let (recipe, candidate) = (&recipes[n], &mut candidates[n]);
+        if Instant::now() > deadline {
+            candidate.reason = Some(format!(
+                "{}; time budget spent before its search",
+                candidate.reason.clone().unwrap_or_default()
+            ));
+            continue;
+        }
+        progress(Event::Step {
             message: format!(
-                "[{}/{total}] {}: {}{}",
-                n + 1,
+                "[search {}/{searches}] {} {}",
+                k + 1,
                 recipe.technique(),
-                candidate.status,
-                match (&candidate.measured, &candidate.reason) {
-                    (Some(m), _) => format!(
-                        ", top-1 {:.2}%, {} bytes zstd, p50 {:.3} ms, {} layer(s) kept float",
-                        m.accuracy * 100.0,
-                        m.bytes_zstd,
-                        m.latency_ms_p50,
-                        candidate.layers_kept_float.len()
-                    ),
-                    (None, Some(r)) => format!(" ({r})"),
-                    _ => String::new(),
-                }
+                params(recipe)
             ),
         });
-        models.push(built);
-        candidates.push(candidate);
+        let t0 = Instant::now();
+        let gated = gate(
+            recipe,
+            base,
+            data,
+            runtime,
+            &observed,
+            (required, subset_required),
+            (&search_plan, &full_plan),
+            Some(deadline),
+            candidate,
+            progress,
+        );
+        candidate.seconds += t0.elapsed().as_secs_f64();
+        progress(Event::Done {
+            message: format!(
+                "[search {}/{searches}] {}",
+                k + 1,
+                summary(recipe, candidate)
+            ),
+        });
+        models[n] = gated.model;
     }
 
     let passing: Vec<(usize, &Measured)> = candidates
@@ -432,6 +469,34 @@ pub fn optimize(
     })
 }
 
+/// The order in which candidates that missed are searched: the one closest to the requirement
+/// (highest accuracy on the search subset as built) first, then by plan order.
+pub fn search_order(misses: &[(usize, f64)]) -> Vec<usize> {
+    let mut sorted = misses.to_vec();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    sorted.into_iter().map(|(n, _)| n).collect()
+}
+
+/// One line on how a candidate ended, for progress output.
+fn summary(recipe: &Recipe, candidate: &Candidate) -> String {
+    format!(
+        "{}: {}{}",
+        recipe.technique(),
+        candidate.status,
+        match (&candidate.measured, &candidate.reason) {
+            (Some(m), _) => format!(
+                ", top-1 {:.2}%, {} bytes zstd, p50 {:.3} ms, {} layer(s) kept float",
+                m.accuracy * 100.0,
+                m.bytes_zstd,
+                m.latency_ms_p50,
+                candidate.layers_kept_float.len()
+            ),
+            (None, Some(r)) => format!(" ({r})"),
+            _ => String::new(),
+        }
+    )
+}
+
 fn params(recipe: &Recipe) -> String {
     let p = recipe.parameters();
     if p.is_empty() {
@@ -488,8 +553,15 @@ fn unsupported(model: &Model, runtime: &dyn Runtime, reason: String) -> Optimize
     }
 }
 
-/// Builds, measures and (when it misses) searches one candidate. Fills `candidate`; returns the
-/// model when it passed.
+/// What gating one recipe gave: its model when it passed, and its accuracy on the search subset
+/// as built (before any layer went back), which orders the searches.
+struct Gated {
+    model: Option<crate::model::pb::ModelProto>,
+    subset_accuracy: Option<f64>,
+}
+
+/// Builds and gates one recipe. With `search_until`, a miss starts the accuracy-aware search,
+/// which stops at that instant; without it, the recipe is gated once, as built.
 #[allow(clippy::too_many_arguments)]
 fn gate(
     recipe: &Recipe,
@@ -499,11 +571,10 @@ fn gate(
     observed: &BTreeMap<String, Observed>,
     (required, subset_required): (f64, f64),
     (search_plan, full_plan): (&Plan, &Plan),
-    started: Instant,
-    budget: Duration,
+    search_until: Option<Instant>,
     candidate: &mut Candidate,
     progress: &dyn Fn(Event),
-) -> Option<crate::model::pb::ModelProto> {
+) -> Gated {
     let path = Path::new(recipe.technique()).to_path_buf();
     let build = |keep: &[String]| -> Result<Model, String> {
         let proto = recipe
@@ -526,12 +597,16 @@ fn gate(
         Ok(m) => m,
         Err(e) => {
             reject(candidate, format!("could not be built: {e}"));
-            return None;
+            return Gated {
+                model: None,
+                subset_accuracy: None,
+            };
         }
     };
     let mut current = first;
     let mut search: Option<Search> = None;
     let mut order: Vec<String> = Vec::new();
+    let mut first_quick: Option<f64> = None;
     loop {
         let quick = if search_plan.indices.is_empty() {
             None
@@ -540,10 +615,16 @@ fn gate(
                 Ok(e) => Some(e.accuracy),
                 Err(e) => {
                     reject(candidate, e.to_string());
-                    return None;
+                    return Gated {
+                        model: None,
+                        subset_accuracy: first_quick,
+                    };
                 }
             }
         };
+        if keep.is_empty() {
+            first_quick = quick;
+        }
         if let Some(s) = search.as_mut()
             && let Some(q) = quick
         {
@@ -554,7 +635,10 @@ fn gate(
                 Ok(e) => e,
                 Err(e) => {
                     reject(candidate, e.to_string());
-                    return None;
+                    return Gated {
+                        model: None,
+                        subset_accuracy: first_quick,
+                    };
                 }
             };
             let measured = Measured::of(&current.bytes, &full);
@@ -569,7 +653,10 @@ fn gate(
                         keep.len()
                     )
                 });
-                return Some(current.proto);
+                return Gated {
+                    model: Some(current.proto),
+                    subset_accuracy: first_quick,
+                };
             }
             candidate.status = "failed";
             candidate.reason = Some(format!(
@@ -591,15 +678,21 @@ fn gate(
             candidate.search = search.clone();
         }
         // Missed: search, if this recipe can keep layers in higher precision.
-        if !recipe.searchable() || search_plan.indices.is_empty() {
-            return None;
+        if !recipe.searchable() || search_plan.indices.is_empty() || search_until.is_none() {
+            return Gated {
+                model: None,
+                subset_accuracy: first_quick,
+            };
         }
-        if started.elapsed() > budget {
+        if search_until.is_some_and(|d| Instant::now() > d) {
             candidate.reason = Some(format!(
                 "{}; time budget spent during the search",
                 candidate.reason.clone().unwrap_or_default()
             ));
-            return None;
+            return Gated {
+                model: None,
+                subset_accuracy: first_quick,
+            };
         }
         if search.is_none() {
             let layers: Vec<String> = base
@@ -618,7 +711,7 @@ fn gate(
             });
             let mut sensitivity = Vec::new();
             for layer in &layers {
-                if started.elapsed() > budget {
+                if search_until.is_some_and(|d| Instant::now() > d) {
                     break;
                 }
                 let acc = build(std::slice::from_ref(layer))
@@ -635,7 +728,10 @@ fn gate(
             });
         }
         let Some(next) = order.get(keep.len()).cloned() else {
-            return None; // every layer is back in higher precision and it still misses
+            return Gated {
+                model: None,
+                subset_accuracy: first_quick,
+            }; // every layer is back in higher precision and it still misses
         };
         keep.push(next);
         progress(Event::Step {
@@ -650,7 +746,10 @@ fn gate(
             Ok(m) => m,
             Err(e) => {
                 reject(candidate, format!("could not be built: {e}"));
-                return None;
+                return Gated {
+                    model: None,
+                    subset_accuracy: first_quick,
+                };
             }
         };
     }
@@ -698,6 +797,15 @@ mod tests {
         let (i, why) = choose(&both, &base, Objective::Fastest, false).unwrap();
         assert_eq!(i, 0);
         assert!(why.contains("ranked by size"), "{why}");
+    }
+
+    #[test]
+    fn the_candidate_closest_to_the_requirement_is_searched_first() {
+        assert_eq!(
+            search_order(&[(1, 0.80), (3, 0.88), (4, 0.80), (6, 0.10)]),
+            vec![3, 1, 4, 6]
+        );
+        assert!(search_order(&[]).is_empty());
     }
 
     #[test]

@@ -83,6 +83,12 @@ fn cpu_int8_winner_passes_the_gate_and_holds_when_remeasured() {
         log.contains("sensitivity"),
         "shows the search's progress: {log}"
     );
+    // Every candidate is measured as built before any search spends the budget.
+    let first_search = log.find("[search 1/").expect("a candidate was searched");
+    assert!(
+        log.rfind("[4/4]").is_some_and(|last| last < first_search),
+        "all four candidates measured before the first search: {log}"
+    );
     let r = report(out_dir.path());
     assert_eq!(r["format"], "edgefleet.dev/optimization-report/v1");
     assert_eq!(r["verdict"], "passed");
