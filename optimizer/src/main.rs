@@ -156,7 +156,8 @@ struct OptimizeArgs {
     /// Samples held out for int8 calibration (never evaluated on).
     #[arg(long, default_value_t = 200)]
     calibration_samples: usize,
-    /// Wall-clock budget, e.g. 30m, 90s, 1h.
+    /// Wall-clock budget, e.g. 30m, 90s, 1h. Candidates are first all gated as built; the
+    /// search for the ones that missed runs in what is left.
     #[arg(long, default_value = "30m")]
     time_budget: String,
     /// Evaluation samples used to rank layers in the accuracy-aware search.
