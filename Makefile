@@ -78,6 +78,10 @@ test: ## The whole suite: lint, unit, and integration tests against the real con
 bench-artifact: ## Artifact bytes over the air per technique, pull throughput, resume overhead, apply->Published; writes bench-results/artifact.json
 	hack/bench-artifact.sh
 
+.PHONY: bench-binary-size
+bench-binary-size: ## What the sidecar's stripped size is made of: the sidecar vs tract-only programs; writes bench-results/binary-size.json
+	hack/bench-binary-size.sh
+
 .PHONY: bench-images
 bench-images: ## Release images (make images) and their sizes; writes bench-results/images.json
 	@mkdir -p bench-results
