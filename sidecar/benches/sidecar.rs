@@ -1,7 +1,10 @@
 //! `make bench-sidecar`: the sidecar against its peer, the same runtime called in-process, on the
 //! same machine in the same run. Per model and runtime: latency p50/p99 at 1 thread directly and
 //! through the sidecar (binary tensors and JSON), throughput with 1 and 2 workers, cold start to
-//! ready, RSS with the model; once: idle RSS and the stripped binary size.
+//! ready, RSS with the model; once: idle RSS and the stripped binary size. A second peer, the
+//! HTTP floor: the same request sent to a server on the same HTTP stack (axum on a 2-worker tokio
+//! runtime, in another thread) that reads the body and answers 40 bytes without a model, so
+//! what the sidecar adds beyond the HTTP round trip itself can be told apart.
 //!
 //! Driven by `hack/bench-sidecar.sh`, which builds the binaries and the models and passes
 //! `BENCH_CASES` (a JSON list of `{"model", "variant", "runtime", "path"}`) and `SIDECAR_BIN`.
@@ -190,6 +193,41 @@ async fn throughput(
     (total as f64 / started.elapsed().as_secs_f64() * 10.0).round() / 10.0
 }
 
+/// The HTTP floor peer: reads the whole request body and answers like the sidecar's binary
+/// output for 10 classes, with no model. Runs until the process ends; returns its base URL.
+fn start_http_floor() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = axum::Router::new().route(
+                "/v2/models/m/infer",
+                axum::routing::post(|body: axum::body::Bytes| async move {
+                    let header = json!({"model_name": "m", "outputs": [{"name": "output", "datatype": "FP32", "shape": [1, 10], "parameters": {"binary_data_size": 40}}], "received": body.len()}).to_string();
+                    let mut out = header.clone().into_bytes();
+                    out.extend([0u8; 40]);
+                    (
+                        [(
+                            axum::http::HeaderName::from_static("inference-header-content-length"),
+                            header.len().to_string(),
+                        )],
+                        out,
+                    )
+                }),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    base
+}
+
 fn runtime(name: &str) -> Box<dyn Runtime> {
     match name {
         "tract" => Box::new(edgefleet_runtime::tract::Tract),
@@ -200,7 +238,7 @@ fn runtime(name: &str) -> Box<dyn Runtime> {
     }
 }
 
-async fn bench_case(case: &Case, bin: &str, http: &reqwest::Client) -> Value {
+async fn bench_case(case: &Case, bin: &str, http: &reqwest::Client, floor: &str) -> Value {
     let file = if std::path::Path::new(&case.path).is_dir() {
         format!("{}/model.onnx", case.path)
     } else {
@@ -283,6 +321,20 @@ async fn bench_case(case: &Case, bin: &str, http: &reqwest::Client) -> Value {
             result["overhead_p50_ms"] = json!(round(overhead));
             result["overhead_allowed_ms"] = json!(round(allowed));
             result["overhead_within_target"] = json!(overhead <= allowed);
+            // The same request, same number of runs, to the HTTP floor peer.
+            for _ in 0..10 {
+                infer_binary(http, floor, &info.input, &shape, &x).await;
+            }
+            let mut transport = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                infer_binary(http, floor, &info.input, &shape, &x).await;
+                transport.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let transport = summary(transport);
+            let f50 = transport["p50_ms"].as_f64().unwrap();
+            result["http_floor"] = transport;
+            result["overhead_beyond_http_floor_ms"] = json!(round(overhead - f50));
             result["cold_start_ms"] = json!(round(sidecar.cold_start_ms));
             result["rss_with_model_mib"] = json!(round(rss as f64 / 1024.0));
         }
@@ -332,13 +384,14 @@ async fn main() {
     assert!(ok, "strip failed");
     let stripped_mib = std::fs::metadata(&stripped).unwrap().len() as f64 / (1 << 20) as f64;
 
+    let floor = start_http_floor();
     let mut results = Vec::new();
     for case in &cases {
         eprintln!(
             "[bench-sidecar] {} {} on {}",
             case.model, case.variant, case.runtime
         );
-        let r = bench_case(case, &bin, &http).await;
+        let r = bench_case(case, &bin, &http, &floor).await;
         eprintln!("[bench-sidecar]   {r}");
         results.push(r);
     }
@@ -348,11 +401,13 @@ async fn main() {
     let out = json!({
         "machine": format!("{} cores {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH),
         "binary_stripped_mib": round(stripped_mib),
-        "binary_target_mib": 15,
+        "binary_stripped_bytes": std::fs::metadata(&stripped).unwrap().len(),
+        "binary_target_bytes": 15_000_000,
         "idle_rss_mib": round(idle_rss),
         "idle_rss_target_mib": 20,
         "overhead_target": "p50 through the sidecar - p50 in-process <= 10% of in-process p50 + 0.2 ms",
         "all_within_overhead_target": all_within,
+        "http_floor": "the same binary request to an axum server on a 2-worker tokio runtime that reads the body and answers 40 bytes, no model",
         "cases": results,
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
