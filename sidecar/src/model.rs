@@ -1,10 +1,24 @@
 //! A model ready to serve: loaded in its runtime as a small pool of sessions (so concurrent
 //! requests do not queue on one lock), checked by its self-test before it may serve.
+//!
+//! Each session lives on its own long-lived inference thread and takes requests from a queue.
+//! A session that always runs on the same thread keeps that thread's allocator arena and the
+//! runtime's thread-local scratch buffers warm; running it on whichever tokio worker happened to
+//! take the request (as `block_in_place` does) made EfficientNet-Lite0 0.2–0.7 ms slower per
+//! request than the same session called in-process (BENCHMARKS.md).
 
 use edgefleet_artifact::SelfTest;
 use edgefleet_runtime::{ModelInfo, Runtime, Session, argmax};
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// One request for an inference thread: `batch` samples and where to send the outputs.
+type Job = (
+    usize,
+    Vec<f32>,
+    tokio::sync::oneshot::Sender<Result<Vec<f32>, String>>,
+);
 
 /// Where a model came from, for status and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +56,9 @@ pub struct Loaded {
     pub selftest_passed: usize,
     /// How encoded images become input (`/v1/models/{name}/classify`), when known.
     pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
-    sessions: Mutex<Vec<Box<dyn Session>>>,
-    available: tokio::sync::Semaphore,
+    /// The inference threads' queue. Dropping it (with the model) ends the threads once the
+    /// requests already queued are answered.
+    jobs: Sender<Job>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -143,7 +158,20 @@ impl Loaded {
                 passed += 1;
             }
         }
-        let workers = sessions.len();
+        let sample_len = probe.len();
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for (i, session) in sessions.into_iter().enumerate() {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("infer-{i}"))
+                .spawn(move || serve(session, &queue, sample_len, classes))
+                .map_err(|e| LoadError::Runtime {
+                    model: source.clone(),
+                    runtime: req.runtime.name(),
+                    reason: format!("cannot start an inference thread: {e}"),
+                })?;
+        }
         Ok(Loaded {
             name: req.name.to_string(),
             origin: req.origin,
@@ -154,14 +182,8 @@ impl Loaded {
             load_time: started.elapsed(),
             selftest_passed: passed,
             preprocessing: req.preprocessing,
-            sessions: Mutex::new(sessions),
-            available: tokio::sync::Semaphore::new(workers),
+            jobs,
         })
-    }
-
-    /// Values in one sample.
-    pub fn sample_len(&self) -> usize {
-        self.sample_shape.iter().product()
     }
 
     /// Runs `batch` samples (one after the other on one pooled session) and returns
@@ -171,64 +193,45 @@ impl Loaded {
         batch: usize,
         data: Vec<f32>,
     ) -> Result<Vec<f32>, String> {
-        let permit = self
-            .available
-            .acquire()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((batch, data, reply))
+            .map_err(|_| "no inference thread left for this model".to_string())?;
+        answer
             .await
-            .map_err(|_| "model is shutting down".to_string())?;
-        let mut session = self
-            .sessions
-            .lock()
-            .expect("session pool")
-            .pop()
-            .ok_or("no free session")?;
-        let me = self.clone();
-        // On a worker thread turned blocking (the runtime hands its other tasks to a new one):
-        // no hand-off to the blocking pool and back, which costs more than a small model runs.
-        let joined = run_blocking(move || {
-            let n = me.sample_len();
-            let mut out = Vec::with_capacity(batch * me.classes);
-            let mut result = Ok(());
-            for i in 0..batch {
-                match session.run(1, &data[i * n..(i + 1) * n]) {
-                    Ok(y) => out.extend(y),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            (session, result.map(|_| out))
-        })
-        .await;
-        let (session, result) = match joined {
-            Ok(x) => x,
-            Err(e) => {
-                // The session died with its task: one permit fewer keeps permits == sessions.
-                permit.forget();
-                return Err(format!("inference task failed: {e}"));
-            }
-        };
-        self.sessions.lock().expect("session pool").push(session);
-        drop(permit);
-        result
+            .map_err(|_| "the inference thread ended before answering".to_string())?
     }
 }
 
-/// Runs `f` where blocking is allowed: in place on a multi-threaded runtime, else on the
-/// blocking pool. Errors only when `f` panicked.
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tokio::task::block_in_place(f)
-        }))
-        .map_err(|_| "inference panicked".to_string())
-    } else {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| e.to_string())
+/// An inference thread: answers jobs with its own session until the model is dropped. A panic
+/// in the runtime answers that request with an error and ends this thread (its session may be
+/// broken); the model's other threads keep serving.
+fn serve(
+    mut session: Box<dyn Session>,
+    queue: &Mutex<Receiver<Job>>,
+    sample_len: usize,
+    classes: usize,
+) {
+    loop {
+        let next = queue.lock().map(|q| q.recv());
+        let Ok(Ok((batch, data, reply))) = next else {
+            return;
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut out = Vec::with_capacity(batch * classes);
+            for sample in data.chunks(sample_len).take(batch) {
+                out.extend(session.run(1, sample)?);
+            }
+            Ok(out)
+        }));
+        match ran {
+            Ok(result) => {
+                let _ = reply.send(result);
+            }
+            Err(_) => {
+                let _ = reply.send(Err("inference panicked".into()));
+                return;
+            }
+        }
     }
 }
