@@ -27,6 +27,9 @@ pub struct App {
     pub workers: usize,
     /// Intra-op threads per ONNX Runtime session.
     pub threads: usize,
+    /// Models faster than this run in place on the HTTP worker; slower ones on their own
+    /// inference threads (`model::runs_inline`).
+    pub inline_below: std::time::Duration,
     /// Preprocessing for models that do not carry it (a plain file).
     pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
     /// One load at a time.
@@ -107,8 +110,7 @@ impl App {
         registry: Registry,
         cache: Cache,
         runtime: RuntimeChoice,
-        workers: usize,
-        threads: usize,
+        (workers, threads, inline_below): (usize, usize, std::time::Duration),
         preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
     ) -> Arc<Self> {
         Arc::new(App {
@@ -121,6 +123,7 @@ impl App {
             runtime,
             workers,
             threads,
+            inline_below,
             loading: tokio::sync::Mutex::new(()),
         })
     }
@@ -267,6 +270,7 @@ impl App {
                 bytes: &fetched.bytes,
                 runtime: runtime.as_ref(),
                 workers: me.workers,
+                inline_below: me.inline_below,
                 selftest: fetched.selftest.as_ref(),
                 preprocessing,
             })
@@ -290,6 +294,7 @@ impl App {
             selftest_passed: loaded.selftest_passed,
             unchanged: false,
         };
+        let (placement, run_ms) = (loaded.placement(), loaded.run_time.as_secs_f64() * 1e3);
         let before = self.slot.status().previous.map(|p| p.digest);
         let replaced = self.slot.swap(loaded);
         if before.is_some() && before.as_deref() == Some(swapped.digest.as_str()) {
@@ -299,7 +304,7 @@ impl App {
         self.metrics.model.clear();
         self.metrics.model.get_or_create(&labels).set(1);
         self.metrics.swaps.inc();
-        tracing::info!(digest = %swapped.digest, previous = ?replaced.as_ref().map(|o| &o.digest), load_ms = swapped.load_ms, "model in service");
+        tracing::info!(digest = %swapped.digest, previous = ?replaced.as_ref().map(|o| &o.digest), load_ms = swapped.load_ms, run_ms, placement, "model in service");
         Ok(Swapped {
             previous: replaced.map(|o| o.digest),
             ..swapped

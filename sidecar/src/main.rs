@@ -60,6 +60,11 @@ enum Command {
         /// Intra-op threads per ONNX Runtime session.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// A model whose one inference takes less than this (measured at load) runs in place on
+        /// the HTTP worker that took the request; a slower one gets one long-lived inference
+        /// thread per session. 0: always inference threads.
+        #[arg(long, default_value_t = model::INLINE_BELOW.as_secs_f64() * 1e3)]
+        inline_below_ms: f64,
         /// Largest request body accepted.
         #[arg(long, default_value_t = 32 << 20)]
         max_body_bytes: usize,
@@ -101,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         runtime,
         workers,
         threads,
+        inline_below_ms,
         max_body_bytes,
         cache,
         plain_http,
@@ -127,8 +133,11 @@ async fn main() -> anyhow::Result<()> {
         registry,
         cache,
         runtime,
-        workers,
-        threads,
+        (
+            workers,
+            threads,
+            std::time::Duration::from_secs_f64(inline_below_ms.max(0.0) / 1e3),
+        ),
         preprocessing,
     );
     // The agent's client first: a bad kubeconfig is an error at start, not later.

@@ -1,11 +1,11 @@
 //! A model ready to serve: loaded in its runtime as a small pool of sessions (so concurrent
 //! requests do not queue on one lock), checked by its self-test before it may serve.
 //!
-//! Each session lives on its own long-lived inference thread and takes requests from a queue.
-//! A session that always runs on the same thread keeps that thread's allocator arena and the
-//! runtime's thread-local scratch buffers warm; running it on whichever tokio worker happened to
-//! take the request (as `block_in_place` does) made EfficientNet-Lite0 0.2–0.7 ms slower per
-//! request than the same session called in-process (BENCHMARKS.md).
+//! Where a request runs depends on the model's speed (`runs_inline`): a model that takes
+//! milliseconds gets one long-lived inference thread per session, fed by a queue, so the session
+//! always runs on the same thread with its allocator arena and the runtime's thread-local
+//! scratch buffers warm; a sub-millisecond model runs in place on the tokio worker that took the
+//! request, since waking another thread costs more than it gains.
 
 use edgefleet_artifact::SelfTest;
 use edgefleet_runtime::{ModelInfo, Runtime, Session, argmax};
@@ -56,9 +56,35 @@ pub struct Loaded {
     pub selftest_passed: usize,
     /// How encoded images become input (`/v1/models/{name}/classify`), when known.
     pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
-    /// The inference threads' queue. Dropping it (with the model) ends the threads once the
-    /// requests already queued are answered.
-    jobs: Sender<Job>,
+    /// One warm inference, measured at load; decides where requests run.
+    pub run_time: Duration,
+    exec: Exec,
+}
+
+/// Where requests run, chosen at load by how long one inference takes (`runs_inline`).
+enum Exec {
+    /// On the tokio worker that took the request (`block_in_place`): no hand-off to another
+    /// thread, whose wake-up costs more than a sub-millisecond model runs.
+    Inline {
+        sessions: Mutex<Vec<Box<dyn Session>>>,
+        available: tokio::sync::Semaphore,
+    },
+    /// On the sessions' own inference threads, through a queue. Dropping the sender (with the
+    /// model) ends the threads once the requests already queued are answered.
+    Threads(Sender<Job>),
+}
+
+/// Below this, one inference runs in place on the worker that took the request; above it, on
+/// the session's own thread. Measured (BENCHMARKS.md): a hand-off to another thread and back
+/// costs ~0.1 ms on the 2-core machine, more than a 0.1–0.5 ms model gains from a warm thread,
+/// while a 2–9 ms model ran 0.15–0.2 ms faster per request and with 10–35% more throughput on a
+/// thread of its own (warm allocator arena and runtime scratch buffers).
+pub const INLINE_BELOW: Duration = Duration::from_millis(1);
+
+/// Whether a model whose single inference takes `run` is served in place: below `threshold`
+/// (`INLINE_BELOW` unless the sidecar was started with another).
+pub fn runs_inline(run: Duration, threshold: Duration) -> bool {
+    run < threshold
 }
 
 impl std::fmt::Debug for Loaded {
@@ -80,6 +106,8 @@ pub struct LoadRequest<'a> {
     /// Sessions in the pool: how many requests run at once.
     pub workers: usize,
     pub selftest: Option<&'a SelfTest>,
+    /// Faster models run in place (`runs_inline`); `INLINE_BELOW` by default.
+    pub inline_below: Duration,
     pub preprocessing: Option<edgefleet_runtime::image::Preprocessing>,
 }
 
@@ -158,20 +186,38 @@ impl Loaded {
                 passed += 1;
             }
         }
-        let sample_len = probe.len();
-        let (jobs, queue) = channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        for (i, session) in sessions.into_iter().enumerate() {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("infer-{i}"))
-                .spawn(move || serve(session, &queue, sample_len, classes))
-                .map_err(|e| LoadError::Runtime {
-                    model: source.clone(),
-                    runtime: req.runtime.name(),
-                    reason: format!("cannot start an inference thread: {e}"),
-                })?;
-        }
+        // How long one inference takes, warm: the fastest of three.
+        let run = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = sessions[0].run(1, &probe);
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+        let exec = if runs_inline(run, req.inline_below) {
+            let workers = sessions.len();
+            Exec::Inline {
+                sessions: Mutex::new(sessions),
+                available: tokio::sync::Semaphore::new(workers),
+            }
+        } else {
+            let sample_len = probe.len();
+            let (jobs, queue) = channel::<Job>();
+            let queue = Arc::new(Mutex::new(queue));
+            for (i, session) in sessions.into_iter().enumerate() {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("infer-{i}"))
+                    .spawn(move || serve(session, &queue, sample_len, classes))
+                    .map_err(|e| LoadError::Runtime {
+                        model: source.clone(),
+                        runtime: req.runtime.name(),
+                        reason: format!("cannot start an inference thread: {e}"),
+                    })?;
+            }
+            Exec::Threads(jobs)
+        };
         Ok(Loaded {
             name: req.name.to_string(),
             origin: req.origin,
@@ -182,8 +228,17 @@ impl Loaded {
             load_time: started.elapsed(),
             selftest_passed: passed,
             preprocessing: req.preprocessing,
-            jobs,
+            run_time: run,
+            exec,
         })
+    }
+
+    /// Where requests run: "in place" on the HTTP workers or on "inference threads".
+    pub fn placement(&self) -> &'static str {
+        match self.exec {
+            Exec::Inline { .. } => "in place",
+            Exec::Threads(_) => "inference threads",
+        }
     }
 
     /// Runs `batch` samples (one after the other on one pooled session) and returns
@@ -193,13 +248,79 @@ impl Loaded {
         batch: usize,
         data: Vec<f32>,
     ) -> Result<Vec<f32>, String> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((batch, data, reply))
-            .map_err(|_| "no inference thread left for this model".to_string())?;
-        answer
+        let (sessions, available) = match &self.exec {
+            Exec::Threads(jobs) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                jobs.send((batch, data, reply))
+                    .map_err(|_| "no inference thread left for this model".to_string())?;
+                return answer
+                    .await
+                    .map_err(|_| "the inference thread ended before answering".to_string())?;
+            }
+            Exec::Inline {
+                sessions,
+                available,
+            } => (sessions, available),
+        };
+        let permit = available
+            .acquire()
             .await
-            .map_err(|_| "the inference thread ended before answering".to_string())?
+            .map_err(|_| "model is shutting down".to_string())?;
+        let mut session = sessions
+            .lock()
+            .expect("session pool")
+            .pop()
+            .ok_or("no free session")?;
+        let (n, classes) = (self.sample_shape.iter().product(), self.classes);
+        let joined = run_blocking(move || {
+            let result = run_batch(session.as_mut(), batch, &data, n, classes);
+            (session, result)
+        })
+        .await;
+        let (session, result) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                // The session died with its task: one permit fewer keeps permits == sessions.
+                permit.forget();
+                return Err(format!("inference task failed: {e}"));
+            }
+        };
+        sessions.lock().expect("session pool").push(session);
+        drop(permit);
+        result
+    }
+}
+
+/// Runs `batch` samples of `sample_len` values one after the other; `[batch, classes]` out.
+fn run_batch(
+    session: &mut dyn Session,
+    batch: usize,
+    data: &[f32],
+    sample_len: usize,
+    classes: usize,
+) -> Result<Vec<f32>, String> {
+    let mut out = Vec::with_capacity(batch * classes);
+    for sample in data.chunks(sample_len).take(batch) {
+        out.extend(session.run(1, sample)?);
+    }
+    Ok(out)
+}
+
+/// Runs `f` where blocking is allowed: in place on a multi-threaded runtime, else on the
+/// blocking pool. Errors only when `f` panicked.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(f)
+        }))
+        .map_err(|_| "inference panicked".to_string())
+    } else {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -218,11 +339,7 @@ fn serve(
             return;
         };
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut out = Vec::with_capacity(batch * classes);
-            for sample in data.chunks(sample_len).take(batch) {
-                out.extend(session.run(1, sample)?);
-            }
-            Ok(out)
+            run_batch(session.as_mut(), batch, &data, sample_len, classes)
         }));
         match ran {
             Ok(result) => {
@@ -233,5 +350,20 @@ fn serve(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_millisecond_models_run_in_place_and_slower_ones_on_their_own_thread() {
+        assert!(runs_inline(Duration::from_micros(85), INLINE_BELOW));
+        assert!(runs_inline(Duration::from_micros(999), INLINE_BELOW));
+        assert!(!runs_inline(Duration::from_millis(1), INLINE_BELOW));
+        assert!(!runs_inline(Duration::from_micros(2200), INLINE_BELOW));
+        // 0 (`--inline-below-ms 0`): every model on its own threads.
+        assert!(!runs_inline(Duration::ZERO, Duration::ZERO));
     }
 }

@@ -323,10 +323,21 @@ fn variant(dir: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn twenty_hot_swaps_under_load_fail_no_request_and_a_bad_model_is_refused() {
+    // The CNN runs in well under a millisecond: served in place on the HTTP workers.
+    hot_swaps_under_load(&["--workers", "2"]).await;
+}
+
+#[tokio::test]
+async fn hot_swaps_on_inference_threads_fail_no_request_either() {
+    // The same with every model on its own inference threads (what slower models get).
+    hot_swaps_under_load(&["--workers", "2", "--inline-below-ms", "0"]).await;
+}
+
+async fn hot_swaps_under_load(args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let a = fixture();
     let b = variant(dir.path());
-    let sidecar = Sidecar::start(a.to_str().unwrap(), &["--workers", "2"]).await;
+    let sidecar = Sidecar::start(a.to_str().unwrap(), args).await;
     let digest = |p: &Path| edgefleet_artifact::Digest::of(&std::fs::read(p).unwrap()).to_string();
     let (da, db) = (digest(&a), digest(&b));
     let sidecar = std::sync::Arc::new(sidecar);
