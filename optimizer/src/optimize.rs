@@ -297,6 +297,20 @@ pub fn optimize(
     // long search would have used up the budget; then the accuracy-aware search for those that
     // missed, the closest to the requirement first, while the budget lasts.
     let deadline = started + options.time_budget;
+    let gate_one = |recipe: &Recipe, search_until: Option<Instant>, candidate: &mut Candidate| {
+        gate(
+            recipe,
+            base,
+            data,
+            runtime,
+            &observed,
+            (required, subset_required),
+            (&search_plan, &full_plan),
+            search_until,
+            candidate,
+            progress,
+        )
+    };
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut models: Vec<Option<crate::model::pb::ModelProto>> = Vec::new();
     let mut misses: Vec<(usize, f64)> = Vec::new();
@@ -329,18 +343,7 @@ pub fn optimize(
                 params(recipe)
             ),
         });
-        let gated = gate(
-            recipe,
-            base,
-            data,
-            runtime,
-            &observed,
-            (required, subset_required),
-            (&search_plan, &full_plan),
-            None,
-            &mut candidate,
-            progress,
-        );
+        let gated = gate_one(recipe, None, &mut candidate);
         candidate.seconds = t0.elapsed().as_secs_f64();
         progress(Event::Done {
             message: format!("[{}/{total}] {}", n + 1, summary(recipe, &candidate)),
@@ -375,18 +378,7 @@ pub fn optimize(
             ),
         });
         let t0 = Instant::now();
-        let gated = gate(
-            recipe,
-            base,
-            data,
-            runtime,
-            &observed,
-            (required, subset_required),
-            (&search_plan, &full_plan),
-            Some(deadline),
-            candidate,
-            progress,
-        );
+        let gated = gate_one(recipe, Some(deadline), candidate);
         candidate.seconds += t0.elapsed().as_secs_f64();
         progress(Event::Done {
             message: format!(
