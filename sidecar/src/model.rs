@@ -77,8 +77,8 @@ enum Exec {
 /// Below this, one inference runs in place on the worker that took the request; above it, on
 /// the session's own thread. Measured (BENCHMARKS.md): a hand-off to another thread and back
 /// costs ~0.1 ms on the 2-core machine, more than a 0.1–0.5 ms model gains from a warm thread,
-/// while a 2–9 ms model ran 0.15–0.2 ms faster per request and with 10–35% more throughput on a
-/// thread of its own (warm allocator arena and runtime scratch buffers).
+/// while a 2–9 ms model ran up to 0.2 ms faster per request (fp32; int8 about the same) and with
+/// 10–35% more throughput on a thread of its own (warm allocator arena and scratch buffers).
 pub const INLINE_BELOW: Duration = Duration::from_millis(1);
 
 /// Whether a model whose single inference takes `run` is served in place: below `threshold`
