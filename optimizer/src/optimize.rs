@@ -297,7 +297,7 @@ pub fn optimize(
     // long search would have used up the budget; then the accuracy-aware search for those that
     // missed, the closest to the requirement first, while the budget lasts.
     let deadline = started + options.time_budget;
-    let gate_one = |recipe: &Recipe, search_until: Option<Instant>, candidate: &mut Candidate| {
+    let gate_one = |recipe: &Recipe, searching: Option<Searching>, candidate: &mut Candidate| {
         gate(
             recipe,
             base,
@@ -306,7 +306,7 @@ pub fn optimize(
             &observed,
             (required, subset_required),
             (&search_plan, &full_plan),
-            search_until,
+            searching,
             candidate,
             progress,
         )
@@ -360,7 +360,7 @@ pub fn optimize(
     }
     let order = search_order(&misses);
     let searches = order.len();
-    for (k, n) in order.into_iter().enumerate() {
+    for (k, (n, as_built)) in order.into_iter().enumerate() {
         let (recipe, candidate) = (&recipes[n], &mut candidates[n]);
         if Instant::now() > deadline {
             candidate.reason = Some(format!(
@@ -378,7 +378,11 @@ pub fn optimize(
             ),
         });
         let t0 = Instant::now();
-        let gated = gate_one(recipe, Some(deadline), candidate);
+        let searching = Searching {
+            until: deadline,
+            as_built,
+        };
+        let gated = gate_one(recipe, Some(searching), candidate);
         candidate.seconds += t0.elapsed().as_secs_f64();
         progress(Event::Done {
             message: format!(
@@ -463,10 +467,10 @@ pub fn optimize(
 
 /// The order in which candidates that missed are searched: the one closest to the requirement
 /// (highest accuracy on the search subset as built) first, then by plan order.
-pub fn search_order(misses: &[(usize, f64)]) -> Vec<usize> {
+pub fn search_order(misses: &[(usize, f64)]) -> Vec<(usize, f64)> {
     let mut sorted = misses.to_vec();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    sorted.into_iter().map(|(n, _)| n).collect()
+    sorted
 }
 
 /// One line on how a candidate ended, for progress output.
@@ -552,8 +556,25 @@ struct Gated {
     subset_accuracy: Option<f64>,
 }
 
-/// Builds and gates one recipe. With `search_until`, a miss starts the accuracy-aware search,
-/// which stops at that instant; without it, the recipe is gated once, as built.
+impl Gated {
+    fn missed(subset_accuracy: Option<f64>) -> Self {
+        Gated {
+            model: None,
+            subset_accuracy,
+        }
+    }
+}
+
+/// The second pass for a recipe that missed as built: search until `until`, starting from its
+/// first-pass accuracy on the search subset (it is not built and measured as built again).
+#[derive(Clone, Copy)]
+struct Searching {
+    until: Instant,
+    as_built: f64,
+}
+
+/// Builds and gates one recipe. Without `searching`, the recipe is gated once, as built; with
+/// it, the accuracy-aware search runs from that first-pass result until its deadline.
 #[allow(clippy::too_many_arguments)]
 fn gate(
     recipe: &Recipe,
@@ -563,10 +584,11 @@ fn gate(
     observed: &BTreeMap<String, Observed>,
     (required, subset_required): (f64, f64),
     (search_plan, full_plan): (&Plan, &Plan),
-    search_until: Option<Instant>,
+    searching: Option<Searching>,
     candidate: &mut Candidate,
     progress: &dyn Fn(Event),
 ) -> Gated {
+    let search_until = searching.map(|s| s.until);
     let path = Path::new(recipe.technique()).to_path_buf();
     let build = |keep: &[String]| -> Result<Model, String> {
         let proto = recipe
@@ -585,34 +607,35 @@ fn gate(
     // A step that reaches the requirement on the search subset is confirmed on the full set;
     // if the full set disagrees, the search goes on.
     let mut keep: Vec<String> = Vec::new();
-    let first = match build(&keep) {
-        Ok(m) => m,
-        Err(e) => {
-            reject(candidate, format!("could not be built: {e}"));
-            return Gated {
-                model: None,
-                subset_accuracy: None,
-            };
-        }
-    };
-    let mut current = first;
     let mut search: Option<Search> = None;
     let mut order: Vec<String> = Vec::new();
     let mut first_quick: Option<f64> = None;
     loop {
-        let quick = if search_plan.indices.is_empty() {
-            None
-        } else {
-            match eval::evaluate(runtime, &current, data, search_plan) {
-                Ok(e) => Some(e.accuracy),
+        // The search pass's first step (as built) was measured in the first pass; `candidate`
+        // already says how it missed.
+        let known = keep.is_empty().then_some(searching).flatten();
+        let current = match known {
+            Some(_) => None,
+            None => match build(&keep) {
+                Ok(m) => Some(m),
                 Err(e) => {
-                    reject(candidate, e.to_string());
-                    return Gated {
-                        model: None,
-                        subset_accuracy: first_quick,
-                    };
+                    reject(candidate, format!("could not be built: {e}"));
+                    return Gated::missed(first_quick);
+                }
+            },
+        };
+        let quick = match (&current, known) {
+            (_, Some(s)) => Some(s.as_built),
+            (Some(m), None) if !search_plan.indices.is_empty() => {
+                match eval::evaluate(runtime, m, data, search_plan) {
+                    Ok(e) => Some(e.accuracy),
+                    Err(e) => {
+                        reject(candidate, e.to_string());
+                        return Gated::missed(first_quick);
+                    }
                 }
             }
+            _ => None,
         };
         if keep.is_empty() {
             first_quick = quick;
@@ -622,69 +645,65 @@ fn gate(
         {
             s.steps.push((keep.len(), q));
         }
-        if quick.is_none_or(|q| q >= subset_required) {
-            let full = match eval::evaluate(runtime, &current, data, full_plan) {
-                Ok(e) => e,
-                Err(e) => {
-                    reject(candidate, e.to_string());
+        match current {
+            // Gated as built in the first pass: nothing to measure again; straight to the search.
+            None => {}
+            Some(current) if quick.is_none_or(|q| q >= subset_required) => {
+                let full = match eval::evaluate(runtime, &current, data, full_plan) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        reject(candidate, e.to_string());
+                        return Gated::missed(first_quick);
+                    }
+                };
+                let measured = Measured::of(&current.bytes, &full);
+                candidate.measured = Some(measured);
+                candidate.layers_kept_float = keep.clone();
+                candidate.search = search.clone();
+                if full.accuracy >= required {
+                    candidate.status = "passed";
+                    candidate.reason = (!keep.is_empty()).then(|| {
+                        format!(
+                            "passed with {} layer(s) back in higher precision",
+                            keep.len()
+                        )
+                    });
                     return Gated {
-                        model: None,
+                        model: Some(current.proto),
                         subset_accuracy: first_quick,
                     };
                 }
-            };
-            let measured = Measured::of(&current.bytes, &full);
-            candidate.measured = Some(measured);
-            candidate.layers_kept_float = keep.clone();
-            candidate.search = search.clone();
-            if full.accuracy >= required {
-                candidate.status = "passed";
-                candidate.reason = (!keep.is_empty()).then(|| {
-                    format!(
-                        "passed with {} layer(s) back in higher precision",
-                        keep.len()
-                    )
-                });
-                return Gated {
-                    model: Some(current.proto),
-                    subset_accuracy: first_quick,
-                };
+                candidate.status = "failed";
+                candidate.reason = Some(format!(
+                    "top-1 {:.2}% < required {:.2}%",
+                    full.accuracy * 100.0,
+                    required * 100.0
+                ));
             }
-            candidate.status = "failed";
-            candidate.reason = Some(format!(
-                "top-1 {:.2}% < required {:.2}%",
-                full.accuracy * 100.0,
-                required * 100.0
-            ));
-        } else {
-            // Figures of an earlier, fully measured step describe another keep-list.
-            candidate.measured = None;
-            candidate.status = "failed";
-            candidate.reason = Some(format!(
-                "top-1 {:.2}% on the search subset, under the required {:.2}% ({:.2}% on that subset)",
-                quick.unwrap_or(0.0) * 100.0,
-                required * 100.0,
-                subset_required * 100.0
-            ));
-            candidate.layers_kept_float = keep.clone();
-            candidate.search = search.clone();
+            Some(_) => {
+                // Figures of an earlier, fully measured step describe another keep-list.
+                candidate.measured = None;
+                candidate.status = "failed";
+                candidate.reason = Some(format!(
+                    "top-1 {:.2}% on the search subset, under the required {:.2}% ({:.2}% on that subset)",
+                    quick.unwrap_or(0.0) * 100.0,
+                    required * 100.0,
+                    subset_required * 100.0
+                ));
+                candidate.layers_kept_float = keep.clone();
+                candidate.search = search.clone();
+            }
         }
         // Missed: search, if this recipe can keep layers in higher precision.
         if !recipe.searchable() || search_plan.indices.is_empty() || search_until.is_none() {
-            return Gated {
-                model: None,
-                subset_accuracy: first_quick,
-            };
+            return Gated::missed(first_quick);
         }
         if search_until.is_some_and(|d| Instant::now() > d) {
             candidate.reason = Some(format!(
                 "{}; time budget spent during the search",
                 candidate.reason.clone().unwrap_or_default()
             ));
-            return Gated {
-                model: None,
-                subset_accuracy: first_quick,
-            };
+            return Gated::missed(first_quick);
         }
         if search.is_none() {
             let layers: Vec<String> = base
@@ -720,10 +739,7 @@ fn gate(
             });
         }
         let Some(next) = order.get(keep.len()).cloned() else {
-            return Gated {
-                model: None,
-                subset_accuracy: first_quick,
-            }; // every layer is back in higher precision and it still misses
+            return Gated::missed(first_quick); // every layer is back in higher precision and it still misses
         };
         keep.push(next);
         progress(Event::Step {
@@ -734,16 +750,6 @@ fn gate(
                 keep.join(", ")
             ),
         });
-        current = match build(&keep) {
-            Ok(m) => m,
-            Err(e) => {
-                reject(candidate, format!("could not be built: {e}"));
-                return Gated {
-                    model: None,
-                    subset_accuracy: first_quick,
-                };
-            }
-        };
     }
 }
 
@@ -793,10 +799,9 @@ mod tests {
 
     #[test]
     fn the_candidate_closest_to_the_requirement_is_searched_first() {
-        assert_eq!(
-            search_order(&[(1, 0.80), (3, 0.88), (4, 0.80), (6, 0.10)]),
-            vec![3, 1, 4, 6]
-        );
+        let order = search_order(&[(1, 0.80), (3, 0.88), (4, 0.80), (6, 0.10)]);
+        let indices: Vec<usize> = order.iter().map(|(n, _)| *n).collect();
+        assert_eq!(indices, vec![3, 1, 4, 6]);
         assert!(search_order(&[]).is_empty());
     }
 
