@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Stops the processes `make up` started, by their recorded pids, and nothing else.
+# Stops the processes `make up` started, by their recorded pids, and nothing else: first the
+# nodes (every process in their cgroups, their mount and network namespaces), then the control
+# plane and registry, then the network (hack/nodes.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 dir=$EDGEFLEET_ENV_DIR
-[[ -f $dir/pids ]] || { log "no environment recorded in $dir"; exit 0; }
+"$(dirname "$0")/nodes.sh" down
+[[ -f $dir/pids ]] || { log "no environment recorded in $dir"; "$(dirname "$0")/nodes.sh" hub-down; exit 0; }
 
 # Each process was started by `setsid timeout ...`, so its pid is also its process group: signal
 # the group, which reaches the server itself even if `timeout` is gone.
@@ -15,7 +18,14 @@ while read -r name pid; do
   fi
 done < <(tac "$dir/pids")
 
-alive() { pgrep -g "$1" >/dev/null 2>&1; }
+# A group is alive while a member is not a zombie (this VM's init may reap them late).
+alive() {
+  local p
+  for p in $(pgrep -g "$1" 2>/dev/null); do
+    [[ $(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) != Z ]] && [[ -e /proc/$p ]] && return 0
+  done
+  return 1
+}
 for _ in $(seq 1 50); do
   any=0
   for g in "${groups[@]}"; do alive "$g" && any=1; done
@@ -28,4 +38,5 @@ for g in "${groups[@]}"; do
     kill -KILL -- "-$g" 2>/dev/null || true
   fi
 done
-rm -f "$dir/pids" "$dir/env.sh"
+"$(dirname "$0")/nodes.sh" hub-down
+rm -f "$dir/pids" "$dir/env.sh" "$dir/nodes.count"

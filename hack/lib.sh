@@ -33,3 +33,55 @@ tool_bin() {
 PROMETHEUS_OPERATOR_VERSION=${PROMETHEUS_OPERATOR_VERSION:-0.85.0}
 # Source of the Argo CD Application CRD the GitOps examples are validated against.
 ARGOCD_VERSION=${ARGOCD_VERSION:-3.5.7}
+
+# Writes a wrapper go.mod into $1 that requires k8s.io/kubernetes v$K8S_VERSION and replaces
+# each of its ./staging modules with the published v0.X.Y tag (the module zip lacks ./staging);
+# the list is read from the kubernetes go.mod itself so it never drifts. Prints nothing.
+k8s_wrapper_module() {
+  local dir=$1 k8s_mod staging_version count
+  mkdir -p "$dir"
+  k8s_mod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+  [[ -f $k8s_mod ]] || die "could not download k8s.io/kubernetes@v$K8S_VERSION"
+  staging_version="v0.${K8S_VERSION#1.}" # 1.34.4 -> v0.34.4
+  {
+    echo "module edgefleet.local/controlplane"
+    echo
+    grep -m1 '^go ' "$k8s_mod"
+    echo
+    echo "require k8s.io/kubernetes v$K8S_VERSION"
+    echo
+    echo "replace ("
+    sed -n 's|^[[:space:]]*\(k8s.io/[a-z0-9.-]*\) => ./staging/.*|\t\1 => \1 '"$staging_version"'|p' "$k8s_mod"
+    echo ")"
+  } >"$dir/go.mod"
+  count=$(grep -c "=> k8s.io" "$dir/go.mod")
+  log "wrapper go.mod replaces $count staging modules with $staging_version"
+}
+
+# The directory of the kubernetes module's source (downloaded by k8s_wrapper_module).
+k8s_module_dir() {
+  echo "$(go env GOMODCACHE)/k8s.io/kubernetes@v$K8S_VERSION"
+}
+
+# The local test ground's nodes: real kubelets, containerd and kube-proxy, each in a network
+# namespace of its own. Binaries are built once per version by hack/build-node.sh.
+# The pause binary comes from the same module (build/pause), so the version names both.
+node_bin_dir() {
+  echo "$EDGEFLEET_CACHE/nodes/k8s-v$K8S_VERSION/bin"
+}
+
+# -ldflags for binaries of the kubernetes module: stripped, with the version they report.
+k8s_ldflags() {
+  local minor
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+}
+
+# The test ground's private network (hack/nodes.sh draws it). Nothing outside these ranges and
+# loopback is ever a target.
+EDGEFLEET_HUB_NS=edgefleet-hub
+HUB_IP=10.77.0.1             # the hub's bridge: the registry, the API server's forwarder
+HUB_REGISTRY_PORT=5000
+HOST_LINK_IP=10.76.0.1       # the host's end of its veth to the hub
+HUB_LINK_IP=10.76.0.2
+SERVICE_RANGE=10.0.0.0/24    # the API server's --service-cluster-ip-range
