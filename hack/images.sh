@@ -9,9 +9,13 @@
 #
 #   hack/images.sh [debug|release] [REGISTRY]
 #
+# Nothing is rebuilt or pushed when the binaries, the ONNX Runtime library and this script are
+# those of the last run and the registry still holds its images (the tests call this often).
+#
 # Writes target/images/<profile>.json (references, digests, sizes) and
 # target/images/<profile>-values.yaml (the chart's image values, also copied to
-# target/images/values.yaml: the latest build); prints the JSON last.
+# target/images/values.yaml: the latest build) and target/images/camera-app.ref (the example
+# application's reference); prints the JSON last.
 # The Dockerfile builds the same images where Docker is available.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,15 +32,32 @@ flags=(--insecure)
 declare -A built
 if [[ $profile == release ]]; then
   log "building edgefleet-operator, edgefleet-optimizer (release) and edgefleet-sidecar (edge)"
-  cargo build -q --release --bin edgefleet-operator --bin edgefleet-optimizer
+  cargo build -q --release --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-camera-app
   cargo build -q --profile edge -p edgefleet-sidecar
-  built=([operator]=target/release [optimizer]=target/release [sidecar]=target/edge)
+  built=([operator]=target/release [optimizer]=target/release [sidecar]=target/edge [camera-app]=target/release)
 else
-  log "building edgefleet-operator, edgefleet-optimizer, edgefleet-sidecar ($profile)"
-  cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar
-  built=([operator]=target/$profile [optimizer]=target/$profile [sidecar]=target/$profile)
+  log "building edgefleet-operator, edgefleet-optimizer, edgefleet-sidecar, edgefleet-camera-app ($profile)"
+  cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar --bin edgefleet-camera-app
+  built=([operator]=target/$profile [optimizer]=target/$profile [sidecar]=target/$profile [camera-app]=target/$profile)
 fi
 ort=$(bash "$here/ort-lib.sh")
+names=(operator optimizer sidecar camera-app)
+
+# The same inputs as the last run, and the registry still has its images: nothing to do.
+key=$( (sha256sum "$0" "$ort"; for name in "${names[@]}"; do sha256sum "${built[$name]}/edgefleet-$name"; done; echo "$registry") | sha256sum | cut -c1-16)
+if [[ -f target/images/$profile.json && $(cat "target/images/$profile.key" 2>/dev/null) == "$key" ]]; then
+  fresh=1
+  for ref in $(python3 -c 'import json,sys; print(" ".join(i["reference"] for i in json.load(open(sys.argv[1]))["images"].values()))' "target/images/$profile.json"); do
+    "$crane" manifest "${flags[@]}" "$ref" >/dev/null 2>&1 || fresh=0
+  done
+  if ((fresh)); then
+    log "images unchanged since the last run (target/images/$profile.json)"
+    cp "target/images/$profile-values.yaml" target/images/values.yaml
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["images"]["camera-app"]["reference"])' "target/images/$profile.json" >target/images/camera-app.ref
+    cat "target/images/$profile.json"
+    exit 0
+  fi
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-images.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -52,7 +73,7 @@ with_libraries() {
 }
 
 declare -A refs sizes binsizes
-for name in operator optimizer sidecar; do
+for name in "${names[@]}"; do
   bin=${built[$name]}/edgefleet-$name
   rootfs=$work/$name
   mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/home/nonroot" "$rootfs/tmp"
@@ -61,7 +82,7 @@ for name in operator optimizer sidecar; do
   [[ $profile == release ]] && strip "$rootfs/usr/local/bin/edgefleet-$name" 2>/dev/null || true
   with_libraries "$rootfs" "$bin"
   env_flags=(--env PATH=/usr/local/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt)
-  if [[ $name == optimizer ]]; then
+  if [[ $name == optimizer || $name == sidecar ]]; then
     mkdir -p "$rootfs/usr/local/lib"
     cp -L "$ort" "$rootfs/usr/local/lib/libonnxruntime.so"
     with_libraries "$rootfs" "$ort"
@@ -90,25 +111,29 @@ done
 {
   echo "image:"
   echo "  registry: $registry/edgefleet"
-  for name in operator optimizer sidecar; do
+  for name in operator optimizer sidecar; do # camera-app is not the chart's
     printf '  %s:\n    repository: %s\n    digest: "%s"\n' "$name" "$name" "${refs[$name]#*@}"
   done
 } >"target/images/$profile-values.yaml"
 cp "target/images/$profile-values.yaml" target/images/values.yaml
-json=$(python3 - "$profile" "$registry" "$version" \
-  "${refs[operator]}" "${sizes[operator]}" "${binsizes[operator]}" \
-  "${refs[optimizer]}" "${sizes[optimizer]}" "${binsizes[optimizer]}" \
-  "${refs[sidecar]}" "${sizes[sidecar]}" "${binsizes[sidecar]}" <<'PY'
+echo "${refs[camera-app]}" >target/images/camera-app.ref
+image_args=()
+for name in "${names[@]}"; do
+  image_args+=("$name" "${refs[$name]}" "${sizes[$name]}" "${binsizes[$name]}")
+done
+json=$(python3 - "$profile" "$registry" "$version" "${image_args[@]}" <<'PY'
 import json, sys
 a = sys.argv[1:]
 out = {"profile": a[0], "registry": a[1], "version": a[2], "images": {}}
-for i, name in enumerate(["operator", "optimizer", "sidecar"]):
-    ref, size, binsize = a[3 + 3 * i], int(a[4 + 3 * i]), int(a[5 + 3 * i])
+rest = a[3:]
+for i in range(0, len(rest), 4):
+    name, ref, size, binsize = rest[i], rest[i + 1], int(rest[i + 2]), int(rest[i + 3])
     out["images"][name] = {"reference": ref, "compressed_bytes": size,
                            "compressed_mib": round(size / 2**20, 1), "binary_bytes": binsize}
 print(json.dumps(out))
 PY
 )
 echo "$json" >"target/images/$profile.json"
+echo "$key" >"target/images/$profile.key"
 log "wrote target/images/$profile.json and target/images/$profile-values.yaml"
 echo "$json"
