@@ -145,6 +145,27 @@ impl Limits {
     }
 }
 
+/// Sidecars report this many times per heartbeat timeout: a pod counts offline only after it
+/// missed that many reports in a row, never for one late report.
+pub const REPORTS_PER_TIMEOUT: u64 = 3;
+
+/// The status report interval the operator gives each pod: a third of the heartbeat timeout,
+/// in whole seconds, at least one.
+pub fn report_interval(heartbeat_timeout: Duration) -> Duration {
+    Duration::from_secs((heartbeat_timeout.as_secs() / REPORTS_PER_TIMEOUT).max(1))
+}
+
+/// How long until the next pod's heartbeat goes stale (a pod that reports no more counts
+/// offline then): the rollout looks again at that moment, so an offline pod is counted within
+/// its timeout rather than at the next periodic pass.
+pub fn next_expiry(pods: &[Pod], timeout: Duration) -> Option<Duration> {
+    pods.iter()
+        .filter_map(|p| p.heartbeat_age)
+        .filter(|age| *age <= timeout)
+        .map(|age| timeout - age)
+        .min()
+}
+
 /// How many pods may be unavailable at once: a count, or a percentage of `total` rounded down;
 /// at least 1 so that a rollout can always move. Default 25%.
 pub fn unavailable_budget(max_unavailable: Option<&IntOrString>, total: u32) -> u32 {
@@ -819,5 +840,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sidecars_report_three_times_per_heartbeat_timeout() {
+        let interval = |s| report_interval(Duration::from_secs(s)).as_secs();
+        assert_eq!(interval(90), 30);
+        assert_eq!(interval(60), 20);
+        assert_eq!(interval(10), 3);
+        assert_eq!(interval(5), 1);
+        assert_eq!(interval(1), 1);
+        // Missing one report never makes a pod offline: three intervals fit in the timeout.
+        for timeout in 5..600 {
+            assert!(
+                interval(timeout) * REPORTS_PER_TIMEOUT <= timeout,
+                "{timeout}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_look_is_when_the_freshest_heartbeat_that_can_expire_does() {
+        let timeout = Duration::from_secs(30);
+        let at = |age: Option<u64>| Pod {
+            heartbeat_age: age.map(Duration::from_secs),
+            ..pod("p", "d", "d", Health::Healthy)
+        };
+        assert_eq!(next_expiry(&[], timeout), None);
+        // Already offline, or never reported: nothing to wait for.
+        assert_eq!(next_expiry(&[at(Some(40)), at(None)], timeout), None);
+        assert_eq!(
+            next_expiry(&[at(Some(5)), at(Some(25)), at(Some(40))], timeout),
+            Some(Duration::from_secs(5))
+        );
     }
 }

@@ -48,6 +48,14 @@ pub struct ModelAssignmentSpec {
     /// What the pod should serve; absent until the operator assigns an artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<DesiredArtifact>,
+    /// How often the sidecar reports its status (a heartbeat even when nothing changed): set by
+    /// the operator to a third of the EdgeModel's `heartbeatTimeout`, so a pod counts offline
+    /// only after several missed reports. A sidecar follows a change without a restart; without
+    /// it, it uses its `--heartbeat` flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::duration::CEL_RULE).message(crate::duration::CEL_MESSAGE))]
+    pub heartbeat_interval: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

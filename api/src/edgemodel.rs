@@ -346,10 +346,13 @@ pub struct HealthLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self > 0.0").message("maxLatencyP99Ms must be positive"))]
     pub max_latency_p99_ms: Option<f64>,
-    /// A pod whose sidecar has not reported for this long counts as offline.
+    /// A pod whose sidecar has not reported for this long counts as offline. Sidecars report
+    /// every third of it (the operator tells each pod through its `ModelAssignment`), so a pod
+    /// is offline only after three reports in a row went missing. At least 5s.
     #[serde(default = "default_heartbeat_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(duration::CEL_RULE).message(duration::CEL_MESSAGE))]
+    #[x_kube(validation = Rule::new(format!("!self.matches({}) || duration(self) >= duration('{}s')", cel_quoted(duration::PATTERN), MIN_HEARTBEAT_TIMEOUT_SECONDS)).message("heartbeatTimeout must be at least 5s: sidecars report every third of it, and a shorter one counts a pod offline for one late report"))]
     pub heartbeat_timeout: String,
 }
 
@@ -362,6 +365,9 @@ impl Default for HealthLimits {
         }
     }
 }
+
+/// The shortest `heartbeatTimeout` admission accepts (the CEL rule's message says 5s too).
+pub const MIN_HEARTBEAT_TIMEOUT_SECONDS: u32 = 5;
 
 fn default_heartbeat_timeout() -> String {
     "60s".into()

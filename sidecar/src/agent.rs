@@ -26,8 +26,16 @@ pub struct AgentConfig {
     pub namespace: String,
     /// The `ModelAssignment`'s name (the pod's name).
     pub name: String,
+    /// The report interval until the assignment names one (`spec.heartbeatInterval`).
     pub heartbeat: Duration,
 }
+
+/// Connecting to the API server gives up after this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that sends nothing for this long is dropped (the watch asks the API server to
+/// end each request well before, so a healthy watch is never cut).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const WATCH_TIMEOUT_SECONDS: u32 = 45;
 
 /// What the agent remembers between steps.
 #[derive(Default)]
@@ -69,10 +77,12 @@ pub async fn run(app: Arc<App>, client: kube::Client, config: AgentConfig) {
             .insert(current.origin.digest.clone(), now());
     }
     let changed = Arc::new(Notify::new());
+    let (interval_tx, interval_rx) = watch::channel(config.heartbeat);
     tokio::spawn(watch_assignment(
         api.clone(),
         config.clone(),
         tx,
+        interval_tx,
         changed.clone(),
     ));
     tokio::spawn(report(
@@ -80,6 +90,7 @@ pub async fn run(app: Arc<App>, client: kube::Client, config: AgentConfig) {
         api,
         config.clone(),
         rx.clone(),
+        interval_rx,
         state.clone(),
         changed.clone(),
     ));
@@ -92,9 +103,12 @@ async fn watch_assignment(
     api: Api<ModelAssignment>,
     config: AgentConfig,
     tx: watch::Sender<Option<DesiredArtifact>>,
+    interval: watch::Sender<Duration>,
     changed: Arc<Notify>,
 ) {
-    let wc = watcher::Config::default().fields(&format!("metadata.name={}", config.name));
+    let wc = watcher::Config::default()
+        .fields(&format!("metadata.name={}", config.name))
+        .timeout(WATCH_TIMEOUT_SECONDS);
     let mut stream = watcher(api, wc).default_backoff().applied_objects().boxed();
     let mut connected = true;
     while let Some(event) = stream.next().await {
@@ -105,6 +119,16 @@ async fn watch_assignment(
                     connected = true;
                     changed.notify_one();
                 }
+                let every =
+                    plan::report_interval(ma.spec.heartbeat_interval.as_deref(), config.heartbeat);
+                interval.send_if_modified(|i| {
+                    let modified = *i != every;
+                    if modified {
+                        tracing::info!(assignment = %config.name, every = ?every, "status report interval");
+                    }
+                    *i = every;
+                    modified
+                });
                 let desired = ma.spec.desired;
                 let modified = tx.send_if_modified(|d| {
                     let modified = *d != desired;
@@ -203,6 +227,7 @@ async fn report(
     api: Api<ModelAssignment>,
     config: AgentConfig,
     rx: watch::Receiver<Option<DesiredArtifact>>,
+    mut interval: watch::Receiver<Duration>,
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
 ) {
@@ -244,25 +269,37 @@ async fn report(
                 now: now(),
             })
         };
-        let wait = match patch_status(&api, &config.name, &status).await {
+        let every = *interval.borrow_and_update();
+        // A report that cannot get through within the interval is abandoned (and its
+        // connection with it): the next one goes out on a fresh connection.
+        let sent = tokio::time::timeout(
+            plan::report_deadline(every),
+            patch_status(&api, &config.name, &status),
+        )
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("status report timed out".into())));
+        let wait = match sent {
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(assignment = %config.name, "status reported again");
                 }
                 failures = 0;
-                config.heartbeat.mul_f64(0.9 + 0.2 * jitter())
+                plan::next_report(every, jitter())
             }
             Err(e) => {
                 failures += 1;
                 if failures == 1 {
                     tracing::warn!(assignment = %format!("{}/{}", config.namespace, config.name), error = %e, "cannot report status; serving on and retrying with backoff");
                 }
-                plan::backoff(failures, jitter()).min(config.heartbeat)
+                // Never slower than the interval: a pod whose network returns is back within one.
+                plan::backoff(failures, jitter()).min(every)
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = changed.notified(), if failures == 0 => {}
+            // A new interval takes effect at once (a shorter one must not wait out the old).
+            _ = interval.changed() => {}
         }
     }
 }

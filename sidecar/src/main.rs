@@ -143,9 +143,13 @@ async fn main() -> anyhow::Result<()> {
     // The agent's client first: a bad kubeconfig is an error at start, not later.
     let agent = match assignment {
         Some(assignment) => {
-            let config = kube::Config::infer().await.context(
+            let mut config = kube::Config::infer().await.context(
                 "no cluster credentials for --assignment (in-cluster ServiceAccount or KUBECONFIG)",
             )?;
+            // An edge link can vanish without a FIN: a connection that has gone silent is
+            // given up after these, so the agent reconnects soon after the network returns.
+            config.connect_timeout = Some(agent::CONNECT_TIMEOUT);
+            config.read_timeout = Some(agent::READ_TIMEOUT);
             let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
             let client = kube::Client::try_from(config).context("building the API client")?;
             Some((

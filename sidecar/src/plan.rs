@@ -51,6 +51,26 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
     d.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
+/// The report interval: the assignment's `spec.heartbeatInterval` when it names a usable one
+/// (at least a second), else `fallback` (the `--heartbeat` flag).
+pub fn report_interval(spec: Option<&str>, fallback: Duration) -> Duration {
+    spec.and_then(|s| edgefleet_api::duration::parse(s).ok())
+        .filter(|d| *d >= Duration::from_secs(1))
+        .unwrap_or(fallback)
+}
+
+/// The wait before the next regular report: a little under the interval (jitter 0..1 spreads a
+/// fleet's reports), never over it, so the operator sees a report at least once per interval.
+pub fn next_report(every: Duration, jitter: f64) -> Duration {
+    every.mul_f64(0.8 + 0.2 * jitter.clamp(0.0, 1.0))
+}
+
+/// How long one status report may take before it is abandoned: the interval, but at least 2 s
+/// (a loaded API server) and at most 10 s.
+pub fn report_deadline(every: Duration) -> Duration {
+    every.clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
 /// The next step given what is desired, what serves, and the last attempt.
 pub fn next_step(
     desired: Option<&DesiredArtifact>,
@@ -379,5 +399,23 @@ mod tests {
         assert_eq!(s.health, Some(Health::Healthy));
         assert!(s.message.is_none());
         assert!(s.self_test.unwrap().passed);
+    }
+
+    #[test]
+    fn the_assignment_sets_the_report_interval() {
+        let flag = Duration::from_secs(30);
+        assert_eq!(report_interval(Some("5s"), flag), Duration::from_secs(5));
+        assert_eq!(report_interval(Some("1m"), flag), Duration::from_secs(60));
+        assert_eq!(report_interval(None, flag), flag);
+        // Unusable values fall back rather than flood the API server.
+        assert_eq!(report_interval(Some("100ms"), flag), flag);
+        assert_eq!(report_interval(Some("soon"), flag), flag);
+        for j in [0.0, 0.5, 1.0] {
+            let wait = next_report(Duration::from_secs(10), j);
+            assert!(
+                wait <= Duration::from_secs(10) && wait >= Duration::from_secs(8),
+                "{wait:?}"
+            );
+        }
     }
 }

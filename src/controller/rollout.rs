@@ -68,6 +68,8 @@ struct Memory {
     uid: String,
     status: RolloutStatus,
     desired: HashMap<String, String>,
+    /// Report intervals written but not yet seen in the cache.
+    intervals: HashMap<String, String>,
     created: HashMap<String, Arc<ModelAssignment>>,
     /// Spec problems already announced.
     problems: std::collections::HashSet<String>,
@@ -276,6 +278,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
                         history: s.history,
                     },
                     desired: HashMap::new(),
+                    intervals: HashMap::new(),
                     created: HashMap::new(),
                     problems: Default::default(),
                 }
@@ -359,6 +362,11 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
         .map(|a| (a.name_any(), a))
         .collect();
     let api: Api<ModelAssignment> = Api::namespaced(ctx.client.clone(), &ns);
+    let limits = Limits::from_spec(spec);
+    let interval = format!(
+        "{}s",
+        rollout::report_interval(limits.heartbeat_timeout).as_secs()
+    );
     // Shared, not copied: at 10,000 pods every reconcile would otherwise clone them all.
     let mut by_class: HashMap<String, Vec<(Arc<ModelAssignment>, bool)>> = HashMap::new();
     let mut unplaced = Vec::new();
@@ -393,7 +401,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
                     .iter()
                     .find(|r| r.device_class == class)
                     .and_then(revisions::target);
-                let a = new_assignment(&model, pod, class, target.as_ref());
+                let a = new_assignment(&model, pod, class, target.as_ref(), &interval);
                 missing.push((stale.is_some(), a, class.to_string(), canary));
             }
         }
@@ -431,10 +439,10 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
     }
 
     // Plan each class.
-    let limits = Limits::from_spec(spec);
     let steps = limits.steps.len() as u32;
     let mut assign: Vec<(String, DesiredArtifact)> = Vec::new();
     let mut rollouts = Vec::new();
+    let mut expiry: Option<Duration> = None;
     for current in chosen {
         let class = current.device_class.as_str();
         let members = by_class.remove(class).unwrap_or_default();
@@ -446,6 +454,9 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
                 planner_pod(a, *canary, written.or(seen), &now)
             })
             .collect();
+        if let Some(e) = rollout::next_expiry(&planner_pods, limits.heartbeat_timeout) {
+            expiry = Some(expiry.map_or(e, |x| x.min(e)));
+        }
         let standing = revisions::standing(&current, &now);
         let plan = match revisions::target(&current) {
             Some(target) => {
@@ -590,24 +601,52 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
             .and_then(|a| a.spec.desired.as_ref())
             .is_none_or(|d| &d.digest != digest)
     });
-    let results: Vec<_> = futures::stream::iter(assign)
-        .map(|(pod, desired)| {
+    memory.intervals.retain(|pod, want| {
+        existing
+            .get(pod)
+            .is_some_and(|a| a.spec.heartbeat_interval.as_ref() != Some(want))
+    });
+    // One merge patch per pod: its new desired artifact and/or its report interval (assignments
+    // made before the interval existed, or after the model's heartbeatTimeout changed).
+    let mut patches: BTreeMap<String, SpecPatch> = BTreeMap::new();
+    for (pod, desired) in assign {
+        patches.entry(pod).or_default().desired = Some(desired);
+    }
+    for (pod, a) in &existing {
+        let current = memory
+            .intervals
+            .get(pod)
+            .or(a.spec.heartbeat_interval.as_ref());
+        if pods.contains_key(pod) && current != Some(&interval) {
+            patches.entry(pod.clone()).or_default().heartbeat_interval = Some(interval.clone());
+        }
+    }
+    let results: Vec<_> = futures::stream::iter(patches)
+        .map(|(pod, patch)| {
             let api = api.clone();
             async move {
-                let patch = serde_json::json!({ "spec": { "desired": desired } });
                 let result = api
-                    .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &pod,
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({ "spec": patch })),
+                    )
                     .await;
-                (pod, desired.digest, result)
+                (pod, patch, result)
             }
         })
         .buffer_unordered(WRITES_IN_FLIGHT)
         .collect()
         .await;
-    for (pod, digest, result) in results {
+    for (pod, patch, result) in results {
         match result {
             Ok(_) => {
-                memory.desired.insert(pod, digest);
+                if let Some(d) = patch.desired {
+                    memory.desired.insert(pod.clone(), d.digest);
+                }
+                if let Some(i) = patch.heartbeat_interval {
+                    memory.intervals.insert(pod, i);
+                }
             }
             // The pod (and so its assignment) is gone.
             Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -640,11 +679,11 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
         .rollouts
         .iter()
         .any(|r| r.state != states::COMPLETE && r.state != states::ABORTED);
-    Ok(Action::requeue(Duration::from_secs(if active {
-        2
-    } else {
-        20
-    })))
+    let periodic = Duration::from_secs(if active { 2 } else { 20 });
+    // And when the next heartbeat goes stale, so an offline pod is counted within its timeout.
+    // (At most once a second: a large fleet's reports trigger reconciles anyway.)
+    let stale = expiry.map(|e| (e + Duration::from_millis(200)).max(Duration::from_secs(1)));
+    Ok(Action::requeue(stale.map_or(periodic, |s| s.min(periodic))))
 }
 
 /// The Event action: kube's recorder folds Events with the same reason and action into one
@@ -656,11 +695,22 @@ fn action(revision: i64, step: Option<u32>) -> String {
     }
 }
 
+/// The fields of a `ModelAssignment`'s spec the rollout writes after creating it.
+#[derive(Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    desired: Option<DesiredArtifact>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval: Option<String>,
+}
+
 fn new_assignment(
     model: &EdgeModel,
     pod: &PartialObjectMeta<Pod>,
     class: &str,
     target: Option<&rollout::Target>,
+    heartbeat_interval: &str,
 ) -> ModelAssignment {
     let name = pod.name_any();
     let mut a = ModelAssignment::new(
@@ -679,6 +729,7 @@ fn new_assignment(
                 repository: model.spec.publish.repository.clone(),
                 revision: t.revision,
             }),
+            heartbeat_interval: Some(heartbeat_interval.to_string()),
         },
     );
     a.metadata.namespace = model.namespace();
