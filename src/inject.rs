@@ -17,8 +17,8 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SecurityContext, Volume,
-    VolumeMount,
+    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -169,6 +169,10 @@ pub fn container(model: &str, port: i32, settings: &Settings, native: bool) -> C
             run_as_user: Some(65532),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
                 ..Default::default()
             }),
             ..Default::default()

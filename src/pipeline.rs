@@ -382,8 +382,33 @@ fn percent(v: Option<f64>) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Reads a Job's conditions and its pod's termination message.
-pub fn job_state(job: &Job, message: Option<&str>) -> JobState {
+/// How the last pod of a Job ended: the kubelet's reason (`Error`, `OOMKilled`, …), the exit
+/// code and the termination message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodEnd {
+    pub reason: Option<String>,
+    pub exit_code: i32,
+    pub message: Option<String>,
+}
+
+/// The memory limit of the Job's optimizer container, as written.
+fn memory_limit(job: &Job) -> Option<String> {
+    let spec = job.spec.as_ref()?.template.spec.as_ref()?;
+    let c = spec.containers.iter().find(|c| c.name == CONTAINER)?;
+    Some(
+        c.resources
+            .as_ref()?
+            .limits
+            .as_ref()?
+            .get("memory")?
+            .0
+            .clone(),
+    )
+}
+
+/// Reads a Job's conditions and how its last pod ended.
+pub fn job_state(job: &Job, pod: Option<&PodEnd>) -> JobState {
+    let message = pod.and_then(|p| p.message.as_deref());
     let conditions = job
         .status
         .as_ref()
@@ -408,6 +433,13 @@ pub fn job_state(job: &Job, message: Option<&str>) -> JobState {
         };
     }
     if let Some(failed) = holds("Failed") {
+        if pod.and_then(|p| p.reason.as_deref()) == Some("OOMKilled") {
+            return JobState::Failed(format!(
+                "Job {}: the optimizer was OOM-killed at its memory limit of {} (raise the operator's --optimizer-memory-limit, or the chart's optimizer.resources)",
+                job.name_any(),
+                memory_limit(job).as_deref().unwrap_or("(none)")
+            ));
+        }
         return match result {
             Some(r) if r.verdict == "AccuracyFloorNotMet" => JobState::FloorNotMet(format!(
                 "best candidate {} reached {} top-1, below the required {}",
@@ -934,9 +966,19 @@ mod tests {
         }
     }
 
+    fn ended(message: &str) -> PodEnd {
+        PodEnd {
+            reason: Some("Error".into()),
+            exit_code: 1,
+            message: Some(message.into()),
+        }
+    }
+
     #[test]
     fn job_states() {
         assert_eq!(job_state(&Job::default(), None), JobState::Running);
+        let job_state =
+            |job: &Job, message: Option<&str>| job_state(job, message.map(ended).as_ref());
         let ok =
             r#"{"verdict":"passed","reference":"r@sha256:x","digest":"sha256:x","accuracy":0.89}"#;
         assert!(
@@ -957,6 +999,42 @@ mod tests {
         match job_state(&finished("Failed"), Some("thread panicked")) {
             JobState::Failed(m) => assert!(
                 m.contains("BackoffLimitExceeded") && m.contains("thread panicked"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn job_for_test() -> Job {
+        let m = model();
+        let base = pin_resolved("reg:5000/base/net:v1", Digest::of(b"model"));
+        let data = pin_static(&m.spec.accuracy.dataset.source).unwrap();
+        let key = Digest::of(b"k");
+        let class = class();
+        let run = ClassRun {
+            model: &m,
+            class_name: "cpu-int8",
+            class: &class,
+            base: &base,
+            dataset: &data,
+            inputs: &key,
+            time_budget_seconds: 1200,
+        };
+        job(run, &JobSettings::default())
+    }
+
+    #[test]
+    fn an_oom_killed_optimizer_is_named_with_its_limit() {
+        let mut job = finished("Failed");
+        job.spec = job_for_test().spec;
+        let killed = PodEnd {
+            reason: Some("OOMKilled".into()),
+            exit_code: 137,
+            message: None,
+        };
+        match super::job_state(&job, Some(&killed)) {
+            JobState::Failed(m) => assert!(
+                m.contains("OOM-killed") && m.contains("memory limit of 4Gi"),
                 "{m}"
             ),
             other => panic!("{other:?}"),

@@ -713,12 +713,12 @@ fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
             result["digest"] = pushed.digest.to_string().into();
         }
         if let Some(path) = &args.result_file {
-            write_atomic(path, result.to_string().as_bytes())?;
+            write_result(path, result.to_string().as_bytes())?;
         }
         Ok(std::process::ExitCode::SUCCESS)
     } else {
         if let Some(path) = &args.result_file {
-            write_atomic(path, result_summary(&outcome.report).to_string().as_bytes())?;
+            write_result(path, result_summary(&outcome.report).to_string().as_bytes())?;
         }
         eprintln!(
             "error: AccuracyFloorNotMet: no candidate for device class {} reached {:.2}% top-1 (base {:.2}%)",
@@ -820,6 +820,14 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())
+}
+
+/// Writes the result file in place. It is read only after this process has ended (in a Job,
+/// by the kubelet, as the termination message), so it needs no atomic rename; and it cannot
+/// have one there: `/dev/termination-log` lives in a directory a non-root container with a
+/// read-only root filesystem cannot write.
+fn write_result(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Progress on the terminal: a spinner with the current step when stderr is a terminal, plain

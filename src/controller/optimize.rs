@@ -153,8 +153,8 @@ async fn ensure_service_account(ns: &str, ctx: &Context) -> Result<()> {
     }
 }
 
-/// The termination message of the Job's most recent finished pod.
-async fn termination_message(job: &Job, ctx: &Context) -> Result<Option<String>> {
+/// How the Job's most recent finished pod ended.
+async fn last_pod_end(job: &Job, ctx: &Context) -> Result<Option<pipeline::PodEnd>> {
     let ns = job.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let list = pods
@@ -173,7 +173,14 @@ async fn termination_message(job: &Job, ctx: &Context) -> Result<Option<String>>
                 .as_ref()?
                 .terminated
                 .as_ref()?;
-            Some((done.finished_at.clone(), done.message.clone()?))
+            Some((
+                done.finished_at.clone(),
+                pipeline::PodEnd {
+                    reason: done.reason.clone(),
+                    exit_code: done.exit_code,
+                    message: done.message.clone(),
+                },
+            ))
         })
         .collect();
     messages.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
@@ -286,8 +293,8 @@ pub async fn reconcile(
             }
             _ => match current {
                 Some(job) => {
-                    let message = termination_message(job, ctx).await?;
-                    match pipeline::job_state(job, message.as_deref()) {
+                    let ended = last_pod_end(job, ctx).await?;
+                    match pipeline::job_state(job, ended.as_ref()) {
                         JobState::Running => ClassPhase::Optimizing {
                             job: job.name_any(),
                         },
