@@ -1,25 +1,27 @@
-//! The Helm chart and the container images on the real control plane: images assembled without
+//! The Helm chart and the container images on the real test ground: images assembled without
 //! a Docker engine (`hack/images.sh`), pushed to the test ground's registry and run from what
 //! the registry holds; `helm install` of `charts/edgefleet` referencing them by digest; the two
-//! operator replicas it deploys (run by the node emulator) elect a leader, keep the webhook
-//! configuration current, and optimize and publish the Fashion-MNIST example with the optimizer
-//! image the chart names; `helm upgrade` keeps the operator's webhook; `helm uninstall` removes
-//! the cluster-scoped objects.
+//! operator replicas it deploys run on the real nodes (ready by their own probes), elect a
+//! leader, keep the webhook configuration current, and optimize and publish the Fashion-MNIST
+//! example with the optimizer image the chart names; the API server reaches the webhook through
+//! the chart's Service, so a camera pod gets the chart's sidecar, which serves what was
+//! published; `helm upgrade` keeps the operator's webhook; `helm uninstall` removes the
+//! cluster-scoped objects.
 
 mod support;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use edgefleet_api::EdgeModel;
-use edgefleet_testenv::node::NodeEmulator;
+use edgefleet_testenv::nodes::{self, images};
 use edgefleet_testenv::{env, eventually, kubectl, repo_root, unique_name, with_namespace};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -37,23 +39,6 @@ fn run(cmd: &mut Command) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The images of this checkout, built (debug) and pushed once per test binary (both tests
-/// here use them); `target/images/debug.json`.
-fn images() -> Result<Value> {
-    static IMAGES: std::sync::Mutex<Option<Value>> = std::sync::Mutex::new(None);
-    let mut built = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = built.as_ref() {
-        return Ok(v.clone());
-    }
-    let out = run(Command::new("bash")
-        .arg("hack/images.sh")
-        .arg("debug")
-        .arg(&env().registry))?;
-    let v: Value = serde_json::from_str(out.lines().last().context("no output")?)?;
-    *built = Some(v.clone());
-    Ok(v)
 }
 
 /// Pulls `reference` with crane into `dir` (its root filesystem) and returns its config.
@@ -79,9 +64,9 @@ fn unpack(crane: &Path, reference: &str, dir: &Path) -> Result<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn images_run_from_the_registry_as_non_root_with_nothing_but_their_own_files() {
-    let images = images().unwrap();
+    let images = &images().json;
     let crane = tool("crane");
-    for name in ["operator", "optimizer", "sidecar"] {
+    for name in ["operator", "optimizer", "sidecar", "camera-app"] {
         let reference = images["images"][name]["reference"].as_str().unwrap();
         assert!(
             reference.starts_with(&format!("{}/edgefleet/{name}@sha256:", env().registry)),
@@ -92,6 +77,9 @@ async fn images_run_from_the_registry_as_non_root_with_nothing_but_their_own_fil
         let c = &config["config"];
         assert_eq!(c["User"], "65532:65532", "{name} runs as non-root");
         let entrypoint = format!("/usr/local/bin/edgefleet-{name}");
+        // ONNX Runtime travels with the optimizer (its gate) and the sidecar (classes whose
+        // runtime is onnxruntime).
+        let with_ort = name == "optimizer" || name == "sidecar";
         assert_eq!(c["Entrypoint"], serde_json::json!([entrypoint]));
         assert_eq!(
             (config["os"].as_str(), config["architecture"].as_str()),
@@ -138,11 +126,11 @@ async fn images_run_from_the_registry_as_non_root_with_nothing_but_their_own_fil
                     || f == "etc/ssl/certs/ca-certificates.crt"
                     || f == "etc/passwd"
                     || f == "etc/group"
-                    || (name == "optimizer" && f == "usr/local/lib/libonnxruntime.so"),
+                    || (with_ort && f == "usr/local/lib/libonnxruntime.so"),
                 "unexpected file in the {name} image: {f}"
             );
         }
-        if name == "optimizer" {
+        if with_ort {
             assert!(
                 c["Env"]
                     .as_array()
@@ -174,9 +162,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_install_runs_an_operator_that_publishes_the_example() {
-    let optimizer = prepare();
-    let operator = support::binary("edgefleet-operator");
-    let images = images().unwrap();
+    prepare();
+    let images = &images().json;
     let helm = tool("helm");
     with_namespace("chart-app", |client, app| async move {
         // The release lives in a namespace of its own; the operator watches the app namespace
@@ -199,16 +186,6 @@ async fn helm_install_runs_an_operator_that_publishes_the_example() {
             release: release.clone(),
             namespace: system.clone(),
         };
-        let _system_node = NodeEmulator::start(
-            client.clone(),
-            &system,
-            BTreeMap::from([("operator".to_string(), operator.clone())]),
-        );
-        let _app_node = NodeEmulator::start(
-            client.clone(),
-            &app,
-            BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.clone())]),
-        );
         let values = repo_root().join("target/images/debug-values.yaml");
         let install = |verb: &str, extra: &[&str]| {
             let mut cmd = Command::new(&helm);
@@ -250,7 +227,29 @@ async fn helm_install_runs_an_operator_that_publishes_the_example() {
         let sc = container.security_context.clone().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
+        // Ready by the kubelet's probes of their /readyz, each on a node of its own.
         assert_eq!(d.status.clone().unwrap().ready_replicas, Some(2));
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &system);
+        let operator_pods = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+            .await?
+            .items;
+        let placed: std::collections::BTreeSet<_> = operator_pods
+            .iter()
+            .map(nodes::node_of)
+            .collect::<Result<_>>()?;
+        ensure!(
+            operator_pods.len() == 2 && placed.len() == 2,
+            "operator pods on {placed:?}"
+        );
+        for p in &operator_pods {
+            let process = nodes::container_process(p, "operator")?;
+            ensure!(
+                process.uid == 65532 && process.cap_eff == 0 && process.root_read_only,
+                "operator pod {}: {process:?}",
+                p.name_any()
+            );
+        }
         let leases: Api<Lease> = Api::namespaced(client.clone(), &system);
         let holder = eventually(Duration::from_secs(60), || async {
             leases
@@ -362,6 +361,34 @@ async fn helm_install_runs_an_operator_that_publishes_the_example() {
             "helm install → example published in {:?}",
             started.elapsed()
         );
+
+        // A camera pod opts in: the API server calls the webhook through the chart's Service
+        // (node 0 translates its address to an operator pod), and the chart's sidecar serves
+        // the published artifact.
+        let app_pods: Api<Pod> = Api::namespaced(client.clone(), &app);
+        let cam = support::create_pod(
+            &app_pods,
+            &support::camera_pod("camera-0", "fashion-mnist", "edge-2", false),
+        )
+        .await?;
+        let injected = cam
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default();
+        ensure!(
+            injected.iter().any(|c| c.name == "edgefleet-sidecar"
+                && c.image.as_deref() == images["images"]["sidecar"]["reference"].as_str()),
+            "the chart's webhook did not inject its sidecar: {injected:?}"
+        );
+        let cam = nodes::ready(&app_pods, "camera-0", Duration::from_secs(300)).await?;
+        let stats = eventually(Duration::from_secs(60), || async {
+            let s = nodes::get_json(&nodes::pod_ip(&cam)?, 9090, "/stats")?;
+            ensure!(s["version"] == artifact.digest.as_str(), "{s}");
+            Ok(s)
+        })
+        .await?;
+        eprintln!("camera-0 served by the chart's sidecar: {stats}");
 
         // An upgrade (one replica, other Job resources) keeps what the operator owns.
         let out = install(

@@ -1,6 +1,7 @@
-//! The optimize → publish pipeline end to end on the local control plane: `kubectl apply` of the
-//! Fashion-MNIST example leads to an optimization Job (run by the test-only node emulator), an
-//! artifact in the registry and a status with its digest and accuracy; identical inputs reuse
+//! The optimize → publish pipeline end to end on the local test ground: `kubectl apply` of the
+//! Fashion-MNIST example leads to an optimization Job (its pod runs this checkout's optimizer
+//! image on one of the real nodes), an artifact in the registry and a status with its digest
+//! and accuracy; identical inputs reuse
 //! the artifact without a Job; a spec change supersedes the running Job; an unreachable floor
 //! stalls with one failed Job and no retries; deleting the EdgeModel deletes its Jobs.
 
@@ -9,9 +10,10 @@ mod support;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::conditions::{self, reasons, types};
-use edgefleet_testenv::{argocd, env, eventually, kstatus, with_namespace};
+use edgefleet_testenv::{argocd, env, eventually, kstatus, nodes, with_namespace};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use std::process::Command;
 use std::time::Duration;
@@ -35,7 +37,7 @@ const LONG: Duration = Duration::from_secs(600);
 async fn applying_the_example_optimizes_publishes_and_reuses() {
     let optimizer = prepare();
     with_namespace("pipeline", |client, ns| async move {
-        let _ground = ground(&client, &ns, &optimizer);
+        let _operator = ground(&ns);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
         // The registry outlives test runs: a time budget of this run's own makes the inputs new,
@@ -65,6 +67,27 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
             ("EdgeModel", "fashion-mnist")
         );
         assert!(job.spec.as_ref().unwrap().active_deadline_seconds.unwrap() >= 1200);
+        // Its pod runs the optimizer image on a node, locked down as the kernel sees it.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let process = eventually(Duration::from_secs(300), || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+                .await?;
+            let pod = list.items.into_iter().next().context("no Job pod yet")?;
+            nodes::container_process(&pod, "optimizer")
+        })
+        .await?;
+        eprintln!("optimizer process: {process:?}");
+        assert_eq!((process.uid, process.gid), (65532, 65532));
+        assert_eq!(process.cap_eff, 0, "no capabilities");
+        assert!(process.seccomp == 2 && process.no_new_privs, "{process:?}");
+        assert!(process.root_read_only, "{process:?}");
+        for w in &process.writable {
+            assert!(
+                ["/work", "/dev/termination-log", "/dev/shm"].contains(&w.as_str()),
+                "the optimizer can write {w}: {process:?}"
+            );
+        }
 
         // Published: the status names the artifact, and the registry agrees.
         let model = eventually(LONG, || async {
@@ -219,9 +242,9 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
 
 #[tokio::test]
 async fn an_unreachable_floor_stalls_once_without_retries() {
-    let optimizer = prepare();
+    prepare();
     with_namespace("floor", |client, ns| async move {
-        let _ground = ground(&client, &ns, &optimizer);
+        let _operator = ground(&ns);
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
         // Registry credentials travel as a dockerconfigjson Secret mounted into the Job (this

@@ -1,14 +1,12 @@
 //! The README's quickstart, run as written: the shell block between the `quickstart` markers
-//! of README.md, in bash with `-euo pipefail`, against the local test ground. Two things differ
-//! from a real cluster, both outside the block: the node emulator runs the pods (no kubelet
-//! here), and `PROFILE=debug` makes `make images` reuse the test build instead of a release
-//! build. Runs alone (its own test binary): the release it installs is cluster-wide.
+//! of README.md, in bash with `-euo pipefail`, against the local test ground, whose nodes run
+//! the pods. One thing differs from a newcomer's run, outside the block: `PROFILE=debug` makes
+//! `make images` reuse the test build instead of a release build. Runs alone (its own test
+//! binary): the release it installs is cluster-wide.
 
 mod support;
 
-use edgefleet_testenv::node::NodeEmulator;
 use edgefleet_testenv::{client, env, kubectl, repo_root};
-use std::collections::BTreeMap;
 use std::process::Command;
 
 const SYSTEM: &str = "edgefleet-system";
@@ -92,21 +90,9 @@ fn clean() {
 async fn the_readme_quickstart_installs_and_publishes() {
     let script = quickstart();
     assert!(script.contains("helm install edgefleet charts/edgefleet"));
-    let optimizer = support::optimizer_binary();
-    let operator = support::binary("edgefleet-operator");
     let client = client().await.unwrap();
     edgefleet_testenv::install_crds(&client).await.unwrap();
     clean();
-    let _system = NodeEmulator::start(
-        client.clone(),
-        SYSTEM,
-        BTreeMap::from([("operator".to_string(), operator)]),
-    );
-    let _app = NodeEmulator::start(
-        client.clone(),
-        APP,
-        BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer)]),
-    );
     let started = std::time::Instant::now();
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
@@ -137,4 +123,16 @@ async fn the_readme_quickstart_installs_and_publishes() {
         "{stdout}"
     );
     assert!(stdout.contains("accuracy  "), "{stdout}");
+    // Then the camera fleet: five pods, every one ready (its sidecar serves the model).
+    let cameras: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("camera-"))
+        .collect();
+    assert_eq!(cameras.len(), 5, "{stdout}");
+    for line in cameras {
+        assert!(
+            line.contains(" 2/2 ") && line.contains("Running") && line.contains(" edge-"),
+            "{line}"
+        );
+    }
 }

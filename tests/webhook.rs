@@ -1,7 +1,8 @@
 //! Sidecar injection through the real API server: the operator creates its certificate and the
 //! MutatingWebhookConfiguration, the API server calls the webhook over TLS for opted-in pods
 //! only, a new certificate (the Secret deleted) is picked up with its caBundle, and with the
-//! webhook down pods that did not opt in are still created.
+//! webhook down opted-in pods are refused while pods that did not opt in are created and run
+//! on a node.
 
 mod support;
 
@@ -13,11 +14,15 @@ use kube::api::{Api, DeleteParams, PostParams};
 use std::time::Duration;
 use support::Operator;
 
+/// A pod that is only admitted, never run: a scheduling gate keeps it off the nodes.
 fn pod(name: &str, labels: serde_json::Value) -> Pod {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"containers": [{"name": "camera-app", "image": "example.invalid/camera-app:1"}]},
+        "spec": {
+            "schedulingGates": [{"name": "edgefleet.dev/admission-only"}],
+            "containers": [{"name": "camera-app", "image": "example.invalid/camera-app:1"}],
+        },
     }))
     .unwrap()
 }
@@ -154,13 +159,13 @@ async fn opted_in_pods_get_the_sidecar_and_an_outage_blocks_no_other_pod() {
             // rather than started without their sidecar.
             operator.process.signal("KILL")?;
             operator.process.wait_timeout(Duration::from_secs(10))?;
-            let plain = pods
-                .create(
-                    &PostParams::default(),
-                    &pod("plain-1", serde_json::json!({"app": "other"})),
-                )
-                .await?;
-            ensure!(plain.metadata.uid.is_some());
+            // (This one really runs: the camera app, on the node the scheduler picks.)
+            let mut runs = support::camera_pod("plain-1", "fashion", "edge-0", false);
+            runs.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+            runs.spec.as_mut().unwrap().node_selector = None;
+            pods.create(&PostParams::default(), &runs).await?;
+            let running = edgefleet_testenv::nodes::ready(&pods, "plain-1", Duration::from_secs(180)).await?;
+            ensure!(sidecar(&running).is_none(), "a pod that did not opt in got a sidecar");
             // An optimization Job's pod names its model too, but never waits on the webhook.
             let job_pod = pods
                 .create(

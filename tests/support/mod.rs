@@ -2,10 +2,10 @@
 #![allow(dead_code)]
 
 use edgefleet_api::{DeviceClass, EdgeModel};
-use edgefleet_testenv::node::NodeEmulator;
+use edgefleet_testenv::nodes::images;
 use edgefleet_testenv::{Process, free_port, http_get};
 use edgefleet_testenv::{env, kubectl, repo_root};
-use std::collections::BTreeMap;
+use k8s_openapi::api::core::v1::Pod;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -78,7 +78,8 @@ pub fn class(name: &str) -> DeviceClass {
     .unwrap()
 }
 
-/// The optimizer binary the emulated node runs for `edgefleet-optimizer` pods.
+/// The optimizer built for this machine (uploads and inspections from the test; the Jobs run
+/// its image).
 pub fn optimizer_binary() -> PathBuf {
     binary("edgefleet-optimizer")
 }
@@ -163,22 +164,95 @@ pub fn apply(ns: &str, path: &std::path::Path) {
 pub fn prepare() -> PathBuf {
     let optimizer = optimizer_binary();
     seed_registry(&optimizer);
+    let (ok, out) = kubectl(&["apply", "--server-side", "-f", "crds/"]);
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd/deviceclasses.edgefleet.dev",
+    ]);
+    assert!(ok, "{out}");
     let (ok, out) = kubectl(&["apply", "-f", "examples/deviceclasses.yaml"]);
     assert!(ok, "{out}");
     optimizer
 }
 
-/// The operator and an emulated node for `ns`; both stop when dropped.
-pub fn ground(
-    client: &kube::Client,
-    ns: &str,
-    optimizer: &std::path::Path,
-) -> (Operator, NodeEmulator) {
-    let operator = Operator::start(ns, &format!("{ns}-op"));
-    let node = NodeEmulator::start(
-        client.clone(),
-        ns,
-        BTreeMap::from([("edgefleet-optimizer".to_string(), optimizer.to_path_buf())]),
-    );
-    (operator, node)
+/// The operator for `ns`, running its optimization Jobs with this checkout's optimizer image
+/// on the test ground's nodes; stops when dropped.
+pub fn ground(ns: &str) -> Operator {
+    ground_with(ns, &[])
+}
+
+pub fn ground_with(ns: &str, extra: &[&str]) -> Operator {
+    let image = images().optimizer.clone();
+    let mut args = vec!["--optimizer-image", image.as_str()];
+    args.extend_from_slice(extra);
+    Operator::start_with(ns, &format!("{ns}-op"), &args)
+}
+
+/// The operator with its sidecar-injection webhook (the API server calls it by URL: it runs on
+/// the host) and this checkout's sidecar and optimizer images; stops when dropped.
+pub fn injecting_operator(ns: &str, extra: &[&str]) -> Operator {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}/mutate");
+    let config = format!("edgefleet-injector-{ns}");
+    let sidecar = images().sidecar.clone();
+    let mut args = vec![
+        "--webhook-addr",
+        &addr,
+        "--webhook-url",
+        &url,
+        "--webhook-names",
+        "127.0.0.1",
+        "--webhook-configuration",
+        &config,
+        "--sidecar-image",
+        &sidecar,
+        "--sidecar-plain-http",
+        &env().registry,
+    ];
+    args.extend_from_slice(extra);
+    ground_with(ns, &args)
+}
+
+/// Creates `pod`, retrying while the webhook is not reachable yet; returns it as admitted.
+pub async fn create_pod(pods: &kube::Api<Pod>, pod: &Pod) -> anyhow::Result<Pod> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    edgefleet_testenv::eventually(std::time::Duration::from_secs(60), || async {
+        if let Some(p) = pods.get_opt(&name).await? {
+            return Ok(p);
+        }
+        Ok(pods.create(&Default::default(), pod).await?)
+    })
+    .await
+}
+
+/// A camera pod on `node` that opts in to `model`: the example application
+/// (`examples/camera-app`) sends frames to its sidecar on localhost and counts the answers.
+pub fn camera_pod(name: &str, model: &str, node: &str, canary: bool) -> Pod {
+    let mut labels = serde_json::json!({"edgefleet.dev/model": model, "app": "camera"});
+    if canary {
+        labels["edgefleet.dev/canary"] = "true".into();
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "camera-app",
+                "image": images().camera_app,
+                "args": ["--model", model, "--interval-ms", "100"],
+                "ports": [{"name": "stats", "containerPort": 9090}],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }))
+    .unwrap()
 }

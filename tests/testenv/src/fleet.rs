@@ -312,8 +312,9 @@ pub async fn publish(
     Ok(())
 }
 
-/// `n` Pods `<prefix>-<i>` labelled for EdgeModel `model` (metadata only matters: no kubelet
-/// runs them), created `in_flight` at a time.
+/// `n` Pods `<prefix>-<i>` labelled for EdgeModel `model`, created `in_flight` at a time. Only
+/// their metadata matters: a scheduling gate keeps them off the test ground's real nodes (the
+/// simulated sidecars above stand for them; what this measures is the operator).
 pub async fn create_pods(
     client: &Client,
     namespace: &str,
@@ -330,7 +331,10 @@ pub async fn create_pods(
                 let pod = serde_json::from_value(serde_json::json!({
                     "apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": format!("{prefix}-{i}"), "labels": {"edgefleet.dev/model": model}},
-                    "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+                    "spec": {
+                        "schedulingGates": [{"name": SIMULATED_GATE}],
+                        "containers": [{"name": "app", "image": "example.invalid/app:1"}],
+                    },
                 }))
                 .expect("valid Pod");
                 api.create(&kube::api::PostParams::default(), &pod).await
@@ -344,6 +348,9 @@ pub async fn create_pods(
     }
     Ok(())
 }
+
+/// The scheduling gate that keeps simulated pods from ever being scheduled.
+pub const SIMULATED_GATE: &str = "edgefleet.dev/simulated";
 
 /// A digest for simulated artifacts: `sha256:` and 64 hex characters spelling `seed` (at most
 /// 32 bytes), zero-padded.

@@ -6,7 +6,7 @@ pub mod argocd;
 pub mod fleet;
 pub mod kstatus;
 pub mod net;
-pub mod node;
+pub mod nodes;
 pub mod registry;
 
 use anyhow::{Context as _, Result, bail};
