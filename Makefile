@@ -22,15 +22,16 @@ crds: ## Regenerate crds/*.yaml and the chart's copy from the Rust types
 	$(CARGO) run -q --bin crdgen
 
 .PHONY: controlplane
-controlplane: ## Build kube-apiserver, kube-controller-manager and etcd from Go modules (cached)
+controlplane: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kubelet, kube-proxy, pause (cached)
 	@bash hack/build-controlplane.sh >/dev/null
+	@bash hack/build-node.sh >/dev/null
 
 .PHONY: up
-up: ## Start or reuse the local control plane and registry; use as: eval "$(make -s up)"
+up: ## Start or reuse the test ground: control plane, registry, NODES real nodes (default 3); use as: eval "$(make -s up)"
 	@bash hack/up.sh
 
 .PHONY: down
-down: ## Stop exactly the processes `make up` started
+down: ## Stop exactly what `make up` started: processes, namespaces, links, mounts, cgroups
 	@bash hack/down.sh
 
 .PHONY: datasets
@@ -86,6 +87,10 @@ bench-binary-size: ## What the sidecar's stripped size is made of: the sidecar v
 bench-images: ## Release images (make images) and their sizes; writes bench-results/images.json
 	@mkdir -p bench-results
 	@bash hack/images.sh release $(REGISTRY) | tail -1 | tee bench-results/images.json
+
+.PHONY: bench-nodes
+bench-nodes: ## The test ground's nodes: build, make up, per-node memory, pod created -> sidecar serving (cold/cached image); writes bench-results/nodes.json
+	hack/bench-nodes.sh
 
 .PHONY: bench-optimizer
 bench-optimizer: ## Optimizer per technique vs fp32 and ONNX Runtime's quantizers; writes bench-results/optimizer.json

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # make bench-artifact: artifact figures (see artifact/benches/artifact.rs) and the time from
-# `kubectl apply` of the Fashion-MNIST example to Published on the local test ground, with the
-# optimizer built for release (as its image would be). Writes bench-results/artifact.json and
-# prints it as the last line.
+# `kubectl apply` of the Fashion-MNIST example to Published on the local test ground: the Job
+# runs the release optimizer image (`make images`) on one of the test ground's nodes. Writes
+# bench-results/artifact.json and prints it as the last line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source hack/lib.sh
 cargo build --release -q -p edgefleet-optimizer
-cargo build -q --bin edgefleet-operator --bin node-emulator
+cargo build -q --bin edgefleet-operator
 optimizer=$root/target/release/edgefleet-optimizer
 ORT_DYLIB_PATH=$(hack/ort-lib.sh)
 export ORT_DYLIB_PATH
@@ -41,9 +41,9 @@ kubectl apply --server-side -f crds/ >/dev/null
 kubectl apply -f examples/deviceclasses.yaml >/dev/null
 "$optimizer" upload --model optimizer/fixtures/fashion-cnn/model.onnx "$EDGEFLEET_REGISTRY/edgefleet/base/fashion-cnn:v1" --plain-http "$EDGEFLEET_REGISTRY" >/dev/null
 "$optimizer" upload --dataset "$data" "$EDGEFLEET_REGISTRY/edgefleet/datasets/fashion-mnist-test:v1" --plain-http "$EDGEFLEET_REGISTRY" >/dev/null
-target/debug/edgefleet-operator --namespace "$ns" --lease-namespace "$ns" --http-addr 127.0.0.1:0 >"$work/operator.log" 2>&1 &
-pids+=($!)
-target/debug/node-emulator --namespace "$ns" --binary "edgefleet-optimizer=$optimizer" >"$work/node.log" 2>&1 &
+optimizer_image=$(bash hack/images.sh release "$EDGEFLEET_REGISTRY" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["images"]["optimizer"]["reference"])')
+target/debug/edgefleet-operator --namespace "$ns" --lease-namespace "$ns" --http-addr 127.0.0.1:0 \
+  --optimizer-image "$optimizer_image" >"$work/operator.log" 2>&1 &
 pids+=($!)
 budget=$((1200 + RANDOM % 600))s
 sed -e "s/localhost:5000/$EDGEFLEET_REGISTRY/g" -e "s/timeBudget: .*/timeBudget: $budget/" examples/fashion-mnist.yaml >"$work/example.yaml"

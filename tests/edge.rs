@@ -15,53 +15,15 @@ mod support;
 use anyhow::{Context as _, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_testenv::nodes::{self, NodeProcess};
-use edgefleet_testenv::{env, eventually, fleet, kubectl, with_namespace};
+use edgefleet_testenv::{env, eventually, kubectl, with_namespace};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{apply, camera_pod, create_pod, example, prepare};
 
 const MODEL: &str = "edge";
 const NODE: &str = "edge-1";
-
-/// Uploads the fixture model as an artifact and returns its repository and digest: published
-/// by hand (no Job), as `fleet::publish` tells the rollout.
-fn upload_model(optimizer: &std::path::Path, repository: &str) -> anyhow::Result<String> {
-    let out = Command::new(optimizer)
-        .args(["upload", "--model"])
-        .arg(edgefleet_testenv::repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx"))
-        .arg(format!("{repository}:v1"))
-        .args(["--plain-http", &env().registry])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let reference = text.lines().last().context("upload printed nothing")?;
-    Ok(reference
-        .rsplit_once('@')
-        .context("no digest in the upload's reference")?
-        .1
-        .to_string())
-}
-
-fn edge_model(repository: &str) -> EdgeModel {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
-        "metadata": {"name": MODEL},
-        "spec": {
-            "source": {"oci": format!("{repository}:v1")},
-            "deviceClasses": ["cpu-int8"],
-            "accuracy": {"floor": 0.85, "dataset": {"source": {"oci": format!("{repository}:v1")}}},
-            "publish": {"repository": repository, "plainHttp": true},
-            "rollout": {"health": {"heartbeatTimeout": "15s"}},
-        }
-    }))
-    .unwrap()
-}
 
 /// `model_version` of one inference on the pod's sidecar, from inside its node (works while
 /// the node's link is cut).
@@ -156,13 +118,7 @@ async fn an_injected_sidecar_runs_locked_down_and_survives_restarts_and_a_cut_li
         let _operator = support::injecting_operator(&ns, &["--controllers", "rollout"]);
         let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", "examples/sidecar-rbac.yaml"]);
         ensure!(ok, "{out}");
-        let repository = format!("{}/edgefleet/tests/{ns}", env().registry);
-        let digest = upload_model(&optimizer, &repository)?;
-        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
-        models
-            .create(&PostParams::default(), &edge_model(&repository))
-            .await?;
-        fleet::publish(&client, &ns, MODEL, &digest).await?;
+        let digest = support::hand_published(&client, &ns, MODEL, &optimizer, "15s").await?;
 
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let created = Instant::now();
@@ -242,8 +198,7 @@ async fn an_injected_sidecar_runs_locked_down_and_survives_restarts_and_a_cut_li
 
         // Restarted while the node is cut off: no API server, no registry; the last good
         // model comes from the cache volume that outlived the container.
-        nodes::cut(NODE)?;
-        let _heal = Heal(NODE);
+        let link = nodes::cut(NODE)?;
         kill_sidecar(&pod)?;
         let cut_off = Instant::now();
         // (The pod's status cannot tell: its kubelet cannot reach the API server. Its address
@@ -258,7 +213,7 @@ async fn an_injected_sidecar_runs_locked_down_and_survives_restarts_and_a_cut_li
             cut_off.elapsed()
         );
         let stats = app_goes_on(&pod, &stats, 20).await?;
-        nodes::heal(NODE)?;
+        link.heal()?;
         let pod = eventually(Duration::from_secs(120), || async {
             let p = pods.get("cam").await?;
             ensure!(
@@ -344,15 +299,6 @@ async fn an_injected_sidecar_runs_locked_down_and_survives_restarts_and_a_cut_li
         Ok(())
     })
     .await;
-}
-
-/// Restores a node's link when dropped (a failing test must not leave a node cut off).
-struct Heal(&'static str);
-
-impl Drop for Heal {
-    fn drop(&mut self) {
-        let _ = nodes::heal(self.0);
-    }
 }
 
 #[tokio::test]

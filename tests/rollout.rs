@@ -335,8 +335,7 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
         let away = &members[AWAY];
         let before = app_stats(away, false)?;
         let cut_at = Instant::now();
-        nodes::cut(AWAY_NODE)?;
-        let _heal = Heal(AWAY_NODE);
+        let link = nodes::cut(AWAY_NODE)?;
         eventually(HEARTBEAT_TIMEOUT * 3, || async {
             let r = rollout_counts(&models).await?;
             ensure!(r.offline == 1 && r.ready == PODS as u32 - 1, "{r:?}");
@@ -392,7 +391,7 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
             "camera-2 lost its model while cut off"
         );
 
-        nodes::heal(AWAY_NODE)?;
+        link.heal()?;
         let healed_at = Instant::now();
         eventually(LONG, || async {
             let r = rollout_counts(&models).await?;
@@ -532,15 +531,6 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
         Ok(())
     })
     .await;
-}
-
-/// Restores a node's link when dropped (a failing test must not leave a node cut off).
-struct Heal(&'static str);
-
-impl Drop for Heal {
-    fn drop(&mut self) {
-        let _ = nodes::heal(self.0);
-    }
 }
 
 /// Operator writes so far (every method but GET).

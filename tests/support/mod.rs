@@ -256,3 +256,49 @@ pub fn camera_pod(name: &str, model: &str, node: &str, canary: bool) -> Pod {
     }))
     .unwrap()
 }
+
+/// An EdgeModel `name` whose artifact is published by hand (no Job): the fixture model uploaded
+/// as an artifact to a repository of this namespace's own, and the status the pipeline would
+/// write (`fleet::publish`), so the rollout starts at once. Returns the artifact's digest.
+pub async fn hand_published(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optimizer: &std::path::Path,
+    heartbeat_timeout: &str,
+) -> anyhow::Result<String> {
+    let repository = format!("{}/edgefleet/tests/{ns}", env().registry);
+    let out = Command::new(optimizer)
+        .args(["upload", "--model"])
+        .arg(repo_root().join("optimizer/fixtures/fashion-cnn/model.onnx"))
+        .arg(format!("{repository}:v1"))
+        .args(["--plain-http", &env().registry])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let digest = text
+        .lines()
+        .last()
+        .and_then(|r| r.rsplit_once('@'))
+        .map(|(_, d)| d.to_string())
+        .ok_or_else(|| anyhow::anyhow!("no digest in the upload's output: {text}"))?;
+    let model: EdgeModel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "edgefleet.dev/v1alpha1", "kind": "EdgeModel",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"oci": format!("{repository}:v1")},
+            "deviceClasses": ["cpu-int8"],
+            "accuracy": {"floor": 0.85, "dataset": {"source": {"oci": format!("{repository}:v1")}}},
+            "publish": {"repository": repository, "plainHttp": true},
+            "rollout": {"health": {"heartbeatTimeout": heartbeat_timeout}},
+        }
+    }))?;
+    let models: kube::Api<EdgeModel> = kube::Api::namespaced(client.clone(), ns);
+    models.create(&Default::default(), &model).await?;
+    edgefleet_testenv::fleet::publish(client, ns, name, &digest).await?;
+    Ok(digest)
+}

@@ -13,7 +13,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The images of this checkout (`hack/images.sh debug`), built and pushed once per test
+/// The images of this checkout (`hack/images.sh debug`, or the profile named by
+/// `EDGEFLEET_IMAGE_PROFILE`, e.g. `release` for benchmarks), built and pushed once per
 /// process; the script itself skips work when nothing changed since its last run.
 #[derive(Debug, Clone)]
 pub struct Images {
@@ -31,12 +32,13 @@ pub fn images() -> &'static Images {
         let Env { registry, .. } = env();
         let out = Command::new("bash")
             .arg(repo_root().join("hack/images.sh"))
-            .args(["debug", registry])
+            .arg(std::env::var("EDGEFLEET_IMAGE_PROFILE").unwrap_or_else(|_| "debug".into()))
+            .arg(registry)
             .current_dir(repo_root())
             .stderr(std::process::Stdio::inherit())
             .output()
             .expect("run hack/images.sh");
-        assert!(out.status.success(), "hack/images.sh debug failed (above)");
+        assert!(out.status.success(), "hack/images.sh failed (above)");
         let text = String::from_utf8_lossy(&out.stdout);
         let json: serde_json::Value =
             serde_json::from_str(text.lines().last().expect("images.sh printed its JSON"))
@@ -96,13 +98,29 @@ fn nodes_sh(args: &[&str]) -> Result<()> {
 }
 
 /// Takes the node's link down inside its namespace: it and its pods lose the network (the
-/// API server, the registry, other nodes), while containers on it keep running.
-pub fn cut(node: &str) -> Result<()> {
-    nodes_sh(&["cut", index(node)?])
+/// API server, the registry, other nodes), while containers on it keep running. The link
+/// comes back with [`Cut::heal`], or when the guard is dropped (a failing test never leaves a
+/// node cut off).
+pub fn cut(node: &str) -> Result<Cut> {
+    nodes_sh(&["cut", index(node)?])?;
+    Ok(Cut(node.to_string()))
 }
 
-pub fn heal(node: &str) -> Result<()> {
-    nodes_sh(&["heal", index(node)?])
+/// A node whose link is cut.
+pub struct Cut(String);
+
+impl Cut {
+    pub fn heal(self) -> Result<()> {
+        nodes_sh(&["heal", index(&self.0)?])
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        if let Ok(i) = index(&self.0) {
+            let _ = nodes_sh(&["heal", i]);
+        }
+    }
 }
 
 /// A node process `hack/nodes.sh restart` knows.
