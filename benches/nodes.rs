@@ -21,7 +21,11 @@ const ROUNDS: usize = 3;
 
 /// Removes the sidecar and camera images from the node's containerd (kubelet pulls them anew).
 fn forget_images(node: &str) -> anyhow::Result<()> {
-    let root = edgefleet_testenv::env().kubeconfig.parent().unwrap().to_path_buf();
+    let root = edgefleet_testenv::env()
+        .kubeconfig
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let sock = root.join("nodes").join(node).join("containerd.sock");
     for image in [&images().sidecar, &images().camera_app] {
         let out = std::process::Command::new("ctr")
@@ -29,7 +33,11 @@ fn forget_images(node: &str) -> anyhow::Result<()> {
             .arg(&sock)
             .args(["-n", "k8s.io", "images", "rm", image])
             .output()?;
-        ensure!(out.status.success() || String::from_utf8_lossy(&out.stderr).contains("not found"), "ctr images rm {image}: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success() || String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "ctr images rm {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -47,7 +55,8 @@ async fn one(pods: &Api<Pod>, name: &str, node: &str) -> anyhow::Result<(f64, f6
     .await?;
     nodes::ready(pods, name, Duration::from_secs(300)).await?;
     let ready = started.elapsed().as_secs_f64();
-    pods.delete(name, &DeleteParams::default().grace_period(0)).await?;
+    pods.delete(name, &DeleteParams::default().grace_period(0))
+        .await?;
     eventually(Duration::from_secs(60), || async {
         ensure!(pods.get_opt(name).await?.is_none(), "{name} still there");
         Ok(())

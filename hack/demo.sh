@@ -46,6 +46,10 @@ sed -e "s/localhost:5000/$EDGEFLEET_REGISTRY/g" -e 's/pause: 30s/pause: 5s/' \
   -e 's/heartbeatTimeout: 90s/heartbeatTimeout: 30s/' examples/fashion-mnist.yaml >"$example"
 
 step "4. start the operator (leader election on a Lease in $ns, the sidecar-injection webhook)"
+# What an interrupted earlier run left: its EdgeModels' finalizers need an operator, and none runs.
+for m in $(kubectl get -n "$ns" edgemodels -o name 2>/dev/null); do
+  kubectl patch -n "$ns" "$m" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
+done
 kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 kubectl delete -f examples/deviceclasses.yaml --ignore-not-found >/dev/null
 kubectl create namespace "$ns" >/dev/null
@@ -120,6 +124,10 @@ while :; do
   phase=$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.phase}')
   if [[ $line != "$last" ]]; then printf '   %4ss  %-10s %s\n' "$(( $(date +%s) - started ))" "$phase" "$line"; last=$line; fi
   [[ $line =~ ^2[[:space:]]+Complete ]] && break
+  if [[ $line =~ ^2[[:space:]]+Aborted ]]; then
+    say "revision 2 was rolled back by its health gate (above); the fleet serves revision 1"
+    break
+  fi
   sleep 1
 done
 kubectl get -n "$ns" modelassignments -o custom-columns=POD:.spec.pod.name,REVISION:.spec.desired.revision,SERVING:.status.current.revision,HEALTH:.status.health
@@ -134,7 +142,10 @@ cut_at=$(date +%s)
 until (( $(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.rollout.offline}') > 0 )); do sleep 1; done
 say "counted offline $(( $(date +%s) - cut_at ))s after the cut (heartbeatTimeout 30s):"
 kubectl get -n "$ns" edgemodels
-stats() { nsenter --net=/run/netns/edgefleet-edge-2 curl -sS --max-time 5 "http://$away_ip:9090/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(f"answered {s[\"answered\"]}, failed after its first answer {s[\"failed_after_first_answer\"]}, model {s[\"version\"][:19]}...")'; }
+stats() {
+  nsenter --net=/run/netns/edgefleet-edge-2 curl -sS --max-time 5 "http://$away_ip:9090/stats" |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print("answered %s, failed after its first answer %s, model %s..." % (s["answered"], s["failed_after_first_answer"], s["version"][:19]))'
+}
 say "its camera app, read from inside the cut-off node: $(stats)"
 sleep 5
 say "five seconds later:                               $(stats)"

@@ -186,6 +186,23 @@ impl Loaded {
                 passed += 1;
             }
         }
+        // Every other session runs once before the model serves: a session's first run plans
+        // and allocates (tens of ms for some models), which would otherwise land on a request
+        // right after a swap, in the p99 the rollout's health gate reads.
+        for (i, session) in sessions.iter_mut().enumerate().skip(1) {
+            let y = session
+                .run(1, &probe)
+                .map_err(|reason| LoadError::SelfTest {
+                    model: source.clone(),
+                    reason: format!("session {i}: a zero input does not run: {reason}"),
+                })?;
+            if y.len() != classes {
+                return Err(LoadError::SelfTest {
+                    model: source.clone(),
+                    reason: format!("session {i}: {} outputs, expected {classes}", y.len()),
+                });
+            }
+        }
         // How long one inference takes, warm: the fastest of three.
         let run = (0..3)
             .map(|_| {
