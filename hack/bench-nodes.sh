@@ -4,8 +4,8 @@
 #     (its Go build cache warm), and from an empty Go build cache (BENCH_COLD=0 skips that one);
 #   - `make up` from nothing running, with NODES=3 and with NODES=0 (the peer: control plane and
 #     registry only), binaries cached;
-#   - per node, the resident memory of kubelet, containerd (with its shims) and kube-proxy after
-#     the nodes idled for 30 s with nothing scheduled;
+#   - per node, the resident memory of kubelet, containerd and kube-proxy (every process in
+#     their cgroups) after the nodes idled for 30 s with nothing scheduled;
 #   - pod created → its sidecar serving the model, image cold and cached (benches/nodes.rs, the
 #     release images of `make images`).
 # Writes bench-results/nodes.json and prints it as the last line.
@@ -39,25 +39,22 @@ t=$(now); NODES=3 bash hack/up.sh >/dev/null; up_3=$(since "$t")
 log "make up: ${up_0}s without nodes, ${up_3}s with 3"
 
 sleep 30
-rss() { # pid... -> MiB, the processes and their children
+# The resident memory of every process in a node's cgroup for one of its programs (containerd's
+# shims live in its cgroup; the supervising shell is counted too), in MiB.
+rss() { # node process
   local total=0 p
-  for p in "$@"; do
-    for q in $p $(pgrep -P "$p" 2>/dev/null); do
-      total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 0)))
-    done
+  for p in $(cat /sys/fs/cgroup/pids/edgefleet/"$1"/"$2"/cgroup.procs 2>/dev/null); do
+    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
   done
   python3 -c "print(round($total / 1024, 1))"
 }
 memory=()
 for i in 0 1 2; do
-  nd=$dir/nodes/edge-$i
-  # The recorded pid is `timeout`; its child is the process (containerd's shims are its children).
-  child() { pgrep -P "$(cat "$nd/$1.pid")" | head -1; }
-  kubelet=$(rss "$(child kubelet)")
-  containerd=$(rss "$(child containerd)")
-  proxy=$(rss "$(child kube-proxy)")
+  kubelet=$(rss "edge-$i" kubelet)
+  containerd=$(rss "edge-$i" containerd)
+  proxy=$(rss "edge-$i" kube-proxy)
   memory+=("{\"node\": \"edge-$i\", \"kubelet_mib\": $kubelet, \"containerd_mib\": $containerd, \"kube_proxy_mib\": $proxy}")
-  log "edge-$i: kubelet ${kubelet} MiB, containerd ${containerd} MiB, kube-proxy ${proxy} MiB"
+  log "edge-$i: kubelet ${kubelet} MiB, containerd ${containerd} MiB (with its shims), kube-proxy ${proxy} MiB"
 done
 
 pods=$(EDGEFLEET_IMAGE_PROFILE=release cargo bench -q --bench nodes 2>/dev/null | tail -1)

@@ -138,14 +138,16 @@ cgroup_remove() { # path
 }
 
 # --- one node ---------------------------------------------------------------------------------
-# Runs as the process `start` records: joins cgroup $2 of node $1, enters its namespaces, execs.
+# Runs as the process `start` records: joins cgroup $2 of node $1, enters its namespaces and
+# runs the command, again a second after it exits (as systemd's Restart=always would).
 exec_in() { # i cgroup cmd...
   local i=$1 group=$2 h
   shift 2
   for h in $(hierarchies); do
     echo $$ >"$h/edgefleet/$(node_name "$i")/$group/cgroup.procs"
   done
-  exec nsenter --net="/run/netns/$(node_ns "$i")" --mount="$(node_dir "$i")/mnt" -- "$@"
+  exec nsenter --net="/run/netns/$(node_ns "$i")" --mount="$(node_dir "$i")/mnt" -- \
+    bash -c 'while :; do "$@"; echo "[edgefleet] $1 exited with status $?; starting it again in 1s" >&2; sleep 1; done' supervise "$@"
 }
 
 ttl=${EDGEFLEET_ENV_TTL:-8h}
@@ -360,9 +362,14 @@ start_node() { # i
   write_configs "$i"
   mount_ns "$i"
   cgroup_make "/edgefleet/$name"
-  for p in containerd kubelet kube-proxy; do
-    start_process "$i" "$p"
+  start_process "$i" containerd
+  # The kubelet checks the runtime once at start.
+  for _ in $(seq 1 100); do
+    [[ -S $(node_dir "$i")/containerd.sock ]] && break
+    sleep 0.1
   done
+  start_process "$i" kubelet
+  start_process "$i" kube-proxy
   log "started node $name ($(node_ip "$i"), pods $(node_pods "$i"); logs in $(node_dir "$i")/logs)"
 }
 

@@ -146,18 +146,6 @@ pub fn restart(node: &str, process: NodeProcess) -> Result<()> {
     nodes_sh(&["restart", index(node)?, process.name()])
 }
 
-/// The pid of one of the node's processes (its `timeout` wrapper's child is what runs).
-pub fn pid(node: &str, process: NodeProcess) -> Result<u32> {
-    let file = state_dir()
-        .join("nodes")
-        .join(node)
-        .join(format!("{}.pid", process.name()));
-    Ok(std::fs::read_to_string(&file)
-        .with_context(|| format!("read {}", file.display()))?
-        .trim()
-        .parse()?)
-}
-
 /// Runs `args` inside the node's network namespace (e.g. to reach its pods while its link is
 /// cut); returns (success, stdout + stderr).
 pub fn in_node(node: &str, args: &[&str]) -> Result<(bool, String)> {
