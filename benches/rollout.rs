@@ -148,7 +148,7 @@ async fn complete(
         let s = m.status.unwrap_or_default();
         if let Some(r) = &s.rollout
             && s.revision == Some(revision)
-            && r.state == "Complete"
+            && r.state == edgefleet_api::edgemodel::RolloutState::Complete
             && r.ready as usize == pods
         {
             return Ok(start.elapsed());

@@ -6,8 +6,8 @@
 use edgefleet_api::conditions::{Desired, reasons, types};
 use edgefleet_api::deviceclass::DeviceClassSpec;
 use edgefleet_api::edgemodel::{
-    BlobSource, ColorMode, EdgeModel, EdgeModelSpec, Objective, PublishedArtifact, Technique,
-    TensorLayout,
+    BlobSource, ColorMode, DeviceClassPhase, EdgeModel, EdgeModelSpec, Objective, Phase,
+    PublishedArtifact, RolloutState, Technique, TensorLayout,
 };
 use edgefleet_artifact::{Artifact, Digest, media};
 use k8s_openapi::api::batch::v1::Job;
@@ -530,12 +530,13 @@ pub enum ClassPhase {
 }
 
 impl ClassPhase {
-    pub fn word(&self) -> &'static str {
+    /// The word the status shows.
+    pub fn word(&self) -> DeviceClassPhase {
         match self {
-            ClassPhase::Optimizing { .. } => "Optimizing",
-            ClassPhase::Published { .. } => "Published",
-            ClassPhase::FloorNotMet(_) => "AccuracyFloorNotMet",
-            ClassPhase::Failed(_) => "Failed",
+            ClassPhase::Optimizing { .. } => DeviceClassPhase::Optimizing,
+            ClassPhase::Published { .. } => DeviceClassPhase::Published,
+            ClassPhase::FloorNotMet(_) => DeviceClassPhase::AccuracyFloorNotMet,
+            ClassPhase::Failed(_) => DeviceClassPhase::Failed,
         }
     }
 }
@@ -578,7 +579,7 @@ pub fn summarize(classes: &[(String, ClassPhase)]) -> crate::resolve::Outcome {
     if let Some((reason, class, message)) = stuck.first() {
         let message = format!("device class {class}: {message}");
         return crate::resolve::Outcome {
-            phase: "Stalled",
+            phase: Phase::Stalled,
             conditions: vec![
                 Desired::new(types::READY, false, reason, message.clone()),
                 Desired::new(types::STALLED, true, reason, message.clone()),
@@ -601,7 +602,7 @@ pub fn summarize(classes: &[(String, ClassPhase)]) -> crate::resolve::Outcome {
     if !all_done {
         let message = format!("optimizing for {}", running.join(", "));
         return crate::resolve::Outcome {
-            phase: "Optimizing",
+            phase: Phase::Optimizing,
             conditions: vec![
                 Desired::new(types::READY, false, reasons::OPTIMIZING, message.clone()),
                 Desired::new(types::STALLED, false, reasons::OPTIMIZING, ""),
@@ -619,7 +620,7 @@ pub fn summarize(classes: &[(String, ClassPhase)]) -> crate::resolve::Outcome {
     }
     let message = format!("published for {}", done.join(", "));
     crate::resolve::Outcome {
-        phase: "Ready",
+        phase: Phase::Ready,
         conditions: vec![
             Desired::new(types::READY, true, reasons::PUBLISHED, message.clone()),
             Desired::new(types::STALLED, false, reasons::PUBLISHED, ""),
@@ -640,7 +641,6 @@ pub fn with_rollout(
     mut outcome: crate::resolve::Outcome,
     rollout: Option<&edgefleet_api::edgemodel::RolloutSummary>,
 ) -> crate::resolve::Outcome {
-    use crate::revisions::states;
     let Some(r) = rollout else {
         return outcome;
     };
@@ -654,17 +654,20 @@ pub fn with_rollout(
     // While moving, a message that changes only with the step (not the pause countdown the
     // rollout's own fields carry), so this adds no status write per second; once stopped, why.
     let moving = match &r.step {
-        Some(step) => format!("rollout {} at step {step}", r.state.to_lowercase()),
-        None => format!("rollout {}", r.state.to_lowercase()),
+        Some(step) => format!(
+            "rollout {} at step {step}",
+            r.state.as_str().to_lowercase()
+        ),
+        None => format!("rollout {}", r.state.as_str().to_lowercase()),
     };
     let why = r.waiting_for.clone().unwrap_or_else(|| moving.clone());
-    let (type_, reason, message) = match r.state.as_str() {
-        states::PROGRESSING | states::WAITING | states::PAUSED => {
+    let (type_, reason, message) = match r.state {
+        RolloutState::Progressing | RolloutState::Waiting | RolloutState::Paused => {
             (types::RECONCILING, reasons::ROLLING_OUT, moving)
         }
-        states::ABORTED => (types::STALLED, reasons::ROLLOUT_ABORTED, why),
-        states::STALLED => (types::STALLED, reasons::ROLLOUT_STALLED, why),
-        _ => return outcome,
+        RolloutState::Aborted => (types::STALLED, reasons::ROLLOUT_ABORTED, why),
+        RolloutState::Stalled => (types::STALLED, reasons::ROLLOUT_STALLED, why),
+        RolloutState::Complete | RolloutState::Idle => return outcome,
     };
     for c in outcome.conditions.iter_mut().filter(|c| c.type_ == type_) {
         *c = Desired::new(type_, true, reason, message.clone());
@@ -674,7 +677,7 @@ pub fn with_rollout(
 
 pub fn sources_unavailable(message: &str) -> crate::resolve::Outcome {
     crate::resolve::Outcome {
-        phase: "Pending",
+        phase: Phase::Pending,
         conditions: vec![
             Desired::new(types::READY, false, reasons::SOURCE_UNAVAILABLE, message),
             Desired::new(types::STALLED, false, reasons::SOURCE_UNAVAILABLE, ""),
@@ -732,8 +735,8 @@ mod tests {
             ];
             o
         };
-        let rollout = |state: &str, waiting: Option<&str>| RolloutSummary {
-            state: state.into(),
+        let rollout = |state: RolloutState, waiting: Option<&str>| RolloutSummary {
+            state,
             step: Some("1/3".into()),
             waiting_for: waiting.map(String::from),
             ..Default::default()
@@ -744,7 +747,7 @@ mod tests {
         };
         let o = with_rollout(
             published(),
-            Some(&rollout("Progressing", Some("step 1/3: 2 of 5 pods ready"))),
+            Some(&rollout(RolloutState::Progressing, Some("step 1/3: 2 of 5 pods ready"))),
         );
         assert_eq!(
             get(&o, types::RECONCILING),
@@ -758,13 +761,13 @@ mod tests {
         let ticking = |left: u32| {
             let waiting = format!("cpu-int8: pause after step 1 (20%): {left}s left");
             get(
-                &with_rollout(published(), Some(&rollout("Waiting", Some(&waiting)))),
+                &with_rollout(published(), Some(&rollout(RolloutState::Waiting, Some(&waiting)))),
                 types::RECONCILING,
             )
         };
         assert_eq!(ticking(12), ticking(11));
         assert!(!get(&o, types::STALLED).0);
-        for state in ["Waiting", "Paused"] {
+        for state in [RolloutState::Waiting, RolloutState::Paused] {
             assert!(
                 get(
                     &with_rollout(published(), Some(&rollout(state, None))),
@@ -775,7 +778,7 @@ mod tests {
         }
         let o = with_rollout(
             published(),
-            Some(&rollout("Aborted", Some("p99 120 ms > 50 ms"))),
+            Some(&rollout(RolloutState::Aborted, Some("p99 120 ms > 50 ms"))),
         );
         assert_eq!(
             get(&o, types::STALLED),
@@ -784,7 +787,7 @@ mod tests {
         assert!(!get(&o, types::RECONCILING).0);
         assert_eq!(
             get(
-                &with_rollout(published(), Some(&rollout("Stalled", None))),
+                &with_rollout(published(), Some(&rollout(RolloutState::Stalled, None))),
                 types::STALLED
             )
             .1,
@@ -792,8 +795,8 @@ mod tests {
         );
         // Done, idle, or no rollout yet: the pipeline's conditions stand.
         for r in [
-            Some(rollout("Complete", None)),
-            Some(rollout("Idle", None)),
+            Some(rollout(RolloutState::Complete, None)),
+            Some(rollout(RolloutState::Idle, None)),
             None,
         ] {
             let o = with_rollout(published(), r.as_ref());
@@ -801,7 +804,7 @@ mod tests {
         }
         // Not published yet: the rollout says nothing about it.
         let optimizing = sources_unavailable("registry down");
-        let o = with_rollout(optimizing.clone(), Some(&rollout("Aborted", None)));
+        let o = with_rollout(optimizing.clone(), Some(&rollout(RolloutState::Aborted, None)));
         assert_eq!(o.conditions, optimizing.conditions);
     }
 
@@ -1054,21 +1057,21 @@ mod tests {
         let running = ("b".to_string(), ClassPhase::Optimizing { job: "j".into() });
         let failed = ("c".to_string(), ClassPhase::FloorNotMet("best 70%".into()));
         let o = summarize(std::slice::from_ref(&done));
-        assert_eq!(o.phase, "Ready");
+        assert_eq!(o.phase, Phase::Ready);
         assert!(
             o.conditions
                 .iter()
                 .any(|c| c.type_ == types::READY && c.status)
         );
         let o = summarize(&[done.clone(), running.clone()]);
-        assert_eq!(o.phase, "Optimizing");
+        assert_eq!(o.phase, Phase::Optimizing);
         assert!(
             o.conditions
                 .iter()
                 .any(|c| c.type_ == types::PUBLISHED && !c.status && c.message.contains("1/2"))
         );
         let o = summarize(&[done, running, failed]);
-        assert_eq!(o.phase, "Stalled");
+        assert_eq!(o.phase, Phase::Stalled);
         let stalled = o
             .conditions
             .iter()

@@ -4,12 +4,12 @@
 use edgefleet_api::conditions::{Desired, reasons, types};
 use edgefleet_api::deviceclass::DeviceClassSpec;
 use edgefleet_api::duration;
-use edgefleet_api::edgemodel::{EdgeModelSpec, Technique};
+use edgefleet_api::edgemodel::{EdgeModelSpec, Phase, Technique};
 
 /// What the reconcile should write and announce.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
-    pub phase: &'static str,
+    pub phase: Phase,
     pub conditions: Vec<Desired>,
     /// `(reason, message)` of a problem worth a Warning event, if any.
     pub problem: Option<(&'static str, String)>,
@@ -99,7 +99,7 @@ pub fn outcome(spec: &EdgeModelSpec, problems: &[SpecProblem]) -> Outcome {
             spec.device_classes.join(", ")
         );
         return Outcome {
-            phase: "Ready",
+            phase: Phase::Ready,
             conditions: vec![
                 Desired::new(
                     types::READY,
@@ -133,7 +133,7 @@ pub fn outcome(spec: &EdgeModelSpec, problems: &[SpecProblem]) -> Outcome {
         .collect::<Vec<_>>()
         .join("; ");
     Outcome {
-        phase: "Stalled",
+        phase: Phase::Stalled,
         conditions: vec![
             Desired::new(types::READY, false, reason, message.clone()),
             Desired::new(types::RECONCILING, false, reason, ""),
@@ -179,7 +179,7 @@ publish: {repository: "localhost:5000/models"}
         let problems = check(&s, &[Some(&cpu), Some(&npu)]);
         assert!(problems.is_empty(), "{problems:?}");
         let o = outcome(&s, &problems);
-        assert_eq!(o.phase, "Ready");
+        assert_eq!(o.phase, Phase::Ready);
         assert_eq!(o.conditions[0].type_, types::READY);
         assert!(o.conditions[0].status);
         assert_eq!(
@@ -195,7 +195,7 @@ publish: {repository: "localhost:5000/models"}
         let cpu = class(false);
         let problems = check(&s, &[Some(&cpu), None]);
         let o = outcome(&s, &problems);
-        assert_eq!(o.phase, "Stalled");
+        assert_eq!(o.phase, Phase::Stalled);
         let ready = &o.conditions[0];
         assert!(!ready.status);
         assert_eq!(ready.reason, reasons::DEVICE_CLASS_NOT_FOUND);

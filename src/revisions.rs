@@ -3,23 +3,14 @@
 //! history, and how a [`Plan`](crate::rollout::Plan) moves the recorded state forward.
 
 use crate::rollout::{Outcome, Plan, Standing, Target};
-use edgefleet_api::edgemodel::{ClassRollout, RevisionRecord, RolloutSpec, RolloutSummary};
+use edgefleet_api::edgemodel::{
+    ClassRollout, RevisionOutcome, RevisionRecord, RolloutSpec, RolloutState, RolloutSummary,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
 
 /// Records kept per device class in `status.history`.
 pub const HISTORY_PER_CLASS: usize = 10;
-
-pub mod states {
-    pub const PROGRESSING: &str = "Progressing";
-    pub const WAITING: &str = "Waiting";
-    pub const COMPLETE: &str = "Complete";
-    pub const ABORTED: &str = "Aborted";
-    pub const PAUSED: &str = "Paused";
-    pub const STALLED: &str = "Stalled";
-    pub const IDLE: &str = "Idle";
-    pub const SUPERSEDED: &str = "Superseded";
-}
 
 /// What a class should roll out now.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +65,7 @@ pub fn choose(
         digest: wanted.to_string(),
         stable_digest: previous.and_then(|p| p.stable_digest.clone()),
         stable_revision: previous.and_then(|p| p.stable_revision),
-        state: states::PROGRESSING.into(),
+        state: RolloutState::Progressing,
         step: 1,
         steps: previous.map(|p| p.steps).unwrap_or(1),
         step_started_at: Some(now.clone()),
@@ -96,7 +87,7 @@ pub fn choose(
 /// The digest and fallback the planner works with. An aborted rollout works towards its stable
 /// digest (`None` when there is none: nothing moves).
 pub fn target(rollout: &ClassRollout) -> Option<Target> {
-    if rollout.state == states::ABORTED {
+    if rollout.state == RolloutState::Aborted {
         let stable = rollout.stable_digest.clone()?;
         return Some(Target {
             revision: rollout.stable_revision.unwrap_or(rollout.revision),
@@ -116,7 +107,7 @@ pub fn target(rollout: &ClassRollout) -> Option<Target> {
 /// afterwards shows as failed, and new pods still get its digest).
 pub fn gates(spec: &RolloutSpec, rollout: &ClassRollout) -> RolloutSpec {
     let mut spec = spec.clone();
-    if rollout.state == states::COMPLETE {
+    if rollout.state == RolloutState::Complete {
         spec.failure_threshold = f64::INFINITY;
     }
     spec
@@ -163,7 +154,7 @@ pub fn advance(
     next.ready = plan.counts.ready;
     next.failed = plan.counts.failed;
     next.offline = plan.counts.offline;
-    if previous.state == states::ABORTED {
+    if previous.state == RolloutState::Aborted {
         return (next, transitions);
     }
     let step = plan.step as u32 + 1;
@@ -179,15 +170,15 @@ pub fn advance(
         next.step_done_at = Some(now.clone());
     }
     let (state, message) = match &plan.outcome {
-        Outcome::Progressing(m) => (states::PROGRESSING, Some(m.clone())),
-        Outcome::Waiting(m) => (states::WAITING, Some(m.clone())),
-        Outcome::Complete => (states::COMPLETE, None),
-        Outcome::Aborted(m) => (states::ABORTED, Some(m.clone())),
+        Outcome::Progressing(m) => (RolloutState::Progressing, Some(m.clone())),
+        Outcome::Waiting(m) => (RolloutState::Waiting, Some(m.clone())),
+        Outcome::Complete => (RolloutState::Complete, None),
+        Outcome::Aborted(m) => (RolloutState::Aborted, Some(m.clone())),
         Outcome::Paused => (
-            states::PAUSED,
+            RolloutState::Paused,
             Some("spec.rollout.paused is true: no pod is moved".into()),
         ),
-        Outcome::Stalled(m) => (states::STALLED, Some(m.clone())),
+        Outcome::Stalled(m) => (RolloutState::Stalled, Some(m.clone())),
     };
     if state != previous.state {
         match &plan.outcome {
@@ -197,11 +188,11 @@ pub fn advance(
             _ => {}
         }
     }
-    if state == states::COMPLETE {
+    if state == RolloutState::Complete {
         next.stable_digest = Some(next.digest.clone());
         next.stable_revision = Some(next.revision);
     }
-    next.state = state.into();
+    next.state = state;
     next.message = message;
     (next, transitions)
 }
@@ -213,7 +204,7 @@ pub fn record_start(history: &mut Vec<RevisionRecord>, rollout: &ClassRollout, n
         .iter_mut()
         .filter(|r| r.device_class == rollout.device_class && r.outcome.is_none())
     {
-        r.outcome = Some(states::SUPERSEDED.into());
+        r.outcome = Some(RevisionOutcome::Superseded);
     }
     history.push(RevisionRecord {
         revision: rollout.revision,
@@ -235,30 +226,35 @@ pub fn record_start(history: &mut Vec<RevisionRecord>, rollout: &ClassRollout, n
 }
 
 /// Sets the outcome of a revision's record once it is known.
-pub fn record_outcome(history: &mut [RevisionRecord], class: &str, revision: i64, outcome: &str) {
+pub fn record_outcome(
+    history: &mut [RevisionRecord],
+    class: &str,
+    revision: i64,
+    outcome: RevisionOutcome,
+) {
     if let Some(r) = history
         .iter_mut()
         .find(|r| r.device_class == class && r.revision == revision)
     {
-        r.outcome = Some(outcome.into());
+        r.outcome = Some(outcome);
     }
 }
 
 /// The fleet at a glance: counts summed, the least advanced class's state, step and message.
 pub fn summarize(rollouts: &[ClassRollout]) -> Option<RolloutSummary> {
-    let rank = |s: &str| match s {
-        states::ABORTED => 0,
-        states::STALLED => 1,
-        states::PAUSED => 2,
-        states::PROGRESSING => 3,
-        states::WAITING => 4,
-        states::COMPLETE => 5,
-        _ => 6,
+    let rank = |s: RolloutState| match s {
+        RolloutState::Aborted => 0,
+        RolloutState::Stalled => 1,
+        RolloutState::Paused => 2,
+        RolloutState::Progressing => 3,
+        RolloutState::Waiting => 4,
+        RolloutState::Complete => 5,
+        RolloutState::Idle => 6,
     };
-    let lead = rollouts.iter().min_by_key(|r| (rank(&r.state), r.step))?;
+    let lead = rollouts.iter().min_by_key(|r| (rank(r.state), r.step))?;
     let sum = |f: fn(&ClassRollout) -> u32| rollouts.iter().map(f).sum();
     Some(RolloutSummary {
-        state: lead.state.clone(),
+        state: lead.state,
         step: Some(format!("{}/{}", lead.step, lead.steps)),
         total: sum(|r| r.total),
         updated: sum(|r| r.updated),
@@ -287,7 +283,7 @@ mod tests {
             device_class: class.into(),
             digest: digest.into(),
             started_at: None,
-            outcome: Some(states::COMPLETE.into()),
+            outcome: Some(RevisionOutcome::Complete),
         }
     }
 
@@ -325,7 +321,7 @@ mod tests {
         let mut done = first.rollout.clone();
         done.stable_digest = Some("sha256:a".into());
         done.stable_revision = Some(1);
-        done.state = states::COMPLETE.into();
+        done.state = RolloutState::Complete;
         let same = choose("cpu", Some("sha256:a"), None, &[], Some(&done), 1, &now).unwrap();
         assert!(!same.started);
         assert_eq!(same.rollout, done);
@@ -349,7 +345,7 @@ mod tests {
         let mut current = choose("cpu", Some("sha256:b"), None, &[], None, 2, &now)
             .unwrap()
             .rollout;
-        current.state = states::COMPLETE.into();
+        current.state = RolloutState::Complete;
         let back = choose(
             "cpu",
             Some("sha256:b"),
@@ -379,7 +375,7 @@ mod tests {
         r.stable_digest = Some("sha256:a".into());
         r.stable_revision = Some(1);
         assert_eq!(target(&r).unwrap().digest, "sha256:b");
-        r.state = states::ABORTED.into();
+        r.state = RolloutState::Aborted;
         let back = target(&r).unwrap();
         assert_eq!(back.digest, "sha256:a");
         assert_eq!(back.revision, 1);
@@ -388,7 +384,7 @@ mod tests {
         // The same published digest does not start again: it stays aborted.
         let again = choose("cpu", Some("sha256:b"), None, &[], Some(&r), 2, &now).unwrap();
         assert!(!again.started);
-        assert_eq!(again.rollout.state, states::ABORTED);
+        assert_eq!(again.rollout.state, RolloutState::Aborted);
     }
 
     #[test]
@@ -401,7 +397,7 @@ mod tests {
         let (same, tr) = advance(&r, &plan(0, true, Outcome::Waiting("pause".into())), 3, &t1);
         assert_eq!(same.step, 1);
         assert_eq!(same.step_done_at, Some(t1.clone()));
-        assert_eq!(same.state, states::WAITING);
+        assert_eq!(same.state, RolloutState::Waiting);
         assert!(tr.is_empty());
         assert_eq!(
             standing(&same, &t("2026-01-01T00:01:30Z")).step_done_for,
@@ -421,7 +417,7 @@ mod tests {
             [Transition::StepComplete(1), Transition::StepComplete(2)]
         );
         let (done, tr) = advance(&moved, &plan(2, true, Outcome::Complete), 3, &t1);
-        assert_eq!(done.state, states::COMPLETE);
+        assert_eq!(done.state, RolloutState::Complete);
         assert_eq!(done.stable_digest.as_deref(), Some("sha256:b"));
         assert_eq!(tr, [Transition::Complete]);
         let (again, tr) = advance(&done, &plan(2, true, Outcome::Complete), 3, &t1);
@@ -441,10 +437,10 @@ mod tests {
             1,
             &t0,
         );
-        assert_eq!(aborted.state, states::ABORTED);
+        assert_eq!(aborted.state, RolloutState::Aborted);
         assert_eq!(tr, [Transition::Aborted("2 of 2".into())]);
         let (after, tr) = advance(&aborted, &plan(0, true, Outcome::Complete), 1, &t0);
-        assert_eq!(after.state, states::ABORTED);
+        assert_eq!(after.state, RolloutState::Aborted);
         assert_eq!(after.message.as_deref(), Some("2 of 2"));
         assert_eq!(after.stable_digest, None);
         assert!(tr.is_empty());
@@ -486,7 +482,7 @@ mod tests {
         );
         assert!(matches!(p.outcome, Outcome::Aborted(_)), "{:?}", p.outcome);
         // Complete: the same pod counts as failed, nothing is rolled back.
-        r.state = states::COMPLETE.into();
+        r.state = RolloutState::Complete;
         let p = plan(&gates(&spec, &r), &limits, &target, &[slow], &standing);
         assert_eq!(p.outcome, Outcome::Complete);
         assert!(p.assign.is_empty());
@@ -519,16 +515,16 @@ mod tests {
         assert!(
             cpu[..9]
                 .iter()
-                .all(|r| r.outcome.as_deref() == Some(states::SUPERSEDED))
+                .all(|r| r.outcome == Some(RevisionOutcome::Superseded))
         );
         assert_eq!(cpu[9].outcome, None);
         // The other class's open record is untouched.
         assert_eq!(history[0].device_class, "gpu");
         assert_eq!(history[0].outcome, None);
-        record_outcome(&mut history, "cpu", 16, states::COMPLETE);
+        record_outcome(&mut history, "cpu", 16, RevisionOutcome::Complete);
         assert_eq!(
-            history.last().unwrap().outcome.as_deref(),
-            Some(states::COMPLETE)
+            history.last().unwrap().outcome,
+            Some(RevisionOutcome::Complete)
         );
     }
 
@@ -538,18 +534,18 @@ mod tests {
         let mut a = choose("cpu", Some("sha256:a"), None, &[], None, 0, &now)
             .unwrap()
             .rollout;
-        a.state = states::COMPLETE.into();
+        a.state = RolloutState::Complete;
         a.total = 3;
         a.ready = 3;
         let mut b = choose("gpu", Some("sha256:b"), None, &[], None, 1, &now)
             .unwrap()
             .rollout;
-        b.state = states::PROGRESSING.into();
+        b.state = RolloutState::Progressing;
         b.total = 2;
         b.ready = 1;
         b.message = Some("step 1 of 1".into());
         let s = summarize(&[a, b]).unwrap();
-        assert_eq!(s.state, states::PROGRESSING);
+        assert_eq!(s.state, RolloutState::Progressing);
         assert_eq!((s.total, s.ready), (5, 4));
         assert_eq!(s.waiting_for.as_deref(), Some("gpu: step 1 of 1"));
         assert_eq!(summarize(&[]), None);

@@ -26,7 +26,7 @@ pub fn render(model: &EdgeModel) -> String {
         "EdgeModel {}/{}  phase {}  revision {}",
         model.namespace().unwrap_or_default(),
         model.name_any(),
-        status.phase.as_deref().unwrap_or("-"),
+        status.phase.map(|p| p.as_str()).unwrap_or("-"),
         status
             .revision
             .map(|r| r.to_string())
@@ -71,7 +71,7 @@ pub fn render(model: &EdgeModel) -> String {
                     out,
                     "  artifact  none yet ({})",
                     pipeline
-                        .and_then(|p| p.message.clone().or(p.phase.clone()))
+                        .and_then(|p| p.message.clone().or(p.phase.map(|p| p.to_string())))
                         .unwrap_or_else(|| "pending".into())
                 );
             }

@@ -341,7 +341,7 @@ async fn helm_install_runs_an_operator_that_publishes_the_example() {
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &app);
         let model = eventually(Duration::from_secs(600), || async {
             let m = models.get("fashion-mnist").await?;
-            match m.status.as_ref().and_then(|s| s.phase.clone()).as_deref() {
+            match m.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) {
                 Some("Ready") => Ok(m),
                 Some("Stalled") => bail!("stalled: {:?}", m.status),
                 other => bail!("phase {other:?}"),

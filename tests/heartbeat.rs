@@ -7,6 +7,7 @@
 
 mod support;
 
+use edgefleet_api::edgemodel::RolloutState;
 use anyhow::{Context as _, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::edgemodel::RolloutSummary;
@@ -74,7 +75,7 @@ async fn a_busy_machine_does_not_flap_the_fleet_and_a_cut_link_is_offline_then_b
         let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
         eventually(Duration::from_secs(300), || async {
             let (r, health) = summary(&models).await?;
-            ensure!(r.state == "Complete" && r.ready == fleet && health == "Healthy", "{r:?} {health}");
+            ensure!(r.state == RolloutState::Complete && r.ready == fleet && health == "Healthy", "{r:?} {health}");
             Ok(())
         })
         .await?;

@@ -4,6 +4,7 @@
 
 mod support;
 
+use edgefleet_api::edgemodel::Phase;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::conditions::{self, reasons, types};
 use edgefleet_api::{DeviceClass, EdgeModel};
@@ -61,7 +62,7 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         );
         assert_eq!(generation, Some(1));
         assert_eq!(status.observed_generation, Some(1));
-        assert_eq!(status.phase.as_deref(), Some("Stalled"));
+        assert_eq!(status.phase, Some(Phase::Stalled));
         let stalled_cond = conditions::find(&status.conditions, types::STALLED).unwrap();
         assert_eq!(stalled_cond.status, "True");
         assert_eq!(
@@ -104,7 +105,7 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
         .await?;
         let m = models.get("fashion").await?;
         let status = m.status.clone().unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert_eq!(status.phase, Some(Phase::Pending));
         // Nothing is published, so nothing rolls out: the rollout controller says so.
         eventually(WAIT, || async {
             let m = models.get("fashion").await?;

@@ -7,6 +7,7 @@
 
 mod support;
 
+use edgefleet_api::edgemodel::Phase;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::conditions::{self, reasons, types};
@@ -104,7 +105,7 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
         .await?;
         let published_after = started.elapsed();
         let status = model.status.clone().unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Ready"));
+        assert_eq!(status.phase, Some(Phase::Ready));
         assert_eq!(condition(&model, types::OPTIMIZED).unwrap().0, "True");
         let class = &status.device_classes[0];
         assert_eq!(class.name, "cpu-int8");
@@ -282,7 +283,7 @@ async fn an_unreachable_floor_stalls_once_without_retries() {
             message.contains("cpu-int8") && message.contains("99.00%"),
             "{message}"
         );
-        assert_eq!(m.status.as_ref().unwrap().phase.as_deref(), Some("Stalled"));
+        assert_eq!(m.status.as_ref().unwrap().phase, Some(Phase::Stalled));
         assert_eq!(
             condition(&m, types::READY).unwrap().1,
             reasons::ACCURACY_FLOOR_NOT_MET

@@ -17,6 +17,7 @@ mod support;
 
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
+use edgefleet_api::edgemodel::{RevisionOutcome, RolloutState};
 use edgefleet_api::assignment::{Health, ModelAssignment};
 use edgefleet_api::conditions::{self, types};
 use edgefleet_testenv::nodes;
@@ -287,7 +288,7 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
                 .as_ref()
                 .and_then(|s| s.rollout.clone())
                 .context("no rollout status")?;
-            ensure!(r.state == "Complete" && r.ready == PODS as u32, "{r:?}");
+            ensure!(r.state == RolloutState::Complete && r.ready == PODS as u32, "{r:?}");
             Ok(m)
         })
         .await?;
@@ -413,7 +414,7 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
             let r = s.rollout.context("no rollout")?;
             ensure!(
                 s.revision == Some(2)
-                    && r.state == "Complete"
+                    && r.state == RolloutState::Complete
                     && r.ready == PODS as u32
                     && r.offline == 0,
                 "{r:?}"
@@ -490,14 +491,14 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
         let outcomes: Vec<_> = status
             .history
             .iter()
-            .map(|r| (r.revision, r.outcome.clone().unwrap_or_default()))
+            .map(|r| (r.revision, r.outcome))
             .collect();
         assert_eq!(
             outcomes,
             [
-                (1, "Complete".to_string()),
-                (2, "Complete".into()),
-                (3, "Aborted".into())
+                (1, Some(RevisionOutcome::Complete)),
+                (2, Some(RevisionOutcome::Complete)),
+                (3, Some(RevisionOutcome::Aborted))
             ]
         );
         let events: Api<Event> = Api::namespaced(client.clone(), &ns);
@@ -576,7 +577,7 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
                     let r = s.rollout.clone().context("no rollout")?;
                     ensure!(
                         s.revision == Some(revision)
-                            && r.state == "Complete"
+                            && r.state == RolloutState::Complete
                             && r.ready == N as u32,
                         "{r:?}"
                     );
@@ -653,7 +654,7 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
                     .await
             }
         };
-        let state = |revision: i64, want: &'static str| {
+        let state = |revision: i64, want: RolloutState| {
             let models = models.clone();
             async move {
                 eventually(LONG, || async {
@@ -669,7 +670,7 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
         let c = fleet::digest("third");
         spec(serde_json::json!({"steps": [{"percent": 10, "manualGate": true}, {"percent": 50}, {"percent": 100}]})).await?;
         fleet::publish(&client, &ns, "sim", &c).await?;
-        let held = state(3, "Waiting").await?;
+        let held = state(3, RolloutState::Waiting).await?;
         let (health, _) = argocd::health(&serde_json::to_value(models.get("sim").await?)?)?;
         assert_eq!(health, "Suspended", "held at a manual gate");
         ensure!(held.waiting_for.as_deref().unwrap_or_default().contains("manualGate"), "{held:?}");
@@ -691,7 +692,7 @@ async fn two_hundred_simulated_pods_roll_out_in_steps_gates_rollbacks_and_pauses
         spec(serde_json::json!({"rollbackTo": null, "paused": true})).await?;
         // The (simulated) pipeline observes the new generation.
         fleet::publish(&client, &ns, "sim", &c).await?;
-        state(5, "Paused").await?;
+        state(5, RolloutState::Paused).await?;
         let (health, _) = argocd::health(&serde_json::to_value(models.get("sim").await?)?)?;
         assert_eq!(health, "Suspended", "paused");
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -65,6 +65,7 @@ pub enum Arch {
     Arm64,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
 #[serde(rename_all = "camelCase")]
 pub enum Runtime {

@@ -153,6 +153,7 @@ pub struct Preprocessing {
     pub layout: TensorLayout,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
 #[serde(rename_all = "camelCase")]
 pub enum ColorMode {
@@ -161,6 +162,7 @@ pub enum ColorMode {
     Grayscale,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
 pub enum TensorLayout {
     #[default]
@@ -209,6 +211,7 @@ fn default_time_budget() -> String {
     "30m".into()
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(
     JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Copy, PartialOrd, Ord, Hash,
 )]
@@ -222,6 +225,7 @@ pub enum Technique {
     Clustering,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
 #[serde(rename_all = "camelCase")]
 pub enum Objective {
@@ -395,9 +399,9 @@ pub struct EdgeModelStatus {
     /// The generation the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// One word for humans: Pending, Optimizing, Publishing, Ready, Degraded, Stalled.
+    /// One word for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -424,9 +428,8 @@ pub struct EdgeModelStatus {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceClassProgress {
     pub name: String,
-    /// Pending, Optimizing, Published, AccuracyFloorNotMet or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<DeviceClassPhase>,
     /// What is happening or went wrong, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -463,9 +466,8 @@ pub struct PublishedArtifact {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSummary {
-    /// The least advanced state over the classes: Aborted, Stalled, Paused, Progressing,
-    /// Waiting, Complete or Idle (nothing published yet).
-    pub state: String,
+    /// The least advanced state over the classes (Idle: nothing published yet).
+    pub state: RolloutState,
     /// Step of the least advanced class, e.g. `2/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
@@ -491,8 +493,7 @@ pub struct ClassRollout {
     pub stable_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<i64>,
-    /// Progressing, Waiting, Complete, Aborted, Paused or Stalled.
-    pub state: String,
+    pub state: RolloutState,
     /// Step in progress, from 1.
     pub step: u32,
     pub steps: u32,
@@ -520,9 +521,72 @@ pub struct RevisionRecord {
     /// When its rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
-    /// Complete, Aborted or Superseded once known.
+    /// Once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<RevisionOutcome>,
+}
+
+/// Defines a status vocabulary: an enum serialized as its variant names (the CRD schema lists
+/// them), with `as_str` and `Display`.
+macro_rules! vocabulary {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// An EdgeModel's phase, one word for humans (`kubectl get edgemodels`).
+    Phase { Pending, Optimizing, Publishing, Ready, Degraded, Stalled }
+}
+
+vocabulary! {
+    /// Where one device class stands in the optimize → publish pipeline.
+    DeviceClassPhase { Pending, Optimizing, Published, AccuracyFloorNotMet, Failed }
+}
+
+vocabulary! {
+    /// Where a device class's rollout stands (and, summed over classes, the model's).
+    RolloutState {
+        /// Pods are moving to the revision.
+        Progressing,
+        /// A step is done; its pause or manual gate holds the next.
+        Waiting,
+        /// Every pod serves the revision.
+        Complete,
+        /// A health gate failed: the updated pods go back to the stable revision.
+        Aborted,
+        /// `spec.rollout.paused`.
+        Paused,
+        /// No progress within `progressDeadline`.
+        Stalled,
+        /// Nothing published yet (the summary only).
+        Idle,
+    }
+}
+
+impl Default for RolloutState {
+    fn default() -> Self {
+        RolloutState::Progressing
+    }
+}
+
+vocabulary! {
+    /// How a revision's rollout ended.
+    RevisionOutcome { Complete, Aborted, Superseded }
 }
 
 fn rollouts_schema(generator: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {

@@ -11,6 +11,8 @@ pub mod conditions;
 pub mod deviceclass;
 pub mod duration;
 pub mod edgemodel;
+pub mod job;
+pub mod labels;
 pub mod reference;
 
 pub use assignment::{ModelAssignment, ModelAssignmentSpec, ModelAssignmentStatus};

@@ -152,7 +152,7 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
     let previous = owned(&previous);
     let status = EdgeModelStatus {
         observed_generation: model.metadata.generation,
-        phase: Some(outcome.phase.to_string()),
+        phase: Some(outcome.phase),
         device_classes,
         conditions: conditions::merge(
             &previous.conditions,
@@ -208,7 +208,7 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
         if !duplicate {
             publish(ctx, model, event).await;
         }
-        info!(object = %object, phase = outcome.phase, "status changed");
+        info!(object = %object, phase = %outcome.phase, "status changed");
     }
     for event in pipeline_events {
         publish(ctx, model, event).await;

@@ -282,7 +282,7 @@ pub async fn reconcile(
             // Already verified for these inputs: nothing to ask anyone.
             Some(p)
                 if p.inputs_digest.as_deref() == Some(key.as_str())
-                    && p.phase.as_deref() == Some("Published")
+                    && p.phase == Some(edgefleet_api::edgemodel::DeviceClassPhase::Published)
                     && p.artifact.is_some() =>
             {
                 job_ref = p.job.clone();
@@ -385,7 +385,7 @@ pub async fn reconcile(
             },
         };
         // Announce transitions once.
-        let changed = prev.and_then(|p| p.phase.as_deref()) != Some(phase.word())
+        let changed = prev.and_then(|p| p.phase) != Some(phase.word())
             || prev.and_then(|p| p.inputs_digest.as_deref()) != Some(key.as_str());
         let message = match &phase {
             ClassPhase::Optimizing { job } => format!("Job {job} is optimizing"),
@@ -425,7 +425,7 @@ pub async fn reconcile(
         }
         progress.push(DeviceClassProgress {
             name: class_name.clone(),
-            phase: Some(phase.word().into()),
+            phase: Some(phase.word()),
             message: Some(message),
             job: job_ref,
             inputs_digest: Some(key.to_string()),

@@ -9,12 +9,14 @@
 
 use super::Context;
 use crate::error::{Error, Result};
-use crate::revisions::{self, Transition, states};
+use crate::revisions::{self, Transition};
 use crate::rollout::{self, Limits};
 use crate::selector;
 use edgefleet_api::assignment::{DesiredArtifact, ModelAssignment, ModelAssignmentSpec, PodRef};
 use edgefleet_api::conditions::{self, Desired, types};
-use edgefleet_api::edgemodel::{ClassRollout, EdgeModel, RevisionRecord};
+use edgefleet_api::edgemodel::{
+    ClassRollout, EdgeModel, RevisionOutcome, RevisionRecord, RolloutState,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
@@ -220,17 +222,17 @@ fn rolled_out_condition(rollouts: &[ClassRollout]) -> Desired {
         .waiting_for
         .clone()
         .unwrap_or_else(|| format!("{} of {} pods serve the current revision", s.ready, s.total));
-    let reason = match s.state.as_str() {
-        states::COMPLETE => reasons::COMPLETE,
-        states::ABORTED => reasons::ABORTED,
-        states::STALLED => reasons::STALLED,
-        states::PAUSED => reasons::PAUSED,
-        states::WAITING => reasons::WAITING,
-        _ => reasons::PROGRESSING,
+    let reason = match s.state {
+        RolloutState::Complete => reasons::COMPLETE,
+        RolloutState::Aborted => reasons::ABORTED,
+        RolloutState::Stalled => reasons::STALLED,
+        RolloutState::Paused => reasons::PAUSED,
+        RolloutState::Waiting => reasons::WAITING,
+        RolloutState::Progressing | RolloutState::Idle => reasons::PROGRESSING,
     };
     Desired::new(
         types::ROLLED_OUT,
-        s.state == states::COMPLETE,
+        s.state == RolloutState::Complete,
         reason,
         message,
     )
@@ -508,7 +510,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
                         &mut status.history,
                         class,
                         next.revision,
-                        states::COMPLETE,
+                        RevisionOutcome::Complete,
                     );
                     events.push((
                         EventType::Normal,
@@ -525,7 +527,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
                         &mut status.history,
                         class,
                         next.revision,
-                        states::ABORTED,
+                        RevisionOutcome::Aborted,
                     );
                     let back = match &next.stable_digest {
                         Some(d) => format!(
@@ -678,7 +680,7 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
     let active = status
         .rollouts
         .iter()
-        .any(|r| r.state != states::COMPLETE && r.state != states::ABORTED);
+        .any(|r| r.state != RolloutState::Complete && r.state != RolloutState::Aborted);
     let periodic = Duration::from_secs(if active { 2 } else { 20 });
     // And when the next heartbeat goes stale, so an offline pod is counted within its timeout.
     // (At most once a second: a large fleet's reports trigger reconciles anyway.)
@@ -809,7 +811,7 @@ mod tests {
         assert_eq!(c.reason, reasons::IDLE);
         let mut r = ClassRollout {
             device_class: "cpu".into(),
-            state: states::COMPLETE.into(),
+            state: RolloutState::Complete,
             total: 5,
             ready: 5,
             ..Default::default()
@@ -817,7 +819,7 @@ mod tests {
         let c = rolled_out_condition(std::slice::from_ref(&r));
         assert!(c.status);
         assert_eq!(c.message, "5 of 5 pods serve the current revision");
-        r.state = states::ABORTED.into();
+        r.state = RolloutState::Aborted;
         r.message = Some("2 of 2 updated pods failed".into());
         let c = rolled_out_condition(&[r]);
         assert!(!c.status);
