@@ -15,6 +15,7 @@
 //!
 //! The port defaults to 8500 and is set with the annotation `edgefleet.dev/sidecar-port`.
 
+use edgefleet_api::labels;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile,
@@ -25,10 +26,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 /// The opt-in label (the same one the pipeline and the rollout use).
-pub use crate::pipeline::MODEL_LABEL;
-pub const PORT_ANNOTATION: &str = "edgefleet.dev/sidecar-port";
-/// Set on injected pods: the sidecar image they got.
-pub const INJECTED_ANNOTATION: &str = "edgefleet.dev/injected";
 pub const CONTAINER: &str = "edgefleet-sidecar";
 pub const CACHE_VOLUME: &str = "edgefleet-cache";
 pub const CACHE_PATH: &str = "/var/cache/edgefleet";
@@ -184,13 +181,14 @@ pub fn container(model: &str, port: i32, settings: &Settings, native: bool) -> C
 
 /// The whole decision. `native`: the cluster runs native sidecars (Kubernetes 1.29+).
 pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let Some(model) = labels.get(MODEL_LABEL) else {
-        return Decision::Skip(format!("no {MODEL_LABEL} label"));
+    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+    let Some(model) = pod_labels.get(labels::MODEL) else {
+        return Decision::Skip(format!("no {} label", labels::MODEL));
     };
     if model.is_empty() {
         return Decision::Deny(format!(
-            "metadata.labels[{MODEL_LABEL}] must name the EdgeModel this pod serves"
+            "metadata.labels[{}] must name the EdgeModel this pod serves",
+            labels::MODEL
         ));
     }
     let Some(spec) = pod.spec.as_ref() else {
@@ -205,13 +203,14 @@ pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
         return Decision::Skip("the sidecar is already there".into());
     }
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let port = match annotations.get(PORT_ANNOTATION) {
+    let port = match annotations.get(labels::SIDECAR_PORT) {
         None => DEFAULT_PORT,
         Some(p) => match p.parse::<i32>() {
             Ok(p) if (1..=65535).contains(&p) => p,
             _ => {
                 return Decision::Deny(format!(
-                    "metadata.annotations[{PORT_ANNOTATION}]: {p:?} is not a port number (1-65535)"
+                    "metadata.annotations[{}]: {p:?} is not a port number (1-65535)",
+                    labels::SIDECAR_PORT
                 ));
             }
         },
@@ -219,14 +218,16 @@ pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
     for (i, c) in spec.containers.iter().enumerate() {
         if c.ports.iter().flatten().any(|p| p.container_port == port) {
             return Decision::Deny(format!(
-                "spec.containers[{i}] ({}) already uses port {port}, the sidecar's; choose another with the annotation {PORT_ANNOTATION}",
-                c.name
+                "spec.containers[{i}] ({}) already uses port {port}, the sidecar's; choose another with the annotation {}",
+                c.name,
+                labels::SIDECAR_PORT
             ));
         }
     }
     if spec.automount_service_account_token == Some(false) {
         return Decision::Deny(format!(
-            "spec.automountServiceAccountToken is false: the sidecar needs the pod's ServiceAccount token to read its ModelAssignment (remove the field or the {MODEL_LABEL} label)"
+            "spec.automountServiceAccountToken is false: the sidecar needs the pod's ServiceAccount token to read its ModelAssignment (remove the field or the {} label)",
+            labels::MODEL
         ));
     }
     let mut out = pod.clone();
@@ -259,7 +260,7 @@ pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
     out.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
-        .insert(INJECTED_ANNOTATION.into(), settings.image.clone());
+        .insert(labels::INJECTED.into(), settings.image.clone());
     Decision::Inject(Box::new(out))
 }
 
@@ -309,7 +310,7 @@ mod tests {
     fn an_opted_in_pod_gets_a_native_sidecar_with_everything_it_needs() {
         let settings = Settings::default();
         let p = injected(decide(
-            &pod(&[(MODEL_LABEL, "fashion")], &[]),
+            &pod(&[(labels::MODEL, "fashion")], &[]),
             &settings,
             true,
         ));
@@ -370,7 +371,7 @@ mod tests {
             Some("edgefleet-sidecar")
         );
         assert_eq!(
-            p.metadata.annotations.unwrap()[INJECTED_ANNOTATION],
+            p.metadata.annotations.unwrap()[labels::INJECTED],
             settings.image
         );
     }
@@ -381,7 +382,7 @@ mod tests {
             plain_http: vec!["10.0.0.5:5000".into()],
             ..Default::default()
         };
-        let p = injected(decide(&pod(&[(MODEL_LABEL, "m")], &[]), &settings, true));
+        let p = injected(decide(&pod(&[(labels::MODEL, "m")], &[]), &settings, true));
         let args = p.spec.unwrap().init_containers.unwrap()[0]
             .args
             .clone()
@@ -392,7 +393,7 @@ mod tests {
     #[test]
     fn older_clusters_get_a_regular_container() {
         let p = injected(decide(
-            &pod(&[(MODEL_LABEL, "m")], &[]),
+            &pod(&[(labels::MODEL, "m")], &[]),
             &Settings::default(),
             false,
         ));
@@ -404,7 +405,7 @@ mod tests {
 
     #[test]
     fn injection_is_idempotent_and_keeps_the_pods_own_account() {
-        let mut p = pod(&[(MODEL_LABEL, "m")], &[]);
+        let mut p = pod(&[(labels::MODEL, "m")], &[]);
         p.spec.as_mut().unwrap().service_account_name = Some("camera".into());
         let once = injected(decide(&p, &Settings::default(), true));
         assert_eq!(
@@ -425,24 +426,30 @@ mod tests {
             other => panic!("not denied: {other:?}"),
         };
         assert!(
-            deny(&pod(&[(MODEL_LABEL, "")], &[]))
+            deny(&pod(&[(labels::MODEL, "")], &[]))
                 .starts_with("metadata.labels[edgefleet.dev/model]")
         );
         assert!(
-            deny(&pod(&[(MODEL_LABEL, "m")], &[(PORT_ANNOTATION, "http")]))
-                .starts_with("metadata.annotations[edgefleet.dev/sidecar-port]")
+            deny(&pod(
+                &[(labels::MODEL, "m")],
+                &[(labels::SIDECAR_PORT, "http")]
+            ))
+            .starts_with("metadata.annotations[edgefleet.dev/sidecar-port]")
         );
-        let clash = deny(&pod(&[(MODEL_LABEL, "m")], &[(PORT_ANNOTATION, "8080")]));
+        let clash = deny(&pod(
+            &[(labels::MODEL, "m")],
+            &[(labels::SIDECAR_PORT, "8080")],
+        ));
         assert!(
             clash.starts_with("spec.containers[0] (app) already uses port 8080"),
             "{clash}"
         );
-        let mut p = pod(&[(MODEL_LABEL, "m")], &[]);
+        let mut p = pod(&[(labels::MODEL, "m")], &[]);
         p.spec.as_mut().unwrap().automount_service_account_token = Some(false);
         assert!(deny(&p).starts_with("spec.automountServiceAccountToken"));
         // A custom port moves the listener and the probes.
         let p = injected(decide(
-            &pod(&[(MODEL_LABEL, "m")], &[(PORT_ANNOTATION, "9100")]),
+            &pod(&[(labels::MODEL, "m")], &[(labels::SIDECAR_PORT, "9100")]),
             &s,
             true,
         ));

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod controller;
 pub mod crds;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod inject;
 pub mod leader;

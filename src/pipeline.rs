@@ -9,6 +9,7 @@ use edgefleet_api::edgemodel::{
     BlobSource, ColorMode, DeviceClassPhase, EdgeModel, EdgeModelSpec, Objective, Phase,
     PublishedArtifact, RolloutState, Technique, TensorLayout,
 };
+use edgefleet_api::labels;
 use edgefleet_artifact::{Artifact, Digest, media};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Resource, ResourceExt};
@@ -17,12 +18,6 @@ use std::collections::BTreeMap;
 
 /// The optimizer version the Jobs run: the operator ships with its own.
 pub const OPTIMIZER_VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const MODEL_LABEL: &str = "edgefleet.dev/model";
-pub const CLASS_LABEL: &str = "edgefleet.dev/device-class";
-/// First 16 hex characters of the inputs digest (label values are short).
-pub const INPUTS_LABEL: &str = "edgefleet.dev/inputs";
-pub const INPUTS_ANNOTATION: &str = "edgefleet.dev/inputs-digest";
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const COMPONENT: &str = "optimizer";
 pub const SERVICE_ACCOUNT: &str = "edgefleet-optimizer";
 pub const CONTAINER: &str = "optimizer";
@@ -285,12 +280,12 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
     } = run;
     let name = job_name(&model.name_any(), class_name, inputs);
     let labels = BTreeMap::from([
-        (MODEL_LABEL.to_string(), model.name_any()),
-        (CLASS_LABEL.to_string(), class_name.to_string()),
-        (INPUTS_LABEL.to_string(), inputs.hex()[..16].to_string()),
-        (COMPONENT_LABEL.to_string(), COMPONENT.to_string()),
+        (labels::MODEL.to_string(), model.name_any()),
+        (labels::DEVICE_CLASS.to_string(), class_name.to_string()),
+        (labels::INPUTS.to_string(), inputs.hex()[..16].to_string()),
+        (labels::COMPONENT.to_string(), COMPONENT.to_string()),
         (
-            "app.kubernetes.io/managed-by".to_string(),
+            labels::MANAGED_BY.to_string(),
             edgefleet_api::OPERATOR_MANAGER.to_string(),
         ),
     ]);
@@ -312,7 +307,7 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
             "name": name,
             "namespace": model.namespace(),
             "labels": labels,
-            "annotations": {INPUTS_ANNOTATION: inputs.to_string()},
+            "annotations": {labels::INPUTS_DIGEST: inputs.to_string()},
             "ownerReferences": owner,
         },
         "spec": {
@@ -654,10 +649,7 @@ pub fn with_rollout(
     // While moving, a message that changes only with the step (not the pause countdown the
     // rollout's own fields carry), so this adds no status write per second; once stopped, why.
     let moving = match &r.step {
-        Some(step) => format!(
-            "rollout {} at step {step}",
-            r.state.as_str().to_lowercase()
-        ),
+        Some(step) => format!("rollout {} at step {step}", r.state.as_str().to_lowercase()),
         None => format!("rollout {}", r.state.as_str().to_lowercase()),
     };
     let why = r.waiting_for.clone().unwrap_or_else(|| moving.clone());
@@ -747,7 +739,10 @@ mod tests {
         };
         let o = with_rollout(
             published(),
-            Some(&rollout(RolloutState::Progressing, Some("step 1/3: 2 of 5 pods ready"))),
+            Some(&rollout(
+                RolloutState::Progressing,
+                Some("step 1/3: 2 of 5 pods ready"),
+            )),
         );
         assert_eq!(
             get(&o, types::RECONCILING),
@@ -761,7 +756,10 @@ mod tests {
         let ticking = |left: u32| {
             let waiting = format!("cpu-int8: pause after step 1 (20%): {left}s left");
             get(
-                &with_rollout(published(), Some(&rollout(RolloutState::Waiting, Some(&waiting)))),
+                &with_rollout(
+                    published(),
+                    Some(&rollout(RolloutState::Waiting, Some(&waiting))),
+                ),
                 types::RECONCILING,
             )
         };
@@ -804,7 +802,10 @@ mod tests {
         }
         // Not published yet: the rollout says nothing about it.
         let optimizing = sources_unavailable("registry down");
-        let o = with_rollout(optimizing.clone(), Some(&rollout(RolloutState::Aborted, None)));
+        let o = with_rollout(
+            optimizing.clone(),
+            Some(&rollout(RolloutState::Aborted, None)),
+        );
         assert_eq!(o.conditions, optimizing.conditions);
     }
 

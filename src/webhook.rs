@@ -240,12 +240,12 @@ pub fn configuration(cfg: &WebhookConfig, trust: &str) -> MutatingWebhookConfigu
             object_selector: Some(LabelSelector {
                 match_expressions: Some(vec![
                     LabelSelectorRequirement {
-                        key: inject::MODEL_LABEL.into(),
+                        key: edgefleet_api::labels::MODEL.into(),
                         operator: "Exists".into(),
                         values: None,
                     },
                     LabelSelectorRequirement {
-                        key: crate::pipeline::INPUTS_LABEL.into(),
+                        key: edgefleet_api::labels::INPUTS.into(),
                         operator: "DoesNotExist".into(),
                         values: None,
                     },
@@ -491,11 +491,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             (selector[0].key.as_str(), selector[0].operator.as_str()),
-            (inject::MODEL_LABEL, "Exists")
+            (edgefleet_api::labels::MODEL, "Exists")
         );
         assert_eq!(
             (selector[1].key.as_str(), selector[1].operator.as_str()),
-            (crate::pipeline::INPUTS_LABEL, "DoesNotExist"),
+            (edgefleet_api::labels::INPUTS, "DoesNotExist"),
             "optimization pods never reach the webhook"
         );
         assert_eq!(w.client_config.ca_bundle.as_ref().unwrap().0, b"PEM");

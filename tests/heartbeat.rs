@@ -7,9 +7,9 @@
 
 mod support;
 
-use edgefleet_api::edgemodel::RolloutState;
 use anyhow::{Context as _, ensure};
 use edgefleet_api::EdgeModel;
+use edgefleet_api::edgemodel::RolloutState;
 use edgefleet_api::edgemodel::RolloutSummary;
 use edgefleet_testenv::{argocd, eventually, kubectl, nodes, with_namespace};
 use k8s_openapi::api::core::v1::Pod;

@@ -4,9 +4,9 @@
 
 mod support;
 
-use edgefleet_api::edgemodel::Phase;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::conditions::{self, reasons, types};
+use edgefleet_api::edgemodel::Phase;
 use edgefleet_api::{DeviceClass, EdgeModel};
 use edgefleet_testenv::{eventually, unique_name, with_namespace};
 use k8s_openapi::api::coordination::v1::Lease;

@@ -7,10 +7,10 @@
 
 mod support;
 
-use edgefleet_api::edgemodel::Phase;
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
 use edgefleet_api::conditions::{self, reasons, types};
+use edgefleet_api::edgemodel::Phase;
 use edgefleet_testenv::{argocd, env, eventually, kstatus, nodes, with_namespace};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};

@@ -17,9 +17,9 @@ mod support;
 
 use anyhow::{Context as _, bail, ensure};
 use edgefleet_api::EdgeModel;
-use edgefleet_api::edgemodel::{RevisionOutcome, RolloutState};
 use edgefleet_api::assignment::{Health, ModelAssignment};
 use edgefleet_api::conditions::{self, types};
+use edgefleet_api::edgemodel::{RevisionOutcome, RolloutState};
 use edgefleet_testenv::nodes;
 use edgefleet_testenv::{argocd, env, eventually, kstatus, kubectl, with_namespace};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
@@ -288,7 +288,10 @@ async fn a_published_model_rolls_out_in_waves_and_a_slow_one_rolls_back() {
                 .as_ref()
                 .and_then(|s| s.rollout.clone())
                 .context("no rollout status")?;
-            ensure!(r.state == RolloutState::Complete && r.ready == PODS as u32, "{r:?}");
+            ensure!(
+                r.state == RolloutState::Complete && r.ready == PODS as u32,
+                "{r:?}"
+            );
             Ok(m)
         })
         .await?;

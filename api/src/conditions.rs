@@ -33,6 +33,16 @@ pub mod reasons {
     pub const OPTIMIZATION_FAILED: &str = "OptimizationFailed";
     pub const SUPERSEDED: &str = "Superseded";
     pub const REUSED: &str = "Reused";
+    pub const DELETED: &str = "Deleted";
+    // The rollout's Events and its `RolledOut` condition.
+    pub const ROLLOUT_STARTED: &str = "RolloutStarted";
+    pub const ROLLOUT_STEP_COMPLETE: &str = "RolloutStepComplete";
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    pub const ROLLOUT_PROGRESSING: &str = "RolloutProgressing";
+    pub const ROLLOUT_WAITING: &str = "RolloutWaiting";
+    pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+    pub const ROLLBACK_REVISION_NOT_FOUND: &str = "RollbackRevisionNotFound";
+    pub const NOTHING_PUBLISHED: &str = "NothingPublished";
 }
 
 /// Condition status strings.

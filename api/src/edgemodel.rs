@@ -578,6 +578,8 @@ vocabulary! {
     }
 }
 
+// (Not derived: `vocabulary!` declares the enum.)
+#[allow(clippy::derivable_impls)]
 impl Default for RolloutState {
     fn default() -> Self {
         RolloutState::Progressing

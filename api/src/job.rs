@@ -279,7 +279,8 @@ mod tests {
         assert!(json.contains("\"verdict\":\"Error\""), "{json}");
         let back: OptimizationResult = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
-        let passed: OptimizationResult = serde_json::from_value(serde_json::json!({"verdict": "passed"})).unwrap();
+        let passed: OptimizationResult =
+            serde_json::from_value(serde_json::json!({"verdict": "passed"})).unwrap();
         assert_eq!(passed.verdict, Verdict::Passed);
         assert_eq!(Verdict::AccuracyFloorNotMet.as_str(), "AccuracyFloorNotMet");
     }

@@ -22,9 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-pub const FINALIZER: &str = "edgefleet.dev/cleanup";
-/// Label every serving pod (and its ModelAssignment) carries with its EdgeModel's name.
-pub const MODEL_LABEL: &str = "edgefleet.dev/model";
 const CONTROLLER: &str = "edgemodel";
 
 pub async fn run(
@@ -47,7 +44,7 @@ pub async fn run(
             jobs,
             watcher::Config::default().labels(&format!(
                 "{}={}",
-                crate::pipeline::COMPONENT_LABEL,
+                edgefleet_api::labels::COMPONENT,
                 crate::pipeline::COMPONENT
             )),
         )
@@ -86,12 +83,17 @@ async fn reconcile(model: Arc<EdgeModel>, ctx: Arc<Context>) -> Result<Action> {
         what: "namespace",
     })?;
     let api: Api<EdgeModel> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, model, |event| async {
-        match event {
-            Finalizer::Apply(model) => apply(&model, &api, &ctx).await,
-            Finalizer::Cleanup(model) => cleanup(&model, &ctx).await,
-        }
-    })
+    finalizer(
+        &api,
+        edgefleet_api::labels::FINALIZER,
+        model,
+        |event| async {
+            match event {
+                Finalizer::Apply(model) => apply(&model, &api, &ctx).await,
+                Finalizer::Cleanup(model) => cleanup(&model, &ctx).await,
+            }
+        },
+    )
     .await
     .map_err(|e| Error::Finalizer {
         object,
@@ -139,7 +141,7 @@ async fn apply(model: &EdgeModel, api: &Api<EdgeModel>, ctx: &Context) -> Result
     // Only the pipeline's fields: the rollout controller owns the others (see EdgeModelStatus).
     let owned = |s: &EdgeModelStatus| EdgeModelStatus {
         observed_generation: s.observed_generation,
-        phase: s.phase.clone(),
+        phase: s.phase,
         conditions: s
             .conditions
             .iter()
@@ -224,7 +226,7 @@ async fn cleanup(model: &EdgeModel, ctx: &Context) -> Result<Action> {
     let jobs = optimize::delete_jobs(model, ctx).await?;
     let event = Event {
         type_: EventType::Normal,
-        reason: "Deleted".into(),
+        reason: reasons::DELETED.into(),
         note: Some(format!(
             "{} is being deleted; deleted {jobs} optimization Job(s); cleanup finished",
             describe(model)

@@ -10,6 +10,7 @@ use crate::resolve::Outcome;
 use edgefleet_api::conditions::reasons;
 use edgefleet_api::deviceclass::DeviceClassSpec;
 use edgefleet_api::edgemodel::{BlobSource, DeviceClassProgress, EdgeModel};
+use edgefleet_api::labels;
 use edgefleet_artifact::{DockerConfig, Registry, RegistryOptions};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
@@ -204,11 +205,7 @@ pub async fn delete_jobs(model: &EdgeModel, ctx: &Context) -> Result<usize> {
     let ns = model.namespace().unwrap_or_default();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let list = api
-        .list(&ListParams::default().labels(&format!(
-            "{}={}",
-            pipeline::MODEL_LABEL,
-            model.name_any()
-        )))
+        .list(&ListParams::default().labels(&format!("{}={}", labels::MODEL, model.name_any())))
         .await
         .map_err(Error::kube(format!(
             "Jobs of EdgeModel {ns}/{}",
@@ -252,7 +249,7 @@ pub async fn reconcile(
     ensure_service_account(&ns, ctx).await?;
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let jobs = jobs_api
-        .list(&ListParams::default().labels(&format!("{}={name}", pipeline::MODEL_LABEL)))
+        .list(&ListParams::default().labels(&format!("{}={name}", labels::MODEL)))
         .await
         .map_err(Error::kube(format!("Jobs of EdgeModel {ns}/{name}")))?
         .items;
@@ -274,8 +271,8 @@ pub async fn reconcile(
         let prev = previous.iter().find(|p| &p.name == class_name);
         let job_name = pipeline::job_name(&name, class_name, &key);
         let current = jobs.iter().find(|j| {
-            j.labels().get(pipeline::CLASS_LABEL) == Some(class_name)
-                && j.labels().get(pipeline::INPUTS_LABEL) == Some(&short)
+            j.labels().get(labels::DEVICE_CLASS) == Some(class_name)
+                && j.labels().get(labels::INPUTS) == Some(&short)
         });
         let mut job_ref = current.map(|j| j.name_any());
         let phase = match prev {
@@ -439,8 +436,8 @@ pub async fn reconcile(
     }
     // Jobs of older inputs, or of classes no longer listed, are superseded.
     for job in &jobs {
-        let class = job.labels().get(pipeline::CLASS_LABEL);
-        let inputs = job.labels().get(pipeline::INPUTS_LABEL);
+        let class = job.labels().get(labels::DEVICE_CLASS);
+        let inputs = job.labels().get(labels::INPUTS);
         let current = class
             .and_then(|c| keys.get(c))
             .is_some_and(|k| Some(k) == inputs);
