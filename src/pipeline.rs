@@ -6,23 +6,23 @@
 use edgefleet_api::conditions::{Desired, reasons, types};
 use edgefleet_api::deviceclass::DeviceClassSpec;
 use edgefleet_api::edgemodel::{
-    BlobSource, ColorMode, DeviceClassPhase, EdgeModel, EdgeModelSpec, Objective, Phase,
-    PublishedArtifact, RolloutState, Technique, TensorLayout,
+    BlobSource, DeviceClassPhase, EdgeModel, Phase, PublishedArtifact, RolloutState,
+};
+use edgefleet_api::job::{
+    NamedDeviceClass, OptimizationRequest, OptimizationResult, PublishTarget, Requirement, Source,
+    Tuning, Verdict,
 };
 use edgefleet_api::labels;
 use edgefleet_artifact::{Artifact, Digest, media};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Resource, ResourceExt};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The optimizer version the Jobs run: the operator ships with its own.
-pub const OPTIMIZER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use edgefleet_api::job::OPTIMIZER_VERSION;
 pub const COMPONENT: &str = "optimizer";
 pub const SERVICE_ACCOUNT: &str = "edgefleet-optimizer";
 pub const CONTAINER: &str = "optimizer";
-/// The optimizer's exit status for AccuracyFloorNotMet: the Job fails at once, no retries.
-pub const EXIT_FLOOR_NOT_MET: i32 = 3;
 /// Where the registry Secret is mounted in the Job's pod.
 pub const REGISTRY_CONFIG_DIR: &str = "/var/run/edgefleet/registry";
 pub const WORK_DIR: &str = "/work";
@@ -36,6 +36,16 @@ pub struct Pinned {
     pub url_sha256: Option<String>,
     /// Manifest digest (OCI) or file digest (URL).
     pub digest: Digest,
+}
+
+impl Pinned {
+    /// As the Job's request names it.
+    pub fn source(&self) -> Source {
+        Source {
+            location: self.location.clone(),
+            digest: self.digest.to_string(),
+        }
+    }
 }
 
 /// How a source is pinned when it already names its content; `None` when a tag must be
@@ -70,29 +80,43 @@ pub fn pin_resolved(oci: &str, digest: Digest) -> Pinned {
     }
 }
 
-/// The digest of everything that decides an optimization result for one device class.
-pub fn inputs_digest(
-    model: &Digest,
-    dataset: &Digest,
+/// The optimization request for one device class: everything its Job runs on and what
+/// identifies the result. It has no publish target yet: the Job's names the inputs digest
+/// ([`artifact_tag`]).
+pub fn request(
+    model: &EdgeModel,
     class_name: &str,
     class: &DeviceClassSpec,
-    spec: &EdgeModelSpec,
-) -> Digest {
-    let doc = serde_json::json!({
-        "model": model.to_string(),
-        "dataset": dataset.to_string(),
-        "deviceClass": {"name": class_name, "spec": class},
-        "accuracy": {
-            "metric": spec.accuracy.metric,
-            "floor": spec.accuracy.floor,
-            "maxDrop": spec.accuracy.max_drop,
-            "format": spec.accuracy.dataset.format,
-            "preprocessing": spec.accuracy.preprocessing,
+    base: &Pinned,
+    dataset: &Pinned,
+) -> OptimizationRequest {
+    let spec = &model.spec;
+    OptimizationRequest {
+        model: base.source(),
+        dataset: dataset.source(),
+        dataset_format: spec.accuracy.dataset.format,
+        device_class: NamedDeviceClass {
+            name: class_name.to_string(),
+            spec: class.clone(),
         },
-        "optimization": spec.optimization,
-        "optimizer": OPTIMIZER_VERSION,
-    });
-    Digest::of(doc.to_string().as_bytes())
+        accuracy: Requirement {
+            metric: spec.accuracy.metric,
+            floor: spec.accuracy.floor,
+            max_drop: spec.accuracy.max_drop,
+        },
+        preprocessing: spec.accuracy.preprocessing.clone(),
+        optimization: spec.optimization.clone(),
+        tuning: Tuning::default(),
+        publish: None,
+    }
+}
+
+/// The inputs digest of a request, as the artifact crate's type.
+pub fn inputs_digest(request: &OptimizationRequest) -> Digest {
+    request
+        .inputs_digest()
+        .parse()
+        .expect("the API's inputs digest is a sha256 digest")
 }
 
 /// The tag an artifact is pushed under: people can read it, the operator finds a reusable
@@ -143,17 +167,6 @@ impl Default for JobSettings {
     }
 }
 
-fn technique_flag(t: Technique) -> &'static str {
-    match t {
-        Technique::Float16 => "float16",
-        Technique::Int8Dynamic => "int8-dynamic",
-        Technique::Int8Static => "int8-static",
-        Technique::FullInteger => "full-integer",
-        Technique::Pruning => "pruning",
-        Technique::Clustering => "clustering",
-    }
-}
-
 /// The registry host of a repository (`host[:port]/path` → `host[:port]`).
 pub fn registry_host(repository: &str) -> &str {
     repository.split('/').next().unwrap_or(repository)
@@ -163,104 +176,44 @@ pub fn registry_host(repository: &str) -> &str {
 #[derive(Debug, Clone, Copy)]
 pub struct ClassRun<'a> {
     pub model: &'a EdgeModel,
-    pub class_name: &'a str,
-    pub class: &'a DeviceClassSpec,
-    pub base: &'a Pinned,
-    pub dataset: &'a Pinned,
+    pub request: &'a OptimizationRequest,
     pub inputs: &'a Digest,
     pub time_budget_seconds: u64,
 }
 
-/// Everything the Job's container is told, in order.
+/// The Job's command line: its request (with the publish target the inputs name), and where
+/// it writes.
 pub fn optimizer_args(run: ClassRun<'_>) -> Vec<String> {
     let ClassRun {
         model,
-        class_name,
-        class,
-        base,
-        dataset,
+        request,
         inputs,
-        time_budget_seconds,
+        ..
     } = run;
-    let spec = &model.spec;
-    let mut a: Vec<String> = vec!["optimize".into(), "--model".into(), base.location.clone()];
-    if let Some(sha) = &base.url_sha256 {
-        a.extend(["--model-sha256".into(), sha.clone()]);
-    }
-    a.extend(["--dataset".into(), dataset.location.clone()]);
-    if let Some(sha) = &dataset.url_sha256 {
-        a.extend(["--dataset-sha256".into(), sha.clone()]);
-    }
-    let class_json = serde_json::json!({"metadata": {"name": class_name}, "spec": class});
-    a.extend(["--device-class".into(), class_json.to_string()]);
-    if let Some(f) = spec.accuracy.floor {
-        a.extend(["--floor".into(), f.to_string()]);
-    }
-    if let Some(d) = spec.accuracy.max_drop {
-        a.extend(["--max-drop".into(), d.to_string()]);
-    }
-    let objective = match spec.optimization.objective {
-        Objective::Smallest => "smallest",
-        Objective::Fastest => "fastest",
-        Objective::Balanced => "balanced",
-    };
-    a.extend(["--objective".into(), objective.into()]);
-    if !spec.optimization.techniques.is_empty() {
-        let list: Vec<_> = spec
-            .optimization
-            .techniques
-            .iter()
-            .map(|t| technique_flag(*t))
-            .collect();
-        a.extend(["--techniques".into(), list.join(",")]);
-    }
-    a.extend([
-        "--calibration-samples".into(),
-        spec.optimization.calibration_samples.to_string(),
-        "--time-budget".into(),
-        format!("{time_budget_seconds}s"),
-    ]);
-    if let Some(p) = &spec.accuracy.preprocessing {
-        let color = match p.color_mode {
-            ColorMode::Rgb => "rgb",
-            ColorMode::Grayscale => "grayscale",
-        };
-        a.extend(["--color".into(), color.into()]);
-        if let Some(r) = p.resize {
-            a.extend(["--resize".into(), r.to_string()]);
-        }
-        if let Some(c) = p.center_crop {
-            a.extend(["--center-crop".into(), c.to_string()]);
-        }
-        let list = |v: &[f64]| v.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
-        if !p.mean.is_empty() {
-            a.extend(["--mean".into(), list(&p.mean), "--std".into(), list(&p.std)]);
-        }
-        let layout = match p.layout {
-            TensorLayout::Nchw => "nchw",
-            TensorLayout::Nhwc => "nhwc",
-        };
-        a.extend(["--layout".into(), layout.into()]);
-    }
-    let repo = &spec.publish.repository;
-    a.extend([
+    let repo = &model.spec.publish.repository;
+    let mut request = request.clone();
+    request.publish = Some(PublishTarget {
+        target: format!(
+            "{repo}:{}",
+            artifact_tag(&request.device_class.name, inputs)
+        ),
+        name: Some(model.name_any()),
+    });
+    let mut a: Vec<String> = vec![
+        "job".into(),
+        "--request".into(),
+        serde_json::to_string(&request).expect("a request serializes"),
         "--out".into(),
         format!("{WORK_DIR}/out"),
         "--cache".into(),
         format!("{WORK_DIR}/cache"),
-        "--push".into(),
-        format!("{repo}:{}", artifact_tag(class_name, inputs)),
-        "--name".into(),
-        model.name_any(),
-        "--inputs-digest".into(),
-        inputs.to_string(),
         "--result-file".into(),
         "/dev/termination-log".into(),
-    ]);
-    if spec.publish.plain_http {
+    ];
+    if model.spec.publish.plain_http {
         a.extend(["--plain-http".into(), registry_host(repo).into()]);
     }
-    if spec.publish.credentials_secret.is_some() {
+    if model.spec.publish.credentials_secret.is_some() {
         a.extend([
             "--registry-config".into(),
             format!("{REGISTRY_CONFIG_DIR}/config.json"),
@@ -273,11 +226,11 @@ pub fn optimizer_args(run: ClassRun<'_>) -> Vec<String> {
 pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
     let ClassRun {
         model,
-        class_name,
+        request,
         inputs,
         time_budget_seconds,
-        ..
     } = run;
+    let class_name = request.device_class.name.as_str();
     let name = job_name(&model.name_any(), class_name, inputs);
     let labels = BTreeMap::from([
         (labels::MODEL.to_string(), model.name_any()),
@@ -315,7 +268,7 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
             "activeDeadlineSeconds": time_budget_seconds as i64 + settings.deadline_margin_seconds,
             "podFailurePolicy": {"rules": [{
                 "action": "FailJob",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_FLOOR_NOT_MET]},
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [edgefleet_api::job::EXIT_FLOOR_NOT_MET]},
             }]},
             "template": {
                 "metadata": {"labels": labels},
@@ -349,25 +302,11 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
     serde_json::from_value(doc).expect("the Job document matches batch/v1")
 }
 
-/// The compact result the optimizer writes as its termination message.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct JobResult {
-    pub verdict: String,
-    pub reference: Option<String>,
-    pub digest: Option<String>,
-    pub accuracy: Option<f64>,
-    pub best_accuracy: Option<f64>,
-    pub best_technique: Option<String>,
-    pub required_accuracy: Option<f64>,
-    pub error: Option<String>,
-}
-
 /// What a Job's status (and its pod's termination message) says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobState {
     Running,
-    Succeeded(JobResult),
+    Succeeded(Box<OptimizationResult>),
     FloorNotMet(String),
     Failed(String),
 }
@@ -414,11 +353,12 @@ pub fn job_state(job: &Job, pod: Option<&PodEnd>) -> JobState {
             .iter()
             .find(|c| c.type_ == t && c.status == "True")
     };
-    let result: Option<JobResult> = message.and_then(|m| serde_json::from_str(m.trim()).ok());
+    let result: Option<OptimizationResult> =
+        message.and_then(|m| serde_json::from_str(m.trim()).ok());
     if holds("Complete").is_some() {
         return match result {
-            Some(r) if r.verdict == "passed" && r.reference.is_some() && r.digest.is_some() => {
-                JobState::Succeeded(r)
+            Some(r) if r.verdict == Verdict::Passed && r.artifact.is_some() => {
+                JobState::Succeeded(Box::new(r))
             }
             _ => JobState::Failed(format!(
                 "Job {} completed without a published artifact in its result: {}",
@@ -436,7 +376,7 @@ pub fn job_state(job: &Job, pod: Option<&PodEnd>) -> JobState {
             ));
         }
         return match result {
-            Some(r) if r.verdict == "AccuracyFloorNotMet" => JobState::FloorNotMet(format!(
+            Some(r) if r.verdict == Verdict::AccuracyFloorNotMet => JobState::FloorNotMet(format!(
                 "best candidate {} reached {} top-1, below the required {}",
                 r.best_technique.as_deref().unwrap_or("?"),
                 percent(r.best_accuracy),
@@ -845,24 +785,51 @@ mod tests {
         assert_eq!(pin_static(&url).unwrap().url_sha256, Some(d));
     }
 
-    #[test]
-    fn inputs_digest_follows_every_input_and_only_those() {
+    fn pinned() -> (Pinned, Pinned) {
         let m = model();
-        let (a, b) = (Digest::of(b"model"), Digest::of(b"data"));
-        let key = inputs_digest(&a, &b, "cpu-int8", &class(), &m.spec);
-        assert_eq!(key, inputs_digest(&a, &b, "cpu-int8", &class(), &m.spec));
+        (
+            pin_resolved("reg:5000/base/net:v1", Digest::of(b"model")),
+            pin_static(&m.spec.accuracy.dataset.source).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_request_carries_every_input_and_its_digest_only_those() {
+        let m = model();
+        let (base, data) = pinned();
+        let r = request(&m, "cpu-int8", &class(), &base, &data);
+        assert_eq!(r.model.location, base.location);
+        assert_eq!(r.dataset.digest, format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(r.device_class.name, "cpu-int8");
+        assert_eq!(r.optimization.techniques, m.spec.optimization.techniques);
+        assert_eq!(r.publish, None);
+        let key = inputs_digest(&r);
+        assert_eq!(
+            key,
+            inputs_digest(&request(&m, "cpu-int8", &class(), &base, &data))
+        );
+        let other = pin_resolved("reg:5000/base/net:v1", Digest::of(b"other"));
         assert_ne!(
             key,
-            inputs_digest(&Digest::of(b"other"), &b, "cpu-int8", &class(), &m.spec)
+            inputs_digest(&request(&m, "cpu-int8", &class(), &other, &data))
         );
-        assert_ne!(key, inputs_digest(&a, &b, "cpu-int8-b", &class(), &m.spec));
-        let mut floor = m.spec.clone();
-        floor.accuracy.floor = Some(0.86);
-        assert_ne!(key, inputs_digest(&a, &b, "cpu-int8", &class(), &floor));
+        assert_ne!(
+            key,
+            inputs_digest(&request(&m, "cpu-int8-b", &class(), &base, &data))
+        );
+        let mut floor = m.clone();
+        floor.spec.accuracy.floor = Some(0.86);
+        assert_ne!(
+            key,
+            inputs_digest(&request(&floor, "cpu-int8", &class(), &base, &data))
+        );
         // Rollout settings do not change what gets built.
-        let mut rollout = m.spec.clone();
-        rollout.rollout.paused = true;
-        assert_eq!(key, inputs_digest(&a, &b, "cpu-int8", &class(), &rollout));
+        let mut rollout = m.clone();
+        rollout.spec.rollout.paused = true;
+        assert_eq!(
+            key,
+            inputs_digest(&request(&rollout, "cpu-int8", &class(), &base, &data))
+        );
     }
 
     #[test]
@@ -879,18 +846,14 @@ mod tests {
     }
 
     #[test]
-    fn the_job_runs_the_optimizer_with_the_spec() {
+    fn the_job_runs_the_optimizer_with_the_request() {
         let m = model();
-        let base = pin_resolved("reg:5000/base/net:v1", Digest::of(b"model"));
-        let data = pin_static(&m.spec.accuracy.dataset.source).unwrap();
-        let key = Digest::of(b"k");
-        let class = class();
+        let (base, data) = pinned();
+        let r = request(&m, "cpu-int8", &class(), &base, &data);
+        let key = inputs_digest(&r);
         let run = ClassRun {
             model: &m,
-            class_name: "cpu-int8",
-            class: &class,
-            base: &base,
-            dataset: &data,
+            request: &r,
             inputs: &key,
             time_budget_seconds: 1200,
         };
@@ -909,28 +872,30 @@ mod tests {
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
         let args = c.args.clone().unwrap();
+        assert_eq!(args[0], "job");
         let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
-        assert_eq!(after("--model"), base.location);
-        assert_eq!(after("--dataset"), "https://data.example/x.npz");
-        assert_eq!(after("--dataset-sha256"), "ab".repeat(32));
-        assert_eq!(after("--techniques"), "int8-static,clustering");
-        assert_eq!(after("--objective"), "smallest");
-        assert_eq!(after("--time-budget"), "1200s");
-        assert_eq!(after("--floor"), "0.85");
-        assert_eq!(after("--color"), "grayscale");
+        // One document: the request, plus where to publish (the tag names the inputs).
+        let sent: OptimizationRequest = serde_json::from_str(&after("--request")).unwrap();
+        assert_eq!(sent.inputs_digest(), key.to_string());
+        let publish = sent.publish.clone().unwrap();
         assert_eq!(
-            after("--push"),
+            publish.target,
             format!("reg:5000/models/fashion:{}", artifact_tag("cpu-int8", &key))
         );
-        assert_eq!(after("--inputs-digest"), key.to_string());
+        assert_eq!(publish.name.as_deref(), Some("fashion"));
+        assert_eq!(
+            OptimizationRequest {
+                publish: None,
+                ..sent
+            },
+            r
+        );
+        assert_eq!(after("--result-file"), "/dev/termination-log");
         assert_eq!(after("--plain-http"), "reg:5000");
         assert_eq!(
             after("--registry-config"),
             format!("{REGISTRY_CONFIG_DIR}/config.json")
         );
-        let dc: serde_json::Value = serde_json::from_str(&after("--device-class")).unwrap();
-        assert_eq!(dc["metadata"]["name"], "cpu-int8");
-        assert_eq!(dc["spec"]["runtime"], "tract");
         let secret = pod
             .volumes
             .as_ref()
@@ -946,7 +911,7 @@ mod tests {
         assert_eq!(rules.action, "FailJob");
         assert_eq!(
             rules.on_exit_codes.as_ref().unwrap().values,
-            vec![EXIT_FLOOR_NOT_MET]
+            vec![edgefleet_api::job::EXIT_FLOOR_NOT_MET as i32]
         );
     }
 
@@ -983,16 +948,15 @@ mod tests {
         assert_eq!(job_state(&Job::default(), None), JobState::Running);
         let job_state =
             |job: &Job, message: Option<&str>| job_state(job, message.map(ended).as_ref());
-        let ok =
-            r#"{"verdict":"passed","reference":"r@sha256:x","digest":"sha256:x","accuracy":0.89}"#;
+        let ok = r#"{"verdict":"passed","artifact":{"reference":"r@sha256:x","digest":"sha256:x"},"bestAccuracy":0.89}"#;
         assert!(
-            matches!(job_state(&finished("Complete"), Some(ok)), JobState::Succeeded(r) if r.accuracy == Some(0.89))
+            matches!(job_state(&finished("Complete"), Some(ok)), JobState::Succeeded(r) if r.best_accuracy == Some(0.89))
         );
         assert!(matches!(
             job_state(&finished("Complete"), None),
             JobState::Failed(_)
         ));
-        let floor = r#"{"verdict":"AccuracyFloorNotMet","best_accuracy":0.7412,"best_technique":"full-integer","required_accuracy":0.84}"#;
+        let floor = r#"{"verdict":"AccuracyFloorNotMet","bestAccuracy":0.7412,"bestTechnique":"full-integer","requiredAccuracy":0.84}"#;
         match job_state(&finished("Failed"), Some(floor)) {
             JobState::FloorNotMet(m) => assert!(
                 m.contains("74.12%") && m.contains("84.00%") && m.contains("full-integer"),
@@ -1011,16 +975,12 @@ mod tests {
 
     fn job_for_test() -> Job {
         let m = model();
-        let base = pin_resolved("reg:5000/base/net:v1", Digest::of(b"model"));
-        let data = pin_static(&m.spec.accuracy.dataset.source).unwrap();
-        let key = Digest::of(b"k");
-        let class = class();
+        let (base, data) = pinned();
+        let r = request(&m, "cpu-int8", &class(), &base, &data);
+        let key = inputs_digest(&r);
         let run = ClassRun {
             model: &m,
-            class_name: "cpu-int8",
-            class: &class,
-            base: &base,
-            dataset: &data,
+            request: &r,
             inputs: &key,
             time_budget_seconds: 1200,
         };

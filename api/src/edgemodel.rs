@@ -118,6 +118,7 @@ pub struct DatasetSpec {
     pub format: DatasetFormat,
 }
 
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
 #[serde(rename_all = "camelCase")]
 pub enum DatasetFormat {

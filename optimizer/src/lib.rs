@@ -1,15 +1,18 @@
 //! edgefleet-optimizer as a library: ONNX model handling, datasets, evaluation with real
-//! runtimes. The binary (`main.rs`) is a thin command-line layer over it.
+//! runtimes, the passes and the search, and one run from request to result (`job`). The binary
+//! (`main.rs`) is only its command line.
 
 pub mod calibrate;
 pub mod dataset;
 pub mod eval;
-pub mod images;
+pub mod job;
 pub mod model;
 pub mod npy;
 pub mod optimize;
+pub mod output;
 pub mod passes;
 pub mod profile;
+pub mod progress;
 pub mod publish;
 pub mod recipe;
 pub mod report;

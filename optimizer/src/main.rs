@@ -1,13 +1,24 @@
 //! edgefleet-optimizer: turns a base ONNX model into the best artifact a device class can run,
-//! behind an accuracy gate. `optimize` writes `DIR/model.onnx` and `DIR/report.json`;
-//! `evaluate` measures one model.
+//! behind an accuracy gate. Only the command line lives here: `optimize` builds an
+//! [`OptimizationRequest`] from its flags and `job` reads the one the operator wrote; both run
+//! it with [`job::run`]. The other subcommands publish and read artifacts and measure models.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use edgefleet_api::deviceclass::Runtime as RuntimeName;
+use edgefleet_api::edgemodel::{
+    ColorMode, DatasetFormat, Objective, OptimizationSpec, Preprocessing, Technique, TensorLayout,
+};
+use edgefleet_api::job::{
+    NamedDeviceClass, OptimizationRequest, OptimizationResult, PublishTarget, Requirement, Source,
+    Tuning,
+};
 use edgefleet_optimizer::dataset::{Dataset, split};
-use edgefleet_optimizer::eval::{self, Plan, Runtime};
+use edgefleet_optimizer::job::{self, block_on};
 use edgefleet_optimizer::model::Model;
-use std::path::PathBuf;
+use edgefleet_optimizer::output::{self, write_result};
+use edgefleet_optimizer::{eval, progress::Progress, publish, source};
+use std::path::{Path, PathBuf};
 
 /// Optimizes ONNX vision models per device class behind an accuracy gate.
 #[derive(Parser, Debug)]
@@ -22,6 +33,14 @@ enum Command {
     /// Optimize a model for a device class behind the accuracy gate; writes DIR/model.onnx (the
     /// winner, only when one passes) and DIR/report.json. Exits 3 when no candidate passes.
     Optimize(Box<OptimizeArgs>),
+    /// Run an optimization request as the operator writes it (an optimization Job's command).
+    Job {
+        /// The request, as JSON (`edgefleet_api::job::OptimizationRequest`).
+        #[arg(long)]
+        request: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Measure a model's top-1 accuracy and latency on a dataset with a real runtime.
     Evaluate {
         #[arg(long)]
@@ -130,13 +149,9 @@ struct OptimizeArgs {
     dataset: String,
     #[arg(long)]
     dataset_sha256: Option<String>,
-    /// Cache for remote inputs (default: ~/.cache/edgefleet/artifacts).
-    #[arg(long, env = "EDGEFLEET_CACHE_DIR")]
-    cache: Option<PathBuf>,
-    /// Also write a compact JSON result here (the verdict, and the artifact when pushed), e.g.
-    /// /dev/termination-log in a Job.
-    #[arg(long)]
-    result_file: Option<PathBuf>,
+    /// What the dataset is (default: image-folder for a local directory, else npz).
+    #[arg(long, value_enum)]
+    dataset_format: Option<DatasetFormat>,
     #[command(flatten)]
     pre: PreprocessingArgs,
     /// A built-in profile (cpu-int8, integer-npu, nvidia-fp16) or a DeviceClass YAML file.
@@ -149,44 +164,56 @@ struct OptimizeArgs {
     #[arg(long)]
     max_drop: Option<f64>,
     #[arg(long, value_enum, default_value = "balanced")]
-    objective: ObjectiveName,
+    objective: Objective,
     /// Techniques to try (default: all the device class supports).
     #[arg(long, value_enum, value_delimiter = ',')]
-    techniques: Vec<TechniqueName>,
+    techniques: Vec<Technique>,
     /// Samples held out for int8 calibration (never evaluated on).
     #[arg(long, default_value_t = 200)]
-    calibration_samples: usize,
+    calibration_samples: u32,
     /// Wall-clock budget, e.g. 30m, 90s, 1h. Candidates are first all gated as built; the
     /// search for the ones that missed runs in what is left.
     #[arg(long, default_value = "30m")]
     time_budget: String,
     /// Evaluation samples used to rank layers in the accuracy-aware search.
-    #[arg(long, default_value_t = 1000)]
-    search_samples: usize,
+    #[arg(long, default_value_t = Tuning::default().search_samples)]
+    search_samples: u32,
     /// Single-sample runs timed per candidate.
-    #[arg(long, default_value_t = 200)]
-    latency_runs: usize,
+    #[arg(long, default_value_t = Tuning::default().latency_runs)]
+    latency_runs: u32,
     /// Intra-op threads (ONNX Runtime).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    #[arg(long)]
-    out: PathBuf,
-    /// Also write every passing candidate to DIR/candidates/ (named in report.json).
-    #[arg(long)]
-    keep_candidates: bool,
+    #[arg(long, default_value_t = Tuning::default().threads)]
+    threads: u32,
     /// Evaluation samples shipped in the artifact for the device's self-test.
-    #[arg(long, default_value_t = 8)]
-    selftest_samples: usize,
+    #[arg(long, default_value_t = Tuning::default().selftest_samples)]
+    selftest_samples: u32,
     /// After a passing run, publish the winner to this `registry/repository[:tag]`.
     #[arg(long)]
     push: Option<String>,
     /// Model name recorded in the artifact.
     #[arg(long)]
     name: Option<String>,
-    /// Digest identifying the inputs, as the operator computed it (default: computed here from
-    /// the model, dataset, device class and settings).
+    /// Print the request these flags make (JSON, with its inputs digest) and exit.
     #[arg(long)]
-    inputs_digest: Option<String>,
+    print_request: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Where a run writes and how it reaches registries: nothing here changes its result.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Cache for remote inputs (default: ~/.cache/edgefleet/artifacts).
+    #[arg(long, env = "EDGEFLEET_CACHE_DIR")]
+    cache: Option<PathBuf>,
+    /// Also write the compact JSON result here, e.g. /dev/termination-log in a Job.
+    #[arg(long)]
+    result_file: Option<PathBuf>,
+    /// Also write every passing candidate to DIR/candidates/ (named in report.json).
+    #[arg(long)]
+    keep_candidates: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -230,26 +257,6 @@ impl RegistryArgs {
     }
 }
 
-/// The artifact cache: `dir`, or ~/.cache/edgefleet/artifacts.
-fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<edgefleet_artifact::Cache> {
-    let dir = dir.unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("edgefleet/artifacts")
-    });
-    Ok(edgefleet_artifact::Cache::open(dir)?)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 /// How an ImageFolder dataset's images become model inputs (ignored for `.npz`).
 #[derive(clap::Args, Debug, Default)]
 struct PreprocessingArgs {
@@ -258,7 +265,7 @@ struct PreprocessingArgs {
     #[arg(long, conflicts_with_all = ["color", "resize", "center_crop", "mean", "std", "layout"])]
     preprocessing: Option<PathBuf>,
     #[arg(long, value_enum)]
-    color: Option<ColorName>,
+    color: Option<ColorMode>,
     /// Resize the shorter side to this many pixels.
     #[arg(long)]
     resize: Option<u32>,
@@ -271,24 +278,11 @@ struct PreprocessingArgs {
     #[arg(long, value_delimiter = ',')]
     std: Vec<f64>,
     #[arg(long, value_enum)]
-    layout: Option<LayoutName>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ColorName {
-    Grayscale,
-    Rgb,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LayoutName {
-    Nchw,
-    Nhwc,
+    layout: Option<TensorLayout>,
 }
 
 impl PreprocessingArgs {
-    fn get(&self) -> anyhow::Result<Option<edgefleet_api::edgemodel::Preprocessing>> {
-        use edgefleet_api::edgemodel::{ColorMode, Preprocessing, TensorLayout};
+    fn get(&self) -> anyhow::Result<Option<Preprocessing>> {
         if let Some(path) = &self.preprocessing {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -313,62 +307,156 @@ impl PreprocessingArgs {
             );
         }
         Ok(Some(Preprocessing {
-            color_mode: match self.color {
-                Some(ColorName::Grayscale) => ColorMode::Grayscale,
-                Some(ColorName::Rgb) | None => ColorMode::Rgb,
-            },
+            color_mode: self.color.unwrap_or_default(),
             resize: self.resize,
             center_crop: self.center_crop,
             mean: self.mean.clone(),
             std: self.std.clone(),
-            layout: match self.layout {
-                Some(LayoutName::Nhwc) => TensorLayout::Nhwc,
-                Some(LayoutName::Nchw) | None => TensorLayout::Nchw,
-            },
+            layout: self.layout.unwrap_or_default(),
         }))
     }
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ObjectiveName {
-    Smallest,
-    Fastest,
-    Balanced,
+/// `--model`/`--dataset` as a request's source: an OCI reference carries its digest, a URL
+/// its `--…-sha256`; a local file or directory is hashed here.
+fn source(flag: &str, value: &str, sha256: Option<&str>) -> anyhow::Result<Source> {
+    let digest = match source::parse(flag, value, sha256)? {
+        source::Source::Oci(reference) => reference
+            .split_once('@')
+            .map(|(_, d)| d.to_string())
+            .context("an OCI input is pinned by digest")?,
+        source::Source::Url { sha256, .. } => sha256.to_string(),
+        source::Source::File(path) => publish::dataset_digest(&path)?.to_string(),
+    };
+    Ok(Source {
+        location: value.to_string(),
+        digest,
+    })
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum TechniqueName {
-    Float16,
-    Int8Dynamic,
-    Int8Static,
-    FullInteger,
-    Pruning,
-    Clustering,
+/// The request `optimize`'s flags describe.
+fn request(args: &OptimizeArgs) -> anyhow::Result<OptimizationRequest> {
+    let profile = edgefleet_optimizer::profile::resolve(&args.device_class)?;
+    let dataset_format = args
+        .dataset_format
+        .unwrap_or(if Path::new(&args.dataset).is_dir() {
+            DatasetFormat::ImageFolder
+        } else {
+            DatasetFormat::Npz
+        });
+    Ok(OptimizationRequest {
+        model: source("--model", &args.model, args.model_sha256.as_deref())?,
+        dataset: source("--dataset", &args.dataset, args.dataset_sha256.as_deref())?,
+        dataset_format,
+        device_class: NamedDeviceClass {
+            name: profile.name,
+            spec: profile.spec,
+        },
+        accuracy: Requirement {
+            floor: args.floor,
+            max_drop: args.max_drop,
+            ..Default::default()
+        },
+        preprocessing: args.pre.get()?,
+        optimization: OptimizationSpec {
+            techniques: args.techniques.clone(),
+            objective: args.objective,
+            calibration_samples: args.calibration_samples,
+            time_budget: args.time_budget.clone(),
+        },
+        tuning: Tuning {
+            search_samples: args.search_samples,
+            latency_runs: args.latency_runs,
+            selftest_samples: args.selftest_samples,
+            threads: args.threads,
+        },
+        publish: args.push.as_ref().map(|target| PublishTarget {
+            target: target.clone(),
+            name: args.name.clone(),
+        }),
+    })
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum RuntimeName {
-    Tract,
-    Onnxruntime,
+/// The artifact cache: `dir`, or ~/.cache/edgefleet/artifacts.
+fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<edgefleet_artifact::Cache> {
+    let dir = dir.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("edgefleet/artifacts")
+    });
+    Ok(edgefleet_artifact::Cache::open(dir)?)
 }
 
-/// Exit status when no candidate reaches the accuracy requirement.
-const EXIT_FLOOR_NOT_MET: u8 = 3;
+/// Runs a request and reports how it ended: the table, the files, the result file, the exit
+/// status (3: AccuracyFloorNotMet). A run that fails before its verdict still leaves a result.
+fn run(request: &OptimizationRequest, args: RunArgs) -> anyhow::Result<std::process::ExitCode> {
+    let result_file = args.result_file.clone();
+    let finished = (|| {
+        let settings = job::Settings {
+            out: args
+                .out
+                .context("--out DIR: where the model and report go")?,
+            cache: open_cache(args.cache)?,
+            registry: args.registry.registry()?,
+            ca_files: args.registry.ca_file.clone(),
+            keep_candidates: args.keep_candidates,
+        };
+        let progress = Progress::new();
+        let finished = job::run(request, &settings, &|e| progress.event(e));
+        progress.finish();
+        finished
+    })();
+    let finished = match finished {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(path) = &result_file {
+                let result = OptimizationResult::error(&format!("{e:#}"));
+                let _ = write_result(path, serde_json::to_string(&result)?.as_bytes());
+            }
+            return Err(e);
+        }
+    };
+    print!("{}", edgefleet_optimizer::report::table(&finished.report));
+    println!("report: {}", finished.report_path.display());
+    if let Some(model) = &finished.model_path {
+        println!("model:  {}", model.display());
+    }
+    if let Some(a) = &finished.result.artifact {
+        println!("artifact: {}", a.reference);
+    }
+    if let Some(path) = &result_file {
+        write_result(path, serde_json::to_string(&finished.result)?.as_bytes())?;
+    }
+    let code = job::exit_code(&finished.result);
+    if code == edgefleet_api::job::EXIT_FLOOR_NOT_MET {
+        eprintln!(
+            "error: AccuracyFloorNotMet: no candidate for device class {} reached {:.2}% top-1 (base {:.2}%)",
+            finished.report.device_class,
+            finished.report.required_accuracy * 100.0,
+            finished.report.base.accuracy * 100.0
+        );
+    }
+    Ok(std::process::ExitCode::from(code))
+}
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     match Args::parse().command {
         Command::Optimize(args) => {
-            let result_file = args.result_file.clone();
-            return optimize(*args).inspect_err(|e| {
-                if let Some(path) = &result_file {
-                    let mut text = format!("{e:#}");
-                    text.truncate(3000);
-                    let _ = std::fs::write(
-                        path,
-                        serde_json::json!({"verdict": "Error", "error": text}).to_string(),
-                    );
-                }
-            });
+            let request = request(&args)?;
+            if args.print_request {
+                let mut doc = serde_json::to_value(&request)?;
+                doc["inputsDigest"] = request.inputs_digest().into();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            return run(&request, args.run);
+        }
+        Command::Job { request, run: args } => {
+            let request: OptimizationRequest =
+                serde_json::from_str(&request).context("--request: not an optimization request")?;
+            return run(&request, args);
         }
         Command::Push {
             from,
@@ -376,8 +464,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             name,
             registry,
         } => {
-            let out = edgefleet_optimizer::publish::read_output(&from, name)?;
-            let pushed = push(&registry, &target, &out)?;
+            let payload = publish::read_output(&from, name)?;
+            let packed = payload.pack(Default::default())?;
+            let pushed = block_on(registry.registry()?.push(&target, &packed))
+                .with_context(|| format!("pushing to {target}"))?;
             println!("{}", pushed.reference);
         }
         Command::Upload {
@@ -392,26 +482,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 (None, Some(d)) => (d, media::DATASET_RAW),
                 (None, None) => unreachable!("clap requires one"),
             };
-            let data =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            if model.is_some() {
-                Model::from_bytes(path, data.clone())?;
-            }
-            let name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let config = serde_json::json!({
-                "descriptor": {"name": name},
-                "config": {"format": if model.is_some() { "onnx" } else { "dataset" }},
-                "modelfs": {"type": "layers", "diff_ids": [edgefleet_artifact::Digest::of(&data).to_string()]},
-            });
-            let config = config.to_string();
+            let (data, config, name) = publish::single_file(path, model.is_some())?;
             let file = edgefleet_artifact::manifest::FileArtifact {
                 artifact_type: media::ARTIFACT_TYPE,
                 config_type: media::MODEL_CONFIG,
-                config: config.as_bytes(),
+                config: &config,
                 layer_type,
                 file_name: &name,
                 data,
@@ -425,8 +500,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             json,
             registry,
         } => {
-            let registry = registry.registry()?;
-            let (artifact, config) = block_on(registry.inspect(&reference))?;
+            let (artifact, config) = block_on(registry.registry()?.inspect(&reference))?;
             if json {
                 let value = serde_json::json!({
                     "digest": artifact.digest.to_string(),
@@ -435,7 +509,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
-                print!("{}", describe(&reference, &artifact, &config));
+                print!("{}", publish::describe(&reference, &artifact, &config));
             }
         }
         Command::Pull {
@@ -444,17 +518,15 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             cache,
             registry,
         } => {
-            let registry = registry.registry()?;
             let cache = open_cache(cache)?;
-            let pulled = block_on(registry.pull(&reference, &cache))?;
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            write_atomic(&out.join("model.onnx"), &pulled.model.read()?)?;
-            if let Some(report) = &pulled.report {
-                write_atomic(&out.join("report.json"), report)?;
-            }
-            if let Some(t) = &pulled.selftest {
-                write_atomic(&out.join("selftest.json"), &t.to_json())?;
-            }
+            let pulled = block_on(registry.registry()?.pull(&reference, &cache))?;
+            let dir = output::OutputDir::create(&out)?;
+            dir.put(output::MODEL, Some(&pulled.model.read()?))?;
+            dir.put(output::REPORT, pulled.report.as_deref())?;
+            dir.put(
+                output::SELFTEST,
+                pulled.selftest.as_ref().map(|t| t.to_json()).as_deref(),
+            )?;
             println!(
                 "{reference}: verified; model {} ({} bytes) written to {} ({} bytes fetched, {} resumed, {} blobs from cache)",
                 pulled.model.digest(),
@@ -500,16 +572,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         } => {
             let model = Model::load(&model)?;
             let data = Dataset::open(&dataset, pre.get()?.as_ref())?;
-            let runtime: Box<dyn Runtime> = match runtime {
-                RuntimeName::Tract => Box::new(eval::tract::Tract),
-                RuntimeName::Onnxruntime => Box::new(eval::ort::OnnxRuntime {
-                    threads,
-                    library: None,
-                }),
-            };
+            let runtime = job::runtime(runtime, threads);
             let all = split(data.len(), exclude_calibration, 0).evaluation;
             let indices = &all[..limit.unwrap_or(all.len()).min(all.len())];
-            let plan = Plan {
+            let plan = eval::Plan {
                 indices,
                 batch: batch.max(1),
                 latency_runs,
@@ -536,336 +602,4 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn runtime(name: edgefleet_api::deviceclass::Runtime, threads: usize) -> Box<dyn Runtime> {
-    match name {
-        edgefleet_api::deviceclass::Runtime::Tract => Box::new(eval::tract::Tract),
-        edgefleet_api::deviceclass::Runtime::Onnxruntime => Box::new(eval::ort::OnnxRuntime {
-            threads,
-            library: None,
-        }),
-    }
-}
-
-fn optimize(args: OptimizeArgs) -> anyhow::Result<std::process::ExitCode> {
-    use edgefleet_api::edgemodel::{Objective, Technique};
-    use edgefleet_optimizer::optimize::{Options, optimize};
-    let profile = edgefleet_optimizer::profile::resolve(&args.device_class)?;
-    for (flag, v) in [("--floor", args.floor), ("--max-drop", args.max_drop)] {
-        if let Some(v) = v
-            && !(0.0..=1.0).contains(&v)
-        {
-            anyhow::bail!("{flag} {v}: must be a fraction between 0 and 1 (e.g. 0.88 for 88%)");
-        }
-    }
-    let time_budget = edgefleet_api::duration::parse(&args.time_budget)
-        .map_err(|e| anyhow::anyhow!("--time-budget {:?}: {e}", args.time_budget))?;
-    use edgefleet_optimizer::source::{self, Kind};
-    let registry = args.registry.registry()?;
-    let cache = open_cache(args.cache.clone())?;
-    let model_source = source::parse("--model", &args.model, args.model_sha256.as_deref())?;
-    let data_source = source::parse("--dataset", &args.dataset, args.dataset_sha256.as_deref())?;
-    let (model_path, dataset_path) = block_on(async {
-        let ca = &args.registry.ca_file;
-        let m = source::fetch(&model_source, Kind::Model, &registry, &cache, ca).await?;
-        let d = source::fetch(&data_source, Kind::Dataset, &registry, &cache, ca).await?;
-        anyhow::Ok((m, d))
-    })?;
-    let model = Model::load(&model_path)?;
-    let data = Dataset::open(&dataset_path, args.pre.get()?.as_ref())?;
-    let options = Options {
-        floor: args.floor,
-        max_drop: args.max_drop,
-        objective: match args.objective {
-            ObjectiveName::Smallest => Objective::Smallest,
-            ObjectiveName::Fastest => Objective::Fastest,
-            ObjectiveName::Balanced => Objective::Balanced,
-        },
-        techniques: args
-            .techniques
-            .iter()
-            .map(|t| match t {
-                TechniqueName::Float16 => Technique::Float16,
-                TechniqueName::Int8Dynamic => Technique::Int8Dynamic,
-                TechniqueName::Int8Static => Technique::Int8Static,
-                TechniqueName::FullInteger => Technique::FullInteger,
-                TechniqueName::Pruning => Technique::Pruning,
-                TechniqueName::Clustering => Technique::Clustering,
-            })
-            .collect(),
-        calibration_samples: args.calibration_samples,
-        time_budget,
-        search_samples: args.search_samples,
-        latency_runs: args.latency_runs,
-        latency_representative: profile.spec.execution_provider
-            == edgefleet_api::deviceclass::ExecutionProvider::Cpu,
-        ..Options::default()
-    };
-    let runtime = runtime(profile.runtime(), args.threads);
-    let progress = Progress::new();
-    let mut outcome = optimize(&model, &data, &profile, runtime.as_ref(), &options, &|e| {
-        progress.event(e)
-    })
-    .with_context(|| format!("optimizing {}", args.model))?;
-    progress.finish();
-
-    // Outputs appear whole or not at all: written beside, then renamed. A stale winner from an
-    // earlier run never survives a run that has none.
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let model_path = args.out.join("model.onnx");
-    let report_path = args.out.join("report.json");
-    match &outcome.winner {
-        Some(proto) => write_atomic(&model_path, &edgefleet_optimizer::model::encode(proto))?,
-        None => match std::fs::remove_file(&model_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", model_path.display())),
-        },
-    }
-    if args.keep_candidates {
-        let dir = args.out.join("candidates");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (i, proto) in outcome.passed.iter().enumerate() {
-            let Some(proto) = proto else { continue };
-            let c = &mut outcome.report.candidates[i];
-            let path = dir.join(format!(
-                "{:02}-{}.onnx",
-                i + 1,
-                c.technique.replace('+', "-")
-            ));
-            write_atomic(&path, &edgefleet_optimizer::model::encode(proto))?;
-            c.file = Some(path.display().to_string());
-        }
-    }
-    // What identifies this result: the operator reuses an artifact whose inputs match.
-    let preprocessing = args
-        .pre
-        .get()?
-        .map(|p| serde_json::to_value(&p))
-        .transpose()?;
-    let model_digest = edgefleet_artifact::Digest::of(&model.bytes);
-    let dataset_digest = edgefleet_optimizer::publish::dataset_digest(&dataset_path)?;
-    let inputs_digest = match &args.inputs_digest {
-        Some(d) => d
-            .parse::<edgefleet_artifact::Digest>()
-            .map_err(|e| anyhow::anyhow!("--inputs-digest: {e}"))?,
-        None => edgefleet_optimizer::publish::inputs_digest(
-            &model_digest,
-            &dataset_digest,
-            &serde_json::to_value(&profile.spec)?,
-            &serde_json::json!({
-                "floor": args.floor,
-                "maxDrop": args.max_drop,
-                "objective": format!("{:?}", args.objective),
-                "techniques": format!("{:?}", args.techniques),
-                "calibrationSamples": args.calibration_samples,
-                "timeBudget": args.time_budget,
-                "searchSamples": args.search_samples,
-                "preprocessing": preprocessing,
-            }),
-        ),
-    };
-    let report = &mut outcome.report;
-    report.model_digest = Some(model_digest.to_string());
-    report.dataset_digest = Some(dataset_digest.to_string());
-    report.inputs_digest = Some(inputs_digest.to_string());
-    report.preprocessing = preprocessing;
-
-    let selftest_path = args.out.join("selftest.json");
-    match &outcome.winner {
-        Some(proto) if args.selftest_samples > 0 => {
-            let winner = Model::from_bytes(&model_path, edgefleet_optimizer::model::encode(proto))?;
-            let evaluation = split(data.len(), args.calibration_samples, 0).evaluation;
-            let pool = &evaluation[..evaluation.len().min(64)];
-            let test = edgefleet_optimizer::selftest::build(
-                runtime.as_ref(),
-                &winner,
-                &data,
-                pool,
-                args.selftest_samples,
-            )
-            .map_err(|e| anyhow::anyhow!("building self-test samples: {e}"))?;
-            write_atomic(&selftest_path, &test.to_json())?;
-        }
-        _ => match std::fs::remove_file(&selftest_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("removing {}", selftest_path.display()));
-            }
-        },
-    }
-    let mut json = serde_json::to_vec_pretty(&outcome.report)?;
-    json.push(b'\n');
-    write_atomic(&report_path, &json)?;
-    print!("{}", edgefleet_optimizer::report::table(&outcome.report));
-    println!("report: {}", report_path.display());
-    if outcome.winner.is_some() {
-        println!("model:  {}", model_path.display());
-        let mut result = result_summary(&outcome.report);
-        if let Some(target) = &args.push {
-            let out = edgefleet_optimizer::publish::read_output(&args.out, args.name.clone())?;
-            let pushed = push(&args.registry, target, &out)?;
-            println!("artifact: {}", pushed.reference);
-            result["reference"] = pushed.reference.into();
-            result["digest"] = pushed.digest.to_string().into();
-        }
-        if let Some(path) = &args.result_file {
-            write_result(path, result.to_string().as_bytes())?;
-        }
-        Ok(std::process::ExitCode::SUCCESS)
-    } else {
-        if let Some(path) = &args.result_file {
-            write_result(path, result_summary(&outcome.report).to_string().as_bytes())?;
-        }
-        eprintln!(
-            "error: AccuracyFloorNotMet: no candidate for device class {} reached {:.2}% top-1 (base {:.2}%)",
-            outcome.report.device_class,
-            outcome.report.required_accuracy * 100.0,
-            outcome.report.base.accuracy * 100.0
-        );
-        Ok(std::process::ExitCode::from(EXIT_FLOOR_NOT_MET))
-    }
-}
-
-fn push(
-    registry: &RegistryArgs,
-    target: &str,
-    out: &edgefleet_optimizer::publish::OutputDir,
-) -> anyhow::Result<edgefleet_artifact::registry::Pushed> {
-    let registry = registry.registry()?;
-    let packed = out.pack(Default::default())?;
-    let pushed =
-        block_on(registry.push(target, &packed)).with_context(|| format!("pushing to {target}"))?;
-    eprintln!(
-        "pushed {} ({} bytes uploaded, {} blobs already there)",
-        pushed.reference, pushed.uploaded_bytes, pushed.skipped_blobs
-    );
-    Ok(pushed)
-}
-
-/// A readable summary of an artifact.
-fn describe(
-    reference: &str,
-    artifact: &edgefleet_artifact::Artifact,
-    config: &edgefleet_artifact::manifest::ModelConfig,
-) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(s, "reference:    {reference}");
-    let _ = writeln!(s, "digest:       {}", artifact.digest);
-    let _ = writeln!(
-        s,
-        "artifactType: {}",
-        artifact.manifest.artifact_type.as_deref().unwrap_or("-")
-    );
-    let _ = writeln!(
-        s,
-        "config:       format {} precision {} quantization {}",
-        config.config.format.as_deref().unwrap_or("-"),
-        config.config.precision.as_deref().unwrap_or("-"),
-        config.config.quantization.as_deref().unwrap_or("-")
-    );
-    let _ = writeln!(s, "layers:");
-    for l in &artifact.manifest.layers {
-        let title = l
-            .annotations
-            .get(edgefleet_artifact::media::TITLE)
-            .map(String::as_str)
-            .unwrap_or("-");
-        let _ = writeln!(
-            s,
-            "  {:>10} B  {}  {}  {}",
-            l.size, l.media_type, title, l.digest
-        );
-    }
-    let _ = writeln!(s, "annotations:");
-    for (k, v) in &artifact.manifest.annotations {
-        let _ = writeln!(s, "  {k}: {v}");
-    }
-    s
-}
-
-/// The compact result a Job reports (its termination message, at most 4 KiB).
-fn result_summary(report: &edgefleet_optimizer::report::Report) -> serde_json::Value {
-    let best = report
-        .candidates
-        .iter()
-        .filter_map(|c| c.measured.as_ref().map(|m| (m.accuracy, &c.technique)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    let mut v = serde_json::json!({
-        "verdict": report.verdict,
-        "device_class": report.device_class,
-        "runtime": report.runtime,
-        "required_accuracy": report.required_accuracy,
-        "base_accuracy": report.base.accuracy,
-        "best_accuracy": best.map(|b| b.0),
-        "best_technique": best.map(|b| b.1.clone()),
-        "inputs_digest": report.inputs_digest,
-    });
-    if let Some(w) = &report.winner {
-        v["technique"] = w.technique.clone().into();
-        v["accuracy"] = w.measured.accuracy.into();
-        v["bytes"] = w.measured.bytes.into();
-        v["bytes_zstd"] = w.measured.bytes_zstd.into();
-        v["latency_ms_p50"] = w.measured.latency_ms_p50.into();
-    }
-    v
-}
-
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
-    Ok(())
-}
-
-/// Writes the result file in place. It is read only after this process has ended (in a Job,
-/// by the kubelet, as the termination message), so it needs no atomic rename; and it cannot
-/// have one there: `/dev/termination-log` lives in a directory a non-root container with a
-/// read-only root filesystem cannot write.
-fn write_result(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Progress on the terminal: a spinner with the current step when stderr is a terminal, plain
-/// timestamped lines otherwise (logs of a Job).
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    start: std::time::Instant,
-}
-
-impl Progress {
-    fn new() -> Self {
-        use std::io::IsTerminal as _;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
-        Self {
-            bar,
-            start: std::time::Instant::now(),
-        }
-    }
-
-    fn event(&self, event: edgefleet_optimizer::optimize::Event) {
-        use edgefleet_optimizer::optimize::Event;
-        let line = |m: &str| format!("[{:>6.1}s] {m}", self.start.elapsed().as_secs_f64());
-        match (&self.bar, event) {
-            (Some(bar), Event::Step { message }) => bar.set_message(message),
-            (Some(bar), Event::Done { message }) => bar.println(line(&message)),
-            (None, Event::Step { message } | Event::Done { message }) => {
-                eprintln!("{}", line(&message))
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }

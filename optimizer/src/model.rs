@@ -96,7 +96,7 @@ impl Model {
 
     /// Scale and zero point of an int8 input (full-integer models), from the metadata.
     pub fn input_quantization(&self) -> Option<(f32, f32)> {
-        use crate::passes::qdq::{INPUT_SCALE, INPUT_ZERO_POINT};
+        use edgefleet_runtime::{INPUT_SCALE, INPUT_ZERO_POINT};
         Some((
             self.metadata_f32(INPUT_SCALE)?,
             self.metadata_f32(INPUT_ZERO_POINT)?,
@@ -105,7 +105,7 @@ impl Model {
 
     /// Scale and zero point of an int8 output (full-integer models), from the metadata.
     pub fn output_quantization(&self) -> Option<(f32, f32)> {
-        use crate::passes::qdq::{OUTPUT_SCALE, OUTPUT_ZERO_POINT};
+        use edgefleet_runtime::{OUTPUT_SCALE, OUTPUT_ZERO_POINT};
         Some((
             self.metadata_f32(OUTPUT_SCALE)?,
             self.metadata_f32(OUTPUT_ZERO_POINT)?,

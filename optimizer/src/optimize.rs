@@ -9,9 +9,10 @@ use crate::eval::{self, EvalError, Evaluation, Plan, Runtime};
 use crate::model::{Model, encode};
 use crate::profile::Profile;
 use crate::recipe::{Recipe, plan};
-use crate::report::{Candidate, Measured, Report, Samples, Search, Winner};
+use crate::report::{Candidate, CandidateStatus, Measured, Report, Samples, Search, Winner};
 use edgefleet_api::deviceclass::Precision;
 use edgefleet_api::edgemodel::{Objective, Technique};
+use edgefleet_api::job::Verdict;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -320,7 +321,7 @@ pub fn optimize(
         let mut candidate = Candidate {
             technique: recipe.technique().into(),
             precision: recipe.precision().into(),
-            status: "skipped",
+            status: CandidateStatus::Skipped,
             reason: None,
             measured: None,
             parameters: recipe.parameters(),
@@ -349,7 +350,7 @@ pub fn optimize(
             message: format!("[{}/{total}] {}", n + 1, summary(recipe, &candidate)),
         });
         if gated.model.is_none()
-            && candidate.status == "failed"
+            && candidate.status == CandidateStatus::Failed
             && recipe.searchable()
             && !search_plan.indices.is_empty()
         {
@@ -397,7 +398,7 @@ pub fn optimize(
     let passing: Vec<(usize, &Measured)> = candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.status == "passed")
+        .filter(|(_, c)| c.status == CandidateStatus::Passed)
         .filter_map(|(i, c)| c.measured.as_ref().map(|m| (i, m)))
         .collect();
     let choice = choose(
@@ -445,9 +446,9 @@ pub fn optimize(
         },
         base: base_measured,
         verdict: if winner.is_some() {
-            "passed"
+            Verdict::Passed
         } else {
-            "AccuracyFloorNotMet"
+            Verdict::AccuracyFloorNotMet
         },
         winner,
         candidates,
@@ -478,7 +479,7 @@ fn summary(recipe: &Recipe, candidate: &Candidate) -> String {
     format!(
         "{}: {}{}",
         recipe.technique(),
-        candidate.status,
+        candidate.status.as_str(),
         match (&candidate.measured, &candidate.reason) {
             (Some(m), _) => format!(
                 ", top-1 {:.2}%, {} bytes zstd, p50 {:.3} ms, {} layer(s) kept float",
@@ -601,7 +602,7 @@ fn gate(
         })
     };
     let reject = |candidate: &mut Candidate, reason: String| {
-        candidate.status = "rejected";
+        candidate.status = CandidateStatus::Rejected;
         candidate.reason = Some(reason);
     };
     // A step that reaches the requirement on the search subset is confirmed on the full set;
@@ -661,7 +662,7 @@ fn gate(
                 candidate.layers_kept_float = keep.clone();
                 candidate.search = search.clone();
                 if full.accuracy >= required {
-                    candidate.status = "passed";
+                    candidate.status = CandidateStatus::Passed;
                     candidate.reason = (!keep.is_empty()).then(|| {
                         format!(
                             "passed with {} layer(s) back in higher precision",
@@ -673,7 +674,7 @@ fn gate(
                         subset_accuracy: first_quick,
                     };
                 }
-                candidate.status = "failed";
+                candidate.status = CandidateStatus::Failed;
                 candidate.reason = Some(format!(
                     "top-1 {:.2}% < required {:.2}%",
                     full.accuracy * 100.0,
@@ -683,7 +684,7 @@ fn gate(
             Some(_) => {
                 // Figures of an earlier, fully measured step describe another keep-list.
                 candidate.measured = None;
-                candidate.status = "failed";
+                candidate.status = CandidateStatus::Failed;
                 candidate.reason = Some(format!(
                     "top-1 {:.2}% on the search subset, under the required {:.2}% ({:.2}% on that subset)",
                     quick.unwrap_or(0.0) * 100.0,

@@ -39,8 +39,8 @@ struct WinnerView {
     latency_ms_p50: f64,
 }
 
-/// What is in an output directory.
-pub struct OutputDir {
+/// What an artifact is made of: the files of a run and the facts of its report.
+pub struct Payload {
     pub model: Vec<u8>,
     pub report: Vec<u8>,
     pub selftest: Option<Vec<u8>>,
@@ -97,8 +97,41 @@ pub fn facts(report: &[u8], source: &str, name: Option<String>) -> Result<Facts>
     })
 }
 
-/// Reads `model.onnx`, `report.json` and (when present) `selftest.json` from `dir`.
-pub fn read_output(dir: &Path, name: Option<String>) -> Result<OutputDir> {
+/// Facts from a report in memory (a run about to publish its own winner).
+pub fn facts_of(report: &crate::report::Report, name: Option<String>) -> Result<Facts> {
+    let Some(w) = &report.winner else {
+        bail!(
+            "verdict {} for device class {}: no winner to publish",
+            report.verdict.as_str(),
+            report.device_class
+        );
+    };
+    let digest = |field: &str, v: &Option<String>| -> Result<Option<Digest>> {
+        v.as_ref()
+            .map(|d| d.parse().map_err(|e| anyhow::anyhow!("{field}: {e}")))
+            .transpose()
+    };
+    Ok(Facts {
+        name,
+        quantization: quantization(&w.technique),
+        device_class: report.device_class.clone(),
+        runtime: report.runtime.clone(),
+        technique: w.technique.clone(),
+        accuracy: w.measured.accuracy,
+        base_accuracy: Some(report.base.accuracy),
+        base_digest: digest("model_digest", &report.model_digest)?,
+        latency_ms_p50: Some(w.measured.latency_ms_p50),
+        preprocessing: report.preprocessing.as_ref().map(|p| p.to_string()),
+        inputs_digest: digest("inputs_digest", &report.inputs_digest)?,
+        optimizer_version: Some(report.optimizer_version.to_string()),
+        precision: Some(w.precision.clone()),
+        created: None,
+    })
+}
+
+/// Reads `model.onnx`, `report.json` and (when present) `selftest.json` from `dir` (the
+/// `push` subcommand: a run of another process).
+pub fn read_output(dir: &Path, name: Option<String>) -> Result<Payload> {
     let read = |f: &str| {
         let p = dir.join(f);
         std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
@@ -117,7 +150,7 @@ pub fn read_output(dir: &Path, name: Option<String>) -> Result<OutputDir> {
             return Err(e).with_context(|| format!("reading {}/selftest.json", dir.display()));
         }
     };
-    Ok(OutputDir {
+    Ok(Payload {
         model,
         report,
         selftest,
@@ -125,7 +158,7 @@ pub fn read_output(dir: &Path, name: Option<String>) -> Result<OutputDir> {
     })
 }
 
-impl OutputDir {
+impl Payload {
     pub fn pack(&self, compression: Compression) -> Result<Packed> {
         Ok(pack(
             &Contents {
@@ -171,22 +204,76 @@ pub fn dataset_digest(path: &Path) -> Result<Digest> {
     Ok(Digest::of(lines.join("\n").as_bytes()))
 }
 
-/// The digest of everything that determines an optimization result. `settings` is canonical
-/// JSON (serde_json writes object keys in a fixed order for our structs).
-pub fn inputs_digest(
-    model: &Digest,
-    dataset: &Digest,
-    device_class: &serde_json::Value,
-    settings: &serde_json::Value,
-) -> Digest {
-    let doc = serde_json::json!({
-        "model": model.to_string(),
-        "dataset": dataset.to_string(),
-        "deviceClass": device_class,
-        "settings": settings,
-        "optimizer": env!("CARGO_PKG_VERSION"),
-    });
-    Digest::of(doc.to_string().as_bytes())
+/// What `upload` publishes: a base model (checked to be ONNX) or a dataset, as a single-file
+/// ModelPack artifact.
+pub fn single_file(path: &Path, is_model: bool) -> Result<(Vec<u8>, Vec<u8>, String)> {
+    use edgefleet_artifact::manifest::{ModelConfig, ModelDescriptor, ModelFs, ModelSettings};
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if is_model {
+        crate::model::Model::from_bytes(path, data.clone())?;
+    }
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let config = ModelConfig {
+        descriptor: ModelDescriptor {
+            name: Some(name.clone()),
+            created_at: None,
+        },
+        config: ModelSettings {
+            format: Some(if is_model { "onnx" } else { "dataset" }.into()),
+            ..Default::default()
+        },
+        modelfs: ModelFs {
+            kind: "layers".into(),
+            diff_ids: vec![Digest::of(&data).to_string()],
+        },
+    };
+    Ok((data, serde_json::to_vec(&config)?, name))
+}
+
+/// A readable summary of an artifact (`inspect`).
+pub fn describe(
+    reference: &str,
+    artifact: &edgefleet_artifact::Artifact,
+    config: &edgefleet_artifact::manifest::ModelConfig,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "reference:    {reference}");
+    let _ = writeln!(s, "digest:       {}", artifact.digest);
+    let _ = writeln!(
+        s,
+        "artifactType: {}",
+        artifact.manifest.artifact_type.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        s,
+        "config:       format {} precision {} quantization {}",
+        config.config.format.as_deref().unwrap_or("-"),
+        config.config.precision.as_deref().unwrap_or("-"),
+        config.config.quantization.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(s, "layers:");
+    for l in &artifact.manifest.layers {
+        let title = l
+            .annotations
+            .get(edgefleet_artifact::media::TITLE)
+            .map(String::as_str)
+            .unwrap_or("-");
+        let _ = writeln!(
+            s,
+            "  {:>10} B  {}  {}  {}",
+            l.size, l.media_type, title, l.digest
+        );
+    }
+    let _ = writeln!(s, "annotations:");
+    for (k, v) in &artifact.manifest.annotations {
+        let _ = writeln!(s, "  {k}: {v}");
+    }
+    s
 }
 
 #[cfg(test)]
@@ -216,20 +303,5 @@ mod tests {
             "{e}"
         );
         assert_eq!(quantization("pruning"), None);
-    }
-
-    #[test]
-    fn inputs_digest_changes_with_any_input() {
-        let m = Digest::of(b"m");
-        let d = Digest::of(b"d");
-        let dc = serde_json::json!({"runtime": "tract"});
-        let s = serde_json::json!({"floor": 0.88});
-        let a = inputs_digest(&m, &d, &dc, &s);
-        assert_eq!(a, inputs_digest(&m, &d, &dc, &s));
-        assert_ne!(a, inputs_digest(&Digest::of(b"m2"), &d, &dc, &s));
-        assert_ne!(
-            a,
-            inputs_digest(&m, &d, &dc, &serde_json::json!({"floor": 0.87}))
-        );
     }
 }

@@ -1,6 +1,7 @@
 //! `report.json`: the optimizer's stable, documented output (see docs/optimizer-report.md).
 //! Field names are snake_case and only ever added to; `format` names the version.
 
+use edgefleet_api::job::Verdict;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ pub struct Report {
     pub base: Measured,
     pub winner: Option<Winner>,
     /// `passed` or `AccuracyFloorNotMet`.
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub candidates: Vec<Candidate>,
     pub wall_seconds: f64,
     /// sha256 of the base model file.
@@ -91,9 +92,7 @@ pub struct Winner {
 pub struct Candidate {
     pub technique: String,
     pub precision: String,
-    /// `passed`, `failed` (accuracy under the requirement), `rejected` (could not be built or
-    /// run, or produced non-finite outputs) or `skipped` (time budget).
-    pub status: &'static str,
+    pub status: CandidateStatus,
     pub reason: Option<String>,
     #[serde(flatten)]
     pub measured: Option<Measured>,
@@ -106,6 +105,31 @@ pub struct Candidate {
     /// Where the candidate's model was written (`--keep-candidates`, passing candidates only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+}
+
+/// How a candidate fared in the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateStatus {
+    /// Reached the requirement.
+    Passed,
+    /// Measured, under the requirement.
+    Failed,
+    /// Could not be built or run, or produced non-finite outputs.
+    Rejected,
+    /// Not measured: the time budget ran out.
+    Skipped,
+}
+
+impl CandidateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CandidateStatus::Passed => "passed",
+            CandidateStatus::Failed => "failed",
+            CandidateStatus::Rejected => "rejected",
+            CandidateStatus::Skipped => "skipped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -145,7 +169,7 @@ pub fn table(report: &Report) -> String {
             Some(m) => out.push_str(&format!(
                 "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>6}  {}\n",
                 label,
-                c.status,
+                c.status.as_str(),
                 m.accuracy * 100.0,
                 kb(m.bytes),
                 kb(m.bytes_zstd),
@@ -155,7 +179,14 @@ pub fn table(report: &Report) -> String {
             )),
             None => out.push_str(&format!(
                 "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>6}  {}\n",
-                label, c.status, "-", "-", "-", "-", "", note
+                label,
+                c.status.as_str(),
+                "-",
+                "-",
+                "-",
+                "-",
+                "",
+                note
             )),
         }
     }
@@ -163,7 +194,7 @@ pub fn table(report: &Report) -> String {
         Some(w) => out.push_str(&format!("winner: {} — {}\n", w.technique, w.reason)),
         None => out.push_str(&format!(
             "verdict: {} — no candidate reached {:.2}% top-1\n",
-            report.verdict,
+            report.verdict.as_str(),
             report.required_accuracy * 100.0
         )),
     }

@@ -264,8 +264,8 @@ pub async fn reconcile(
     let mut progress = Vec::new();
     let mut keys = BTreeMap::new();
     for (class_name, class) in classes {
-        let key =
-            pipeline::inputs_digest(&base.digest, &data.digest, class_name, class, &model.spec);
+        let request = pipeline::request(model, class_name, class, &base, &data);
+        let key = pipeline::inputs_digest(&request);
         let short = key.hex()[..16].to_string();
         keys.insert(class_name.clone(), short.clone());
         let prev = previous.iter().find(|p| &p.name == class_name);
@@ -298,20 +298,23 @@ pub async fn reconcile(
                         JobState::FloorNotMet(m) => ClassPhase::FloorNotMet(m),
                         JobState::Failed(m) => ClassPhase::Failed(m),
                         JobState::Succeeded(result) => {
-                            let reference = result.reference.clone().unwrap_or_default();
+                            let reported = result
+                                .artifact
+                                .clone()
+                                .expect("a success names its artifact");
+                            let reference = reported.reference.clone();
                             match registry.inspect(&reference).await {
                                 Ok((artifact, _)) => {
-                                    let digest_ok =
-                                        result.digest.as_deref() == Some(artifact.digest.as_str());
+                                    let digest_ok = reported.digest == artifact.digest.as_str();
                                     match pipeline::verify(&artifact, class_name, &key) {
                                         Ok(()) if digest_ok => ClassPhase::Published {
                                             artifact: pipeline::published(&artifact, repository),
                                             reused: false,
                                         },
                                         Ok(()) => ClassPhase::Failed(format!(
-                                            "Job {} reported digest {:?} but {reference} is {}",
+                                            "Job {} reported digest {} but {reference} is {}",
                                             job.name_any(),
-                                            result.digest,
+                                            reported.digest,
                                             artifact.digest
                                         )),
                                         Err(m) => ClassPhase::Failed(m),
@@ -344,10 +347,7 @@ pub async fn reconcile(
                         Ok(_) | Err(edgefleet_artifact::Error::NotFound { .. }) => {
                             let run = pipeline::ClassRun {
                                 model,
-                                class_name,
-                                class,
-                                base: &base,
-                                dataset: &data,
+                                request: &request,
                                 inputs: &key,
                                 time_budget_seconds: budget,
                             };

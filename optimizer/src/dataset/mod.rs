@@ -7,6 +7,8 @@ use edgefleet_api::edgemodel::Preprocessing;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub mod images;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("dataset {path}: {message}")]
@@ -136,7 +138,7 @@ impl Dataset {
                 path: path.to_path_buf(),
                 message: "is an image folder: give its preprocessing (--preprocessing FILE or --color/--resize/--center-crop/--mean/--std/--layout)".into(),
             })?;
-            crate::images::load(path, pre)
+            images::load(path, pre)
         } else {
             Self::load(path)
         }

@@ -4,7 +4,7 @@
 //! model expects: grayscale or RGB, resize of the shorter side, center crop, scale to [0, 1],
 //! per-channel mean/std, NCHW or NHWC.
 
-use crate::dataset::{Dataset, DatasetError};
+use super::{Dataset, DatasetError};
 use edgefleet_api::edgemodel::{ColorMode, Preprocessing};
 use std::path::{Path, PathBuf};
 
