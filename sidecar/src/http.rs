@@ -14,7 +14,17 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+/// What one request may ask for.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body (`--max-body-bytes`).
+    pub max_body_bytes: usize,
+    /// Largest batch in one inference request (`--max-batch`).
+    pub max_batch: usize,
+}
+
+pub fn router(app: Arc<App>, limits: Limits) -> Router {
+    let Limits { max_body_bytes, .. } = limits;
     let counted = app.clone();
     Router::new()
         .route(
@@ -30,6 +40,7 @@ pub fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
         .route("/v2/sidecar/status", get(status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::Extension(limits))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let app = counted.clone();
@@ -78,9 +89,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    match app.slot.current() {
-        Some(_) => json_ok(json!({"ready": true})),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet"),
+    match model(&app, &app.name) {
+        Ok(_) => json_ok(json!({"ready": true})),
+        Err((status, message)) => error(status, message),
     }
 }
 
@@ -92,12 +103,22 @@ fn model(app: &App, name: &str) -> Result<Arc<crate::model::Loaded>, (StatusCode
             format!("unknown model {name:?}; this sidecar serves {:?}", app.name),
         ));
     }
-    app.slot.current().ok_or_else(|| {
+    let m = app.slot.current().ok_or_else(|| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("model {name:?} is not loaded yet"),
         )
-    })
+    })?;
+    if !m.answering() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "model {name:?} ({}) has no session left that can answer",
+                m.origin.digest
+            ),
+        ));
+    }
+    Ok(m)
 }
 
 async fn metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
@@ -151,12 +172,14 @@ pub struct Request {
 
 /// Checks an OIP request against the model. With `header_length` (the binary tensor data
 /// extension) the body is that many bytes of JSON followed by the raw little-endian tensor
-/// that `inputs[0].parameters.binary_data_size` announces.
+/// that `inputs[0].parameters.binary_data_size` announces. The batch is at most `max_batch`
+/// and every size is computed with checked arithmetic: no shape can wrap to match the data.
 pub fn parse_request(
     body: &[u8],
     header_length: Option<usize>,
     input: &str,
     sample_shape: &[usize],
+    max_batch: usize,
 ) -> Result<Request, String> {
     let (json_part, binary) = match header_length {
         Some(n) if n > body.len() => {
@@ -195,7 +218,7 @@ pub fn parse_request(
         .as_array()
         .ok_or("inputs[0].shape is missing")?
         .iter()
-        .map(|d| d.as_u64().map(|d| d as usize))
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
         .collect::<Option<_>>()
         .ok_or("inputs[0].shape must hold non-negative integers")?;
     if shape.len() != sample_shape.len() + 1 || shape[1..] != *sample_shape || shape[0] == 0 {
@@ -206,17 +229,29 @@ pub fn parse_request(
             want.join(", ")
         ));
     }
-    let expected: usize = shape.iter().product();
+    if shape[0] > max_batch {
+        return Err(format!(
+            "inputs[0].shape asks for a batch of {}; this sidecar takes at most {max_batch} samples per request (--max-batch)",
+            shape[0]
+        ));
+    }
+    // With the batch capped, these cannot overflow; checked anyway, for any sample shape.
+    let too_large =
+        || format!("inputs[0].shape {shape:?}: the tensor's size does not fit a machine word");
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(too_large)?;
+    let expected_bytes = expected.checked_mul(4).ok_or_else(too_large)?;
     let data = match tensor["parameters"].get("binary_data_size") {
         Some(size) => {
             let size = size
                 .as_u64()
-                .ok_or("inputs[0].parameters.binary_data_size must be a byte count")?
-                as usize;
-            if size != expected * 4 {
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or("inputs[0].parameters.binary_data_size must be a byte count")?;
+            if size != expected_bytes {
                 return Err(format!(
-                    "inputs[0].parameters.binary_data_size is {size}; shape {shape:?} of FP32 needs {} bytes",
-                    expected * 4
+                    "inputs[0].parameters.binary_data_size is {size}; shape {shape:?} of FP32 needs {expected_bytes} bytes"
                 ));
             }
             if binary.len() != size {
@@ -268,6 +303,7 @@ pub fn parse_request(
 
 async fn infer(
     State(app): State<Arc<App>>,
+    axum::Extension(limits): axum::Extension<Limits>,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -298,7 +334,13 @@ async fn infer(
             );
         }
     };
-    let request = match parse_request(&body, header_length, &m.input, &m.sample_shape) {
+    let request = match parse_request(
+        &body,
+        header_length,
+        &m.input,
+        &m.sample_shape,
+        limits.max_batch,
+    ) {
         Ok(x) => x,
         Err(message) => {
             app.metrics.error("bad_request");
@@ -507,12 +549,12 @@ mod tests {
     #[test]
     fn requests_are_checked_against_the_model() {
         let ok = br#"{"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1, 2], "data": [[1, 2], [3, 4.5]]}]}"#;
-        let r = parse_request(ok, None, "x", &[1, 2]).unwrap();
+        let r = parse_request(ok, None, "x", &[1, 2], 8).unwrap();
         assert_eq!(
             (r.id, r.batch, r.data, r.binary_output),
             (json!("a"), 2, vec![1.0, 2.0, 3.0, 4.5], false)
         );
-        let bad = |body: &str| parse_request(body.as_bytes(), None, "x", &[1, 2]).unwrap_err();
+        let bad = |body: &str| parse_request(body.as_bytes(), None, "x", &[1, 2], 8).unwrap_err();
         assert!(bad("{").contains("malformed JSON"));
         assert!(bad(r#"{"inputs": []}"#).contains("one input"));
         assert!(bad(r#"{"inputs": [{"name": "y", "datatype": "FP32", "shape": [1,1,2], "data": [1,2]}]}"#).contains("the model's input is \"x\""));
@@ -532,13 +574,14 @@ mod tests {
         let header = br#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 2], "parameters": {"binary_data_size": 8}}], "outputs": [{"name": "output", "parameters": {"binary_data": true}}]}"#;
         let mut body = header.to_vec();
         body.extend([1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()));
-        let r = parse_request(&body, Some(header.len()), "x", &[1, 2]).unwrap();
+        let r = parse_request(&body, Some(header.len()), "x", &[1, 2], 8).unwrap();
         assert_eq!(
             (r.batch, r.data, r.binary_output),
             (1, vec![1.5, -2.0], true)
         );
-        let err =
-            |body: &[u8], len: Option<usize>| parse_request(body, len, "x", &[1, 2]).unwrap_err();
+        let err = |body: &[u8], len: Option<usize>| {
+            parse_request(body, len, "x", &[1, 2], 8).unwrap_err()
+        };
         assert!(err(&body[..body.len() - 1], Some(header.len())).contains("carries 7"));
         assert!(err(&body, None).contains("malformed JSON"));
         assert!(err(header, None).contains("set Inference-Header-Content-Length"));
@@ -549,5 +592,52 @@ mod tests {
         let mut trailing = json_only.to_vec();
         trailing.extend([0u8; 8]);
         assert!(err(&trailing, Some(json_only.len())).contains("binary_data_size is not set"));
+    }
+
+    #[test]
+    fn no_shape_wraps_around_and_the_batch_is_capped() {
+        let req = |shape: &str, data: &str| {
+            format!(
+                r#"{{"inputs": [{{"name": "x", "datatype": "FP32", "shape": {shape}, {data}}}]}}"#
+            )
+        };
+        let err = |body: String, len: Option<usize>| {
+            parse_request(body.as_bytes(), len, "x", &[1, 2], 8).unwrap_err()
+        };
+        // 2^63 * 2 wraps to 0 values (and 0 bytes): empty data must not match it.
+        for shape in [
+            "[9223372036854775808, 1, 2]",
+            "[18446744073709551615, 1, 2]",
+            "[9, 1, 2]",
+        ] {
+            let e = err(req(shape, r#""data": []"#), None);
+            assert!(e.contains("at most 8 samples per request"), "{shape}: {e}");
+            let binary = req(shape, r#""parameters": {"binary_data_size": 0}"#);
+            let n = binary.len();
+            assert!(err(binary, Some(n)).contains("--max-batch"), "{shape}");
+        }
+        // A sample shape the model could never have still cannot wrap.
+        let e = parse_request(
+            req("[2, 4294967296, 4294967296]", r#""data": []"#).as_bytes(),
+            None,
+            "x",
+            &[1 << 32, 1 << 32],
+            8,
+        )
+        .unwrap_err();
+        assert!(e.contains("does not fit a machine word"), "{e}");
+        let ok = parse_request(
+            req(
+                "[8, 1, 2]",
+                r#""data": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]"#,
+            )
+            .as_bytes(),
+            None,
+            "x",
+            &[1, 2],
+            8,
+        )
+        .unwrap();
+        assert_eq!(ok.batch, 8);
     }
 }

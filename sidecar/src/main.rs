@@ -68,6 +68,9 @@ enum Command {
         /// Largest request body accepted.
         #[arg(long, default_value_t = 32 << 20)]
         max_body_bytes: usize,
+        /// Largest batch in one inference request; larger ones get a 400.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+        max_batch: u32,
         /// Artifact cache (the last good model is served from here after a restart).
         #[arg(
             long,
@@ -108,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         threads,
         inline_below_ms,
         max_body_bytes,
+        max_batch,
         cache,
         plain_http,
         registry_config,
@@ -182,9 +186,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving the Open Inference Protocol v2");
     // Health and metrics answer at once; the model becomes ready when loaded.
     let server = tokio::spawn(
-        axum::serve(listener, http::router(app.clone(), max_body_bytes))
-            .with_graceful_shutdown(shutdown())
-            .into_future(),
+        axum::serve(
+            listener,
+            http::router(
+                app.clone(),
+                http::Limits {
+                    max_body_bytes,
+                    max_batch: max_batch as usize,
+                },
+            ),
+        )
+        .with_graceful_shutdown(shutdown())
+        .into_future(),
     );
     if let Some(source) = initial {
         match app.load(&source).await {

@@ -9,6 +9,7 @@
 
 use edgefleet_artifact::SelfTest;
 use edgefleet_runtime::{ModelInfo, Runtime, Session, argmax};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub struct Loaded {
     /// One warm inference, measured at load; decides where requests run.
     pub run_time: Duration,
     exec: Exec,
+    /// Sessions that can still answer (a session is only lost if its thread dies).
+    alive: Arc<AtomicUsize>,
 }
 
 /// Where requests run, chosen at load by how long one inference takes (`runs_inline`).
@@ -212,6 +215,7 @@ impl Loaded {
             })
             .min()
             .unwrap_or_default();
+        let alive = Arc::new(AtomicUsize::new(sessions.len()));
         let exec = if runs_inline(run, req.inline_below) {
             let workers = sessions.len();
             Exec::Inline {
@@ -224,9 +228,13 @@ impl Loaded {
             let queue = Arc::new(Mutex::new(queue));
             for (i, session) in sessions.into_iter().enumerate() {
                 let queue = queue.clone();
+                let alive = Alive(alive.clone());
                 std::thread::Builder::new()
                     .name(format!("infer-{i}"))
-                    .spawn(move || serve(session, &queue, sample_len, classes))
+                    .spawn(move || {
+                        let _alive = alive;
+                        serve(session, &queue, sample_len, classes)
+                    })
                     .map_err(|e| LoadError::Runtime {
                         model: source.clone(),
                         runtime: req.runtime.name(),
@@ -247,7 +255,13 @@ impl Loaded {
             preprocessing: req.preprocessing,
             run_time: run,
             exec,
+            alive,
         })
+    }
+
+    /// Whether any session can answer: readiness is false when none can.
+    pub fn answering(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) > 0
     }
 
     /// Where requests run: "in place" on the HTTP workers or on "inference threads".
@@ -297,8 +311,10 @@ impl Loaded {
         let (session, result) = match joined {
             Ok(x) => x,
             Err(e) => {
-                // The session died with its task: one permit fewer keeps permits == sessions.
+                // The session died with its task (`run_batch` catches the runtime's panics, so
+                // this is not expected): one permit fewer keeps permits == sessions.
                 permit.forget();
+                self.alive.fetch_sub(1, Ordering::SeqCst);
                 return Err(format!("inference task failed: {e}"));
             }
         };
@@ -308,7 +324,10 @@ impl Loaded {
     }
 }
 
-/// Runs `batch` samples of `sample_len` values one after the other; `[batch, classes]` out.
+/// Runs `batch` samples of `sample_len` values one after the other; `[batch, classes]` out. A
+/// panic in the runtime answers this request with an error and keeps the session: the runtimes
+/// carry no state from one run to the next, and losing sessions to hostile input would end
+/// with a sidecar that answers nothing.
 fn run_batch(
     session: &mut dyn Session,
     batch: usize,
@@ -316,11 +335,32 @@ fn run_batch(
     sample_len: usize,
     classes: usize,
 ) -> Result<Vec<f32>, String> {
-    let mut out = Vec::with_capacity(batch * classes);
-    for sample in data.chunks(sample_len).take(batch) {
-        out.extend(session.run(1, sample)?);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out =
+            Vec::with_capacity(batch.saturating_mul(classes).min(data.len().max(classes)));
+        for sample in data.chunks(sample_len).take(batch) {
+            out.extend(session.run(1, sample)?);
+        }
+        Ok(out)
+    }))
+    .unwrap_or_else(|panic| Err(format!("inference panicked: {}", panic_message(&*panic))))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// Counts an inference thread out of [`Loaded::answering`] when it ends.
+struct Alive(Arc<AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
-    Ok(out)
 }
 
 /// Runs `f` where blocking is allowed: in place on a multi-threaded runtime, else on the
@@ -341,9 +381,8 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
-/// An inference thread: answers jobs with its own session until the model is dropped. A panic
-/// in the runtime answers that request with an error and ends this thread (its session may be
-/// broken); the model's other threads keep serving.
+/// An inference thread: answers jobs with its own session until the model is dropped (a panic
+/// in the runtime is an error for that request, `run_batch`).
 fn serve(
     mut session: Box<dyn Session>,
     queue: &Mutex<Receiver<Job>>,
@@ -355,18 +394,13 @@ fn serve(
         let Ok(Ok((batch, data, reply))) = next else {
             return;
         };
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(session.as_mut(), batch, &data, sample_len, classes)
-        }));
-        match ran {
-            Ok(result) => {
-                let _ = reply.send(result);
-            }
-            Err(_) => {
-                let _ = reply.send(Err("inference panicked".into()));
-                return;
-            }
-        }
+        let _ = reply.send(run_batch(
+            session.as_mut(),
+            batch,
+            &data,
+            sample_len,
+            classes,
+        ));
     }
 }
 
@@ -382,5 +416,75 @@ mod tests {
         assert!(!runs_inline(Duration::from_micros(2200), INLINE_BELOW));
         // 0 (`--inline-below-ms 0`): every model on its own threads.
         assert!(!runs_inline(Duration::ZERO, Duration::ZERO));
+    }
+
+    /// A runtime whose sessions answer ten zeros, and panic on a sample starting with 42.
+    struct Fragile;
+    struct FragileSession;
+    impl Session for FragileSession {
+        fn run(&mut self, _batch: usize, data: &[f32]) -> Result<Vec<f32>, String> {
+            assert!(data[0] != 42.0, "the runtime fell over");
+            Ok(vec![0.0; 10])
+        }
+    }
+    impl Runtime for Fragile {
+        fn name(&self) -> &'static str {
+            "fragile"
+        }
+        fn load(
+            &self,
+            _: &ModelInfo<'_>,
+            _: &[usize],
+            _: usize,
+        ) -> Result<Box<dyn Session>, String> {
+            Ok(Box::new(FragileSession))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_runtime_costs_a_request_never_a_session() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../optimizer/fixtures/fashion-cnn/model.onnx"
+        ))
+        .unwrap();
+        for inline_below in [Duration::from_secs(1), Duration::ZERO] {
+            let model = Arc::new(
+                Loaded::load(LoadRequest {
+                    name: "m",
+                    origin: Origin {
+                        digest: "sha256:x".into(),
+                        source: "test".into(),
+                    },
+                    bytes: &bytes,
+                    runtime: &Fragile,
+                    workers: 2,
+                    selftest: None,
+                    inline_below,
+                    preprocessing: None,
+                })
+                .unwrap(),
+            );
+            let mut poison = vec![0.0; 784];
+            poison[0] = 42.0;
+            for _ in 0..6 {
+                let e = model.infer(1, poison.clone()).await.unwrap_err();
+                assert!(
+                    e.contains("inference panicked: the runtime fell over"),
+                    "{e}"
+                );
+            }
+            assert!(model.answering(), "{}", model.placement());
+            // A lost session would leave these waiting for it: bounded.
+            let answers = tokio::time::timeout(
+                Duration::from_secs(10),
+                futures::future::join_all((0..4).map(|_| model.infer(2, vec![0.0; 2 * 784]))),
+            )
+            .await
+            .expect("every request answered");
+            for a in answers {
+                assert_eq!(a.unwrap().len(), 20, "{}", model.placement());
+            }
+        }
     }
 }

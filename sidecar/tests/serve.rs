@@ -305,6 +305,54 @@ async fn serves_what_the_runtime_computes_and_refuses_bad_requests_clearly() {
     );
 }
 
+/// Shapes whose element count overflows a machine word (`[2^60, 1, 28, 28]` is 2^64 * 49
+/// values: 0 once wrapped, so empty data used to match it) and batches over `--max-batch`, as
+/// JSON and as binary tensors: each is a 400 that names the batch, and afterwards every session
+/// still answers and the sidecar is still ready. In place and on inference threads.
+#[tokio::test]
+async fn hostile_shapes_get_a_400_and_cost_no_session() {
+    for placement in [
+        &["--inline-below-ms", "1"][..],
+        &["--inline-below-ms", "0"][..],
+    ] {
+        let mut args = vec!["--workers", "2", "--max-batch", "64"];
+        args.extend_from_slice(placement);
+        let sidecar = Sidecar::start(fixture().to_str().unwrap(), &args).await;
+        for batch in [1u64 << 60, 1 << 62, u64::MAX, 65] {
+            let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [batch, 1, 28, 28], "data": []}]});
+            let (s, e) = sidecar
+                .post("/v2/models/fashion/infer", body.to_string())
+                .await;
+            assert_eq!(s, 400, "{placement:?} batch {batch}: {e}");
+            assert!(
+                e["error"].as_str().unwrap().contains("batch"),
+                "{placement:?} batch {batch}: {e}"
+            );
+            let header = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [batch, 1, 28, 28], "parameters": {"binary_data_size": 0}}]}).to_string();
+            let r = sidecar
+                .client
+                .post(sidecar.url("/v2/models/fashion/infer"))
+                .header("inference-header-content-length", header.len())
+                .body(header)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{placement:?} binary batch {batch}");
+        }
+        // Both sessions answer, concurrently, and the sidecar is ready.
+        let answers = futures::future::join_all((0..8).map(|i| {
+            let s = &sidecar;
+            async move { s.infer(2, &inputs(2, i)).await.0 }
+        }))
+        .await;
+        assert_eq!(answers, vec![200; 8], "{placement:?}");
+        assert_eq!(sidecar.get("/v2/health/ready").await["ready"], true);
+        // The cap itself is served.
+        let (s, out) = sidecar.infer(64, &inputs(64, 3)).await;
+        assert_eq!(s, 200, "{placement:?}: {out}");
+    }
+}
+
 /// The fixture with one more metadata entry: another digest, the same outputs.
 fn variant(dir: &Path) -> PathBuf {
     use prost::Message as _;
