@@ -17,6 +17,8 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
+    #[error("{what}: {size} bytes is over the limit of {limit}; refused")]
+    TooLarge { what: String, size: u64, limit: u64 },
     #[error("invalid digest {0:?}: want sha256:<64 lowercase hex>")]
     InvalidDigest(String),
     #[error("invalid reference {reference:?}: {reason}")]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cache;
 pub mod digest;
 pub mod error;
+pub mod limits;
 pub mod manifest;
 pub mod media;
 pub mod registry;
@@ -26,6 +27,7 @@ pub fn install_tls_provider() {
 pub use cache::{Cache, Cached, GcPolicy, GcReport, Lease};
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use manifest::{Artifact, Facts, ModelLayer, Packed, pack, unpack};
 pub use registry::{PullStats, Pulled, Registry, RegistryOptions};
 pub use selftest::{SelfTest, SelfTestSample};

@@ -4,6 +4,7 @@
 //! the [`Cache`], and an interrupted download resumes with an HTTP Range request.
 
 use crate::cache::{Cached, Partial};
+use crate::limits::{self, Expected, check_size};
 use crate::manifest::{Artifact, FileArtifact, ModelConfig, Packed, apply_config, unpack};
 use crate::{Cache, Credentials, Digest, DockerConfig, Error, Lease, Result, SelfTest, media};
 use futures::StreamExt;
@@ -35,6 +36,8 @@ pub struct RegistryOptions {
     pub backoff: Duration,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// What an artifact may make this reader fetch or hold.
+    pub limits: crate::Limits,
 }
 
 impl Default for RegistryOptions {
@@ -48,6 +51,7 @@ impl Default for RegistryOptions {
             backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            limits: crate::Limits::default(),
         }
     }
 }
@@ -284,6 +288,14 @@ impl Registry {
             .pull_manifest_raw(&r, &self.auth(&r), &[media::OCI_MANIFEST])
             .await
             .map_err(|e| self.error(&r, e))?;
+        let limit = self.options.limits.metadata_bytes;
+        if bytes.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                what: format!("manifest {reference}"),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
         let actual = Digest::of(&bytes);
         if let Some(expected) = r.digest() {
             let expected: Digest = expected.parse()?;
@@ -320,6 +332,11 @@ impl Registry {
         d: &crate::manifest::Descriptor,
         what: &str,
     ) -> Result<Vec<u8>> {
+        check_size(
+            &format!("{what} of {}", r.whole()),
+            d,
+            self.options.limits.metadata_bytes,
+        )?;
         let mut out = Vec::new();
         let digest = d.digest()?;
         self.single
@@ -422,15 +439,17 @@ impl Registry {
                 ),
             });
         };
+        let limits = self.options.limits;
+        check_size(&format!("layer of {reference}"), layer, limits.layer_bytes)?;
         let blob = self.fetch(&r, layer, "layer", cache, &mut stats).await?;
         if !layer.media_type.ends_with("+zstd") {
             return Ok((digest, blob, stats));
         }
-        let raw =
-            zstd::stream::decode_all(blob.read()?.as_slice()).map_err(|e| Error::NotAModel {
-                reference: reference.into(),
-                reason: format!("layer {} is not valid zstd: {e}", layer.digest),
-            })?;
+        let raw = limits::decompress(
+            &format!("layer {} of {reference}", layer.digest),
+            &blob.read()?,
+            Expected::AtMost(limits.decompressed_bytes),
+        )?;
         let lease = cache.put(
             &Digest::of(&raw),
             &raw,
@@ -461,7 +480,32 @@ impl Registry {
         let (r, digest, manifest_bytes) =
             self.pinned_manifest(reference, cache, &mut stats).await?;
         let mut artifact = unpack(reference, digest, &manifest_bytes)?;
+        // Every size the manifest claims is checked before anything is fetched.
+        let limits = self.options.limits;
         let config_desc = artifact.manifest.config.clone();
+        check_size(
+            &format!("config of {reference}"),
+            &config_desc,
+            limits.metadata_bytes,
+        )?;
+        check_size(
+            &format!("model layer of {reference}"),
+            &artifact.model.descriptor,
+            limits.layer_bytes,
+        )?;
+        if let Some(d) = artifact.report.as_ref().filter(|_| with_report) {
+            check_size(&format!("report of {reference}"), d, limits.layer_bytes)?;
+        }
+        if let Some(d) = &artifact.selftest {
+            check_size(
+                &format!("selftest of {reference}"),
+                d,
+                limits.selftest_bytes,
+            )?;
+        }
+        if artifact.model.compressed {
+            limits::model_bytes(&artifact.manifest, limits.decompressed_bytes)?;
+        }
         let config = self
             .fetch(&r, &config_desc, "config", cache, &mut stats)
             .await?;
@@ -489,11 +533,11 @@ impl Registry {
                     .fetch(&r, &d, "selftest layer", cache, &mut stats)
                     .await?
                     .read()?;
-                let json =
-                    zstd::stream::decode_all(z.as_slice()).map_err(|e| Error::NotAModel {
-                        reference: reference.into(),
-                        reason: format!("selftest layer {} is not valid zstd: {e}", d.digest),
-                    })?;
+                let json = limits::decompress(
+                    &format!("selftest layer {} of {reference}", d.digest),
+                    &z,
+                    Expected::AtMost(limits.selftest_bytes),
+                )?;
                 Some(SelfTest::from_json(&json)?)
             }
             None => None,
@@ -516,11 +560,13 @@ impl Registry {
             return Ok(lease);
         }
         let compressed = blob.read()?;
-        let raw =
-            zstd::stream::decode_all(compressed.as_slice()).map_err(|e| Error::NotAModel {
-                reference: artifact.digest.to_string(),
-                reason: format!("model layer {} is not valid zstd: {e}", blob.digest()),
-            })?;
+        let expected =
+            limits::model_bytes(&artifact.manifest, self.options.limits.decompressed_bytes)?;
+        let raw = limits::decompress(
+            &format!("model layer {} of {}", blob.digest(), artifact.digest),
+            &compressed,
+            expected,
+        )?;
         let digest = artifact
             .model
             .diff_id

@@ -492,3 +492,110 @@ async fn https_urls_are_fetched_by_sha256_with_a_custom_ca() {
     .unwrap_err();
     assert!(e.to_string().contains("only https://"), "{e}");
 }
+
+/// `packed` with one manifest annotation changed, as a pusher could write it.
+fn with_annotation(
+    mut packed: edgefleet_artifact::Packed,
+    key: &str,
+    value: &str,
+) -> edgefleet_artifact::Packed {
+    packed.manifest.annotations.insert(key.into(), value.into());
+    packed.manifest_bytes = serde_json::to_vec(&packed.manifest).unwrap().into();
+    packed.digest = Digest::of(&packed.manifest_bytes);
+    packed
+}
+
+/// What a registry pusher can write is a claim: a zstd model layer that decompresses past the
+/// size its manifest records is refused after one byte too many (a 32 MiB bomb of ~1 KiB), an
+/// honest size over the reader's limit is refused before the layer is fetched, and a config over
+/// the metadata limit before it is fetched. Nothing refused enters the cache.
+#[tokio::test]
+async fn claims_a_pusher_writes_are_bounded_before_and_while_reading() {
+    use edgefleet_artifact::{Limits, media};
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let registry = Registry::new(plain(&reg.addr)).unwrap();
+    let zeros = vec![0u8; 32 << 20];
+    let honest = pack_model(&zeros, Compression::Zstd);
+    assert!(
+        honest.layers[0].data.len() < 64 << 10,
+        "{}",
+        honest.layers[0].data.len()
+    );
+    assert_eq!(
+        honest.manifest.annotations[media::MODEL_BYTES],
+        (32u64 << 20).to_string()
+    );
+    let bomb = with_annotation(honest.clone(), media::MODEL_BYTES, "1000");
+    let pushed = registry
+        .push(&format!("{}/models/bomb", reg.addr), &bomb)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let e = registry.pull(&pushed.reference, &cache).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 1001,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("past the 1000 bytes its manifest records"),
+        "{text}"
+    );
+    assert!(cache.lease(&Digest::of(&zeros)).unwrap().is_none());
+
+    // The honest artifact, for a reader whose limit is 16 MiB: refused from the claim alone.
+    let pushed = registry
+        .push(&format!("{}/models/big", reg.addr), &honest)
+        .await
+        .unwrap();
+    let small = |limits: Limits| {
+        Registry::new(RegistryOptions {
+            limits,
+            ..plain(&reg.addr)
+        })
+        .unwrap()
+    };
+    let reader = small(Limits {
+        decompressed_bytes: 16 << 20,
+        ..Limits::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let e = reader.pull(&pushed.reference, &cache).await.unwrap_err();
+    assert!(
+        matches!(e, Error::TooLarge { size, limit, .. } if size == 32 << 20 && limit == 16 << 20),
+        "{e}"
+    );
+    let layer: Digest = honest.manifest.layers[0].digest.parse().unwrap();
+    assert!(!cache.contains(&layer), "the layer was not fetched");
+    // The default limits take it.
+    let pulled = registry.pull(&pushed.reference, &cache).await.unwrap();
+    assert_eq!(pulled.model.size(), 32 << 20);
+
+    // A manifest over the metadata limit is refused; so is a config over it (the manifest
+    // already in this cache), before it is fetched.
+    let reader = small(Limits {
+        metadata_bytes: 64,
+        ..Limits::default()
+    });
+    let fresh = tempfile::tempdir().unwrap();
+    let e = reader
+        .pull(&pushed.reference, &Cache::open(fresh.path()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::TooLarge { limit: 64, .. }), "{e}");
+    assert!(e.to_string().starts_with("manifest "), "{e}");
+    let e = reader.pull(&pushed.reference, &cache).await.unwrap_err();
+    assert!(e.to_string().starts_with("config of"), "{e}");
+    // inspect (the operator's path) too.
+    let e = reader.inspect(&pushed.reference).await.unwrap_err();
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+}

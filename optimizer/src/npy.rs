@@ -40,7 +40,7 @@ pub fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
         return Err(NpyError::Magic);
     }
     let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 => {
             if bytes.len() < 12 {
                 return Err(NpyError::Truncated);
@@ -52,9 +52,8 @@ pub fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
         }
         v => return Err(NpyError::Header(format!("format version {v}"))),
     };
-    let header = bytes
-        .get(start..start + header_len)
-        .ok_or(NpyError::Truncated)?;
+    let end = start.checked_add(header_len).ok_or(NpyError::Truncated)?;
+    let header = bytes.get(start..end).ok_or(NpyError::Truncated)?;
     let header = std::str::from_utf8(header).map_err(|e| NpyError::Header(e.to_string()))?;
     let fields = header_fields(header)?;
     let descr = fields
@@ -68,18 +67,19 @@ pub fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
             .get("shape")
             .ok_or_else(|| NpyError::Header("no shape".into()))?,
     )?;
-    let count: usize = shape.iter().product();
-    let body = &bytes[start + header_len..];
-    let check = |width: usize| {
-        if body.len() != count * width {
-            Err(NpyError::Size {
-                shape: shape.clone(),
-                expected: count * width,
-                found: body.len(),
-            })
-        } else {
-            Ok(())
-        }
+    // Checked: a shape whose size wraps around must not match a short body.
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let body = &bytes[end..];
+    let check = |width: usize| match count.and_then(|c| c.checked_mul(width)) {
+        Some(expected) if expected == body.len() => Ok(()),
+        Some(expected) => Err(NpyError::Size {
+            shape: shape.clone(),
+            expected,
+            found: body.len(),
+        }),
+        None => Err(NpyError::Header(format!(
+            "shape {shape:?} holds more values than fit in memory"
+        ))),
     };
     let data = match descr.as_str() {
         "<f4" => {
@@ -218,6 +218,15 @@ mod tests {
         let b = parse(&encode_i64(&[3], &[7, 8, 9])).unwrap();
         assert_eq!(b.shape, [3]);
         assert_eq!(b.data, Data::I64(vec![7, 8, 9]));
+    }
+
+    #[test]
+    fn a_shape_that_wraps_around_does_not_match_an_empty_body() {
+        // 2^62 * 4 values of 4 bytes: 2^66 bytes, 0 once wrapped.
+        let e = parse(&encode_f32(&[1 << 62, 4], &[])).unwrap_err();
+        assert!(e.to_string().contains("more values than fit"), "{e}");
+        let e = parse(&encode_f32(&[1 << 61, 2], &[])).unwrap_err();
+        assert!(matches!(e, NpyError::Header(_)), "{e}");
     }
 
     #[test]

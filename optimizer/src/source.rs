@@ -113,10 +113,10 @@ fn unpack_tar(path: &Path, cache: &Cache) -> Result<PathBuf> {
         .join("unpacked")
         .join(format!(".{name}.{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let file = std::fs::File::open(path)?;
-    tar::Archive::new(file)
-        .unpack(&tmp)
-        .with_context(|| format!("unpacking {} (an ImageFolder tar)", path.display()))?;
+    if let Err(e) = unpack_entries(path, &tmp, MAX_TAR_BYTES) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("unpacking {} (an ImageFolder tar)", path.display())));
+    }
     // A tar of one top-level directory holding the class folders is unwrapped.
     let entries: Vec<_> = std::fs::read_dir(&tmp)?.flatten().collect();
     let root = match entries.as_slice() {
@@ -134,6 +134,33 @@ fn unpack_tar(path: &Path, cache: &Cache) -> Result<PathBuf> {
     Ok(dest)
 }
 
+/// The most an ImageFolder tar may unpack to.
+pub const MAX_TAR_BYTES: u64 = 8 << 30;
+
+/// Unpacks regular files and directories only, inside `dest`, at most `max_bytes` in all: a
+/// link, a device or a path that leaves `dest` is refused by name.
+fn unpack_entries(path: &Path, dest: &Path, max_bytes: u64) -> Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut archive = tar::Archive::new(file);
+    let mut total = 0u64;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.display().to_string();
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            bail!("entry {name:?} is a {kind:?}: only files and directories are accepted");
+        }
+        total = total.saturating_add(entry.size());
+        if total > max_bytes {
+            bail!("entry {name:?}: the archive unpacks to more than {max_bytes} bytes");
+        }
+        if !entry.unpack_in(dest)? {
+            bail!("entry {name:?} would land outside the dataset directory");
+        }
+    }
+    Ok(())
+}
+
 fn has_subdirs(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|it| it.flatten().any(|e| e.path().is_dir()))
@@ -143,6 +170,59 @@ fn has_subdirs(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> tempfile::NamedTempFile {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b.into_inner().unwrap()).unwrap();
+        file
+    }
+
+    fn file_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    #[test]
+    fn image_folder_tars_hold_files_and_directories_only_and_are_bounded() {
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(cache_dir.path()).unwrap();
+        let link = tar_with(|b| {
+            file_entry(b, "cat/1.png", b"png");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_cksum();
+            b.append_link(&mut h, "cat/2.png", "/etc/shadow").unwrap();
+        });
+        let e = format!("{:#}", unpack_tar(link.path(), &cache).unwrap_err());
+        assert!(e.contains("\"cat/2.png\" is a Symlink"), "{e}");
+        let unpacked = cache.root().join("unpacked");
+        assert_eq!(
+            std::fs::read_dir(&unpacked).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+
+        let big = tar_with(|b| {
+            file_entry(b, "cat/1.png", &[0; 600]);
+            file_entry(b, "dog/1.png", &[0; 600]);
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let e = unpack_entries(big.path(), tmp.path(), 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"dog/1.png\"") && e.contains("more than 1000 bytes"),
+            "{e}"
+        );
+        let dest = unpack_tar(big.path(), &cache).unwrap();
+        assert!(dest.join("dog/1.png").is_file());
+    }
 
     #[test]
     fn parse_rules() {

@@ -31,8 +31,17 @@ pub struct Dataset {
     pub labels: Option<Vec<i64>>,
 }
 
+/// The largest array an `.npz` may hold, uncompressed (what a Job's memory can take; the
+/// archive's own size claims are not trusted).
+pub const MAX_ARRAY_BYTES: u64 = 4 << 30;
+
 impl Dataset {
     pub fn load(path: &Path) -> Result<Self, DatasetError> {
+        Self::load_limited(path, MAX_ARRAY_BYTES)
+    }
+
+    /// [`Dataset::load`] with arrays of at most `max_array_bytes` each.
+    pub fn load_limited(path: &Path, max_array_bytes: u64) -> Result<Self, DatasetError> {
         let invalid = |message: String| DatasetError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -49,13 +58,27 @@ impl Dataset {
                 Err(zip::result::ZipError::FileNotFound) => return Ok(None),
                 Err(e) => return Err(invalid(format!("{name}.npy: {e}"))),
             };
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry
+            let too_large = |size: u64| {
+                invalid(format!(
+                    "{name}.npy: {size} bytes uncompressed is over the limit of {max_array_bytes}"
+                ))
+            };
+            if entry.size() > max_array_bytes {
+                return Err(too_large(entry.size()));
+            }
+            // Read no further than the limit, whatever the archive claims; preallocate the claim
+            // only up to 64 MiB.
+            let mut bytes = Vec::with_capacity(entry.size().min(64 << 20) as usize);
+            (&mut entry)
+                .take(max_array_bytes.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(|source| DatasetError::Io {
                     path: path.to_path_buf(),
                     source,
                 })?;
+            if bytes.len() as u64 > max_array_bytes {
+                return Err(too_large(bytes.len() as u64));
+            }
             npy::parse(&bytes)
                 .map(Some)
                 .map_err(|e| invalid(format!("{name}.npy: {e}")))
@@ -219,6 +242,23 @@ pub fn split(len: usize, calibration: usize, seed: u64) -> Split {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn arrays_over_the_limit_are_refused_before_they_are_read_whole() {
+        let x = npy::encode_f32(&[4, 256], &vec![0.5; 1024]);
+        let file = write_npz(&[("x", x)]);
+        let e = Dataset::load_limited(file.path(), 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.npy") && e.contains("over the limit of 1000"),
+            "{e}"
+        );
+        assert_eq!(
+            Dataset::load_limited(file.path(), 1 << 20).unwrap().len(),
+            4
+        );
+    }
 
     fn write_npz(members: &[(&str, Vec<u8>)]) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().unwrap();
