@@ -9,17 +9,22 @@
 //!   and `NODE_NAME` from the downward API;
 //! - a cache volume (`emptyDir`) for artifacts, resources, liveness and readiness probes, a
 //!   locked-down security context;
-//! - the ServiceAccount `edgefleet-sidecar` when the pod uses the namespace's default one (its
-//!   token is how the sidecar reads its assignment; a pod with its own account needs that
-//!   account bound to the sidecar's Role, see `examples/sidecar-rbac.yaml`).
+//! - the ServiceAccount `edgefleet-sidecar` when the pod uses the namespace's default one; its
+//!   token (how the sidecar reads its assignment and reports) is then mounted into the sidecar
+//!   only: the pod's automount is turned off and a projected token, with the cluster's CA and
+//!   the namespace, is mounted where in-cluster clients look for it. The API server lets that
+//!   token write only this pod's `ModelAssignment` status (`examples/sidecar-policy.yaml`). A
+//!   pod with its own account keeps it (its apps may need it); that account needs the sidecar's
+//!   Role (`examples/sidecar-rbac.yaml`).
 //!
 //! The port defaults to 8500 and is set with the annotation `edgefleet.dev/sidecar-port`.
 
 use edgefleet_api::labels;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,6 +33,10 @@ use std::collections::BTreeMap;
 /// The opt-in label (the same one the pipeline and the rollout use).
 pub const CONTAINER: &str = "edgefleet-sidecar";
 pub const CACHE_VOLUME: &str = "edgefleet-cache";
+/// The sidecar's own ServiceAccount token (when the webhook chose the account).
+pub const TOKEN_VOLUME: &str = "edgefleet-sidecar-token";
+/// Where in-cluster clients read the token, the CA and the namespace.
+pub const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 pub const CACHE_PATH: &str = "/var/cache/edgefleet";
 pub const DEFAULT_PORT: i32 = 8500;
 
@@ -232,7 +241,46 @@ pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
     }
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
-    let sidecar = container(model, port, settings, native);
+    let mut sidecar = container(model, port, settings, native);
+    // The webhook's own account: its token goes to the sidecar alone.
+    let own_account = matches!(
+        spec.service_account_name.as_deref(),
+        None | Some("" | "default")
+    );
+    if own_account {
+        spec.service_account_name = Some(settings.service_account.clone());
+        spec.automount_service_account_token = Some(false);
+        // The API server's ServiceAccount admission ran before this webhook and mounted the
+        // account's token into every container: that volume goes, with its mounts.
+        let automounted: Vec<String> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| is_automounted_token(v))
+            .map(|v| v.name.clone())
+            .collect();
+        spec.volumes
+            .get_or_insert_with(Vec::new)
+            .retain(|v| !automounted.contains(&v.name));
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            if let Some(mounts) = c.volume_mounts.as_mut() {
+                mounts.retain(|m| !automounted.contains(&m.name));
+            }
+        }
+        sidecar
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: TOKEN_VOLUME.into(),
+                mount_path: TOKEN_PATH.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+    }
     if native {
         spec.init_containers
             .get_or_insert_with(Vec::new)
@@ -251,17 +299,73 @@ pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
             ..Default::default()
         });
     }
-    if matches!(
-        spec.service_account_name.as_deref(),
-        None | Some("" | "default")
-    ) {
-        spec.service_account_name = Some(settings.service_account.clone());
+    if own_account && !volumes.iter().any(|v| v.name == TOKEN_VOLUME) {
+        volumes.push(token_volume());
     }
     out.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(labels::INJECTED.into(), settings.image.clone());
     Decision::Inject(Box::new(out))
+}
+
+/// The volume the API server's ServiceAccount admission adds for a pod's token
+/// (`kube-api-access-<suffix>`, a projected ServiceAccount token).
+fn is_automounted_token(v: &Volume) -> bool {
+    v.name.starts_with("kube-api-access-")
+        && v.projected.as_ref().is_some_and(|p| {
+            p.sources
+                .iter()
+                .flatten()
+                .any(|s| s.service_account_token.is_some())
+        })
+}
+
+/// What the kubelet would have mounted for the pod's account (a bound, expiring token, the
+/// cluster's CA, the namespace), as a volume of the sidecar's own.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3607),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Native sidecars (init containers with `restartPolicy: Always`) are on by default from
@@ -401,6 +505,98 @@ mod tests {
         assert!(spec.init_containers.is_none());
         assert_eq!(spec.containers[1].name, CONTAINER);
         assert_eq!(spec.containers[1].restart_policy, None);
+    }
+
+    #[test]
+    fn the_webhooks_account_token_is_mounted_into_the_sidecar_only() {
+        // As the API server hands it over: its ServiceAccount admission already mounted the
+        // default account's token into the app.
+        let mut admitted = pod(&[(labels::MODEL, "m")], &[]);
+        let spec = admitted.spec.as_mut().unwrap();
+        spec.volumes = Some(vec![
+            Volume {
+                name: "kube-api-access-x7k2p".into(),
+                ..token_volume()
+            },
+            Volume {
+                name: "data".into(),
+                ..Default::default()
+            },
+        ]);
+        spec.containers[0].volume_mounts = Some(vec![
+            VolumeMount {
+                name: "kube-api-access-x7k2p".into(),
+                mount_path: TOKEN_PATH.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..Default::default()
+            },
+        ]);
+        let p = injected(decide(&admitted, &Settings::default(), true));
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+        let mount = sidecar
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == TOKEN_VOLUME)
+            .expect("the sidecar mounts its token");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (TOKEN_PATH, Some(true))
+        );
+        let app_mounts: Vec<_> = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            app_mounts,
+            ["data"],
+            "the app keeps its own volumes, no token"
+        );
+        assert!(
+            !spec
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name.starts_with("kube-api-access-"))
+        );
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TOKEN_VOLUME)
+            .unwrap();
+        let sources = volume.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        assert_eq!(
+            sources[0].service_account_token.as_ref().unwrap().path,
+            "token"
+        );
+        assert_eq!(
+            sources[1].config_map.as_ref().unwrap().name,
+            "kube-root-ca.crt"
+        );
+
+        // A pod with its own account keeps it and its automount: nothing of ours is mounted.
+        let mut own = pod(&[(labels::MODEL, "m")], &[]);
+        own.spec.as_mut().unwrap().service_account_name = Some("camera".into());
+        let spec = injected(decide(&own, &Settings::default(), true))
+            .spec
+            .unwrap();
+        assert_eq!(spec.automount_service_account_token, None);
+        assert!(
+            !spec
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == TOKEN_VOLUME)
+        );
     }
 
     #[test]

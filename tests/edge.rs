@@ -8,7 +8,9 @@
 //!   cache `emptyDir` survives that restart, and a sidecar restarted while its node's link is
 //!   cut serves its last good model before the network is back;
 //! - containerd or the kubelet restarted: the pod keeps serving its app;
-//! - an optimization Job over its memory limit is OOM-killed and the EdgeModel says so.
+//! - an optimization Job over its memory limit is OOM-killed and the EdgeModel says so;
+//! - the sidecar's token (projected by the kubelet) is in the sidecar only, and the API server
+//!   lets it write only its own pod's `ModelAssignment` status.
 
 mod support;
 
@@ -354,6 +356,101 @@ async fn an_optimizer_over_its_memory_limit_is_oom_killed_and_the_status_says_so
             .any(|t| t.reason.as_deref() == Some("OOMKilled") && t.exit_code == 137);
         ensure!(killed, "no optimizer pod terminated OOMKilled");
         eprintln!("{message}");
+        Ok(())
+    })
+    .await;
+}
+
+/// The token the kubelet projected into a container, read as the node sees it; `None` when
+/// the container has none.
+fn token_of(pod: &Pod, container: &str) -> anyhow::Result<Option<String>> {
+    let pid = nodes::container_pid(pod, container)?;
+    let path = format!(
+        "/proc/{pid}/root{}/token",
+        edgefleet_operator::inject::TOKEN_PATH
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context(path),
+    }
+}
+
+#[tokio::test]
+async fn a_sidecars_token_is_its_own_and_writes_only_its_pods_assignment() {
+    use edgefleet_api::ModelAssignment;
+    use kube::api::{Patch, PatchParams};
+    let optimizer = prepare();
+    with_namespace("authority", |client, ns| async move {
+        let _operator = support::injecting_operator(&ns, &["--controllers", "rollout"]);
+        for file in ["examples/sidecar-rbac.yaml", "examples/sidecar-policy.yaml"] {
+            let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", file]);
+            ensure!(ok, "{file}: {out}");
+        }
+        support::hand_published(&client, &ns, MODEL, &optimizer, "15s").await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for name in ["cam-a", "cam-b"] {
+            create_pod(&pods, &camera_pod(name, MODEL, NODE, false)).await?;
+        }
+        let a = nodes::ready(&pods, "cam-a", Duration::from_secs(300)).await?;
+        nodes::ready(&pods, "cam-b", Duration::from_secs(300)).await?;
+
+        // The token is in the sidecar, not in the app.
+        let token = token_of(&a, "edgefleet-sidecar")?.context("the sidecar has no token")?;
+        ensure!(
+            token_of(&a, "camera-app")?.is_none(),
+            "the app container can read the sidecar's token"
+        );
+
+        // As cam-a's sidecar: its own assignment's status, yes; cam-b's, no.
+        let assignments: Api<ModelAssignment> = Api::namespaced(client.clone(), &ns);
+        let of = |pod: &'static str| {
+            let assignments = assignments.clone();
+            async move {
+                eventually(Duration::from_secs(60), || async {
+                    assignments
+                        .list(&Default::default())
+                        .await?
+                        .items
+                        .into_iter()
+                        .find(|m| m.spec.pod.name == pod)
+                        .map(|m| m.metadata.name.unwrap_or_default())
+                        .context("no assignment yet")
+                })
+                .await
+            }
+        };
+        let (own, other) = (of("cam-a").await?, of("cam-b").await?);
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&env().kubeconfig)?,
+            &Default::default(),
+        )
+        .await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        let as_a: Api<ModelAssignment> = Api::namespaced(kube::Client::try_from(config)?, &ns);
+        let patch = serde_json::json!({"status": {"message": "written by cam-a's token"}});
+        let denied = as_a
+            .patch_status(&other, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        match denied {
+            Err(kube::Error::Api(e)) => {
+                ensure!(e.code == 403, "{e:?}");
+                ensure!(
+                    e.message
+                        .contains("may write only its own ModelAssignment status")
+                        && e.message.contains("cam-b"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => anyhow::bail!("cam-a's token wrote cam-b's assignment: {other:?}"),
+        }
+        as_a.patch_status(&own, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context("cam-a's token writes its own assignment")?;
         Ok(())
     })
     .await;
