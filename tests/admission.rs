@@ -41,6 +41,7 @@ async fn every_example_applies() {
             let (ok, out) = kubectl(&[
                 "apply",
                 "--server-side",
+                "--force-conflicts",
                 "--field-manager",
                 "edgefleet-tests",
                 "-n",
