@@ -4,6 +4,7 @@
 //! - the injected sidecar starts before the app and stops after it; its probes pass on its real
 //!   listener; it runs as 65532 with a read-only root filesystem, no capabilities and
 //!   RuntimeDefault seccomp, and writes only its cache volume;
+//! - `kubectl logs`, `exec` and `port-forward` reach its containers through the node's kubelet;
 //! - the sidecar container killed: the kubelet restarts it and it serves the model it had; the
 //!   cache `emptyDir` survives that restart, and a sidecar restarted while its node's link is
 //!   cut serves its last good model before the network is back;
@@ -144,6 +145,45 @@ async fn an_injected_sidecar_runs_locked_down_and_survives_restarts_and_a_cut_li
             infer_in_node(&pod)? == digest,
             "the sidecar serves another model"
         );
+
+        // kubectl exec and port-forward reach the pod through its node's kubelet (the API
+        // server's own client certificate), as `kubectl logs` below does.
+        let (ok, out) = kubectl(&[
+            "exec",
+            "-n",
+            &ns,
+            "cam",
+            "-c",
+            "edgefleet-sidecar",
+            "--",
+            "/usr/local/bin/edgefleet-sidecar",
+            "--version",
+        ]);
+        ensure!(
+            ok && out.contains("edgefleet-sidecar"),
+            "kubectl exec: {out}"
+        );
+        let local = edgefleet_testenv::free_port();
+        let forward = tokio::process::Command::new("kubectl")
+            .args(["port-forward", "-n", &ns, "pod/cam"])
+            .arg(format!("{local}:8500"))
+            .args(["--address", "127.0.0.1"])
+            .env("KUBECONFIG", &env().kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let ready: serde_json::Value = eventually(Duration::from_secs(30), || async {
+            Ok(
+                reqwest::get(format!("http://127.0.0.1:{local}/v2/health/ready"))
+                    .await?
+                    .json()
+                    .await?,
+            )
+        })
+        .await?;
+        ensure!(ready["ready"] == true, "through port-forward: {ready}");
+        drop(forward);
 
         // Locked down, as the kernel sees it.
         let p = nodes::container_process(&pod, "edgefleet-sidecar")?;
