@@ -2,7 +2,7 @@
 //! `tests/manifests/invalid/` is refused with a message naming the field, and immutable fields
 //! stay immutable.
 
-use edgefleet_testenv::{kubectl, repo_root, with_namespace};
+use edgefleet_testenv::{apply_shared, kubectl, repo_root, with_namespace};
 use std::path::PathBuf;
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
@@ -38,17 +38,7 @@ async fn every_example_applies() {
             {
                 continue;
             }
-            let (ok, out) = kubectl(&[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager",
-                "edgefleet-tests",
-                "-n",
-                &ns,
-                "-f",
-                file.to_str().unwrap(),
-            ]);
+            let (ok, out) = apply_shared(&ns, file.to_str().unwrap());
             assert!(ok, "{} did not apply: {out}", file.display());
         }
         Ok(())

@@ -425,17 +425,7 @@ async fn a_sidecars_token_is_its_own_and_writes_only_its_pods_assignment() {
         let _operator = support::injecting_operator(&ns, &["--controllers", "rollout"]);
         // The policy is cluster-wide and other tests apply it too: one field manager for all.
         for file in ["examples/sidecar-rbac.yaml", "examples/sidecar-policy.yaml"] {
-            let (ok, out) = kubectl(&[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager",
-                "edgefleet-tests",
-                "-n",
-                &ns,
-                "-f",
-                file,
-            ]);
+            let (ok, out) = edgefleet_testenv::apply_shared(&ns, file);
             ensure!(ok, "{file}: {out}");
         }
         support::hand_published(&client, &ns, MODEL, &optimizer, "15s").await?;

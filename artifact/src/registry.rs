@@ -503,9 +503,14 @@ impl Registry {
                 limits.selftest_bytes,
             )?;
         }
-        if artifact.model.compressed {
-            limits::model_bytes(&artifact.manifest, limits.decompressed_bytes)?;
-        }
+        // What a compressed model layer may decompress to, checked before it is fetched.
+        let model_size = match artifact.model.compressed {
+            true => Some(limits::model_bytes(
+                &artifact.manifest,
+                limits.decompressed_bytes,
+            )?),
+            false => None,
+        };
         let config = self
             .fetch(&r, &config_desc, "config", cache, &mut stats)
             .await?;
@@ -514,10 +519,9 @@ impl Registry {
         let blob = self
             .fetch(&r, &layer, "model layer", cache, &mut stats)
             .await?;
-        let model = if artifact.model.compressed {
-            self.decompress(&artifact, &blob, cache)?
-        } else {
-            blob
+        let model = match model_size {
+            Some(expected) => self.decompress(&artifact, &blob, expected, cache)?,
+            None => blob,
         };
         let report = match artifact.report.clone().filter(|_| with_report) {
             Some(d) => Some(
@@ -553,15 +557,19 @@ impl Registry {
     }
 
     /// Stores the uncompressed model under its own digest (the config's diff_id, checked).
-    fn decompress(&self, artifact: &Artifact, blob: &Lease, cache: &Cache) -> Result<Lease> {
+    fn decompress(
+        &self,
+        artifact: &Artifact,
+        blob: &Lease,
+        expected: Expected,
+        cache: &Cache,
+    ) -> Result<Lease> {
         if let Some(d) = &artifact.model.diff_id
             && let Cached::Hit(lease) = cache.lease_verified(d)?
         {
             return Ok(lease);
         }
         let compressed = blob.read()?;
-        let expected =
-            limits::model_bytes(&artifact.manifest, self.options.limits.decompressed_bytes)?;
         let raw = limits::decompress(
             &format!("model layer {} of {}", blob.digest(), artifact.digest),
             &compressed,

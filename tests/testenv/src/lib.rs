@@ -231,6 +231,22 @@ pub fn kubectl(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `kubectl apply --server-side` of `file` into `ns` by the tests' one field manager, taking
+/// over fields another apply left: for objects several tests apply (cluster-scoped examples).
+pub fn apply_shared(ns: &str, file: &str) -> (bool, String) {
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "edgefleet-tests",
+        "-n",
+        ns,
+        "-f",
+        file,
+    ])
+}
+
 /// A child process that is killed when dropped; its output goes to a log file that is printed
 /// if the test fails.
 pub struct Process {
