@@ -2,7 +2,7 @@
 # Builds one third-party Go tool from its Go module, once per version, into a cache outside the
 # repository, and prints the binary's path on stdout (progress goes to stderr).
 #
-#   hack/build-tool.sh helm|kubeconform|crane|kstatus|oras
+#   hack/build-tool.sh helm|kubeconform|crane|kstatus|oras|cosign
 #
 # kstatus is our own few lines (hack/kstatus/main.go) around sigs.k8s.io/cli-utils' kstatus
 # library: the reference for what kstatus-aware tools (Flux, kpt, cli-utils) make of a status.
@@ -10,13 +10,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 
-name=${1:?usage: build-tool.sh helm|kubeconform|crane|kstatus|oras}
+name=${1:?usage: build-tool.sh helm|kubeconform|crane|kstatus|oras|cosign}
 case $name in
   helm) module=helm.sh/helm/v3 version=$HELM_VERSION pkg=helm.sh/helm/v3/cmd/helm ;;
   kubeconform) module=github.com/yannh/kubeconform version=$KUBECONFORM_VERSION pkg=github.com/yannh/kubeconform/cmd/kubeconform ;;
   crane) module=github.com/google/go-containerregistry version=$CRANE_VERSION pkg=github.com/google/go-containerregistry/cmd/crane ;;
   kstatus) module=sigs.k8s.io/cli-utils version=$CLI_UTILS_VERSION pkg=. ;;
   oras) module=oras.land/oras version=$ORAS_VERSION pkg=oras.land/oras/cmd/oras ;;
+  cosign) module=github.com/sigstore/cosign/v3 version=$COSIGN_VERSION pkg=github.com/sigstore/cosign/v3/cmd/cosign ;;
   *) die "unknown tool: $name" ;;
 esac
 

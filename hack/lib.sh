@@ -18,6 +18,8 @@ HELM_VERSION=${HELM_VERSION:-3.22.0}
 KUBECONFORM_VERSION=${KUBECONFORM_VERSION:-0.8.0}
 CRANE_VERSION=${CRANE_VERSION:-0.22.1}
 CLI_UTILS_VERSION=${CLI_UTILS_VERSION:-0.37.2}
+# Reference signer/verifier for interop tests of our cosign-compatible signatures.
+COSIGN_VERSION=${COSIGN_VERSION:-3.1.2}
 tool_bin() {
   local version
   case $1 in
@@ -25,6 +27,7 @@ tool_bin() {
     helm) version=$HELM_VERSION ;;
     kubeconform) version=$KUBECONFORM_VERSION ;;
     crane) version=$CRANE_VERSION ;;
+    cosign) version=$COSIGN_VERSION ;;
     kstatus) version=$CLI_UTILS_VERSION-$(sha256sum "$(dirname "${BASH_SOURCE[0]}")/kstatus/main.go" | cut -c1-8) ;;
   esac
   echo "$EDGEFLEET_CACHE/tools/$1-v$version/$1"

@@ -43,6 +43,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{reference}: signature refused: {refusal}")]
+    Signature {
+        reference: String,
+        refusal: crate::signature::Refusal,
+    },
     #[error("{what}: invalid JSON: {source}")]
     Json {
         what: String,

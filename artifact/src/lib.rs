@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod media;
 pub mod registry;
 pub mod selftest;
+pub mod signature;
 pub mod url;
 
 pub use auth::{Credentials, DockerConfig};
@@ -31,3 +32,4 @@ pub use limits::Limits;
 pub use manifest::{Artifact, Facts, ModelLayer, Packed, pack, unpack};
 pub use registry::{PullStats, Pulled, Registry, RegistryOptions};
 pub use selftest::{SelfTest, SelfTestSample};
+pub use signature::{PublicKey, SigningKeyPem};

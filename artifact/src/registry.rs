@@ -6,6 +6,7 @@
 use crate::cache::{Cached, Partial};
 use crate::limits::{self, Expected, check_size};
 use crate::manifest::{Artifact, FileArtifact, ModelConfig, Packed, apply_config, unpack};
+use crate::signature::{self, PublicKey, Refusal, SigningKeyPem};
 use crate::{Cache, Credentials, Digest, DockerConfig, Error, Lease, Result, SelfTest, media};
 use futures::StreamExt;
 use oci_client::client::{
@@ -313,6 +314,70 @@ impl Registry {
             actual.to_string(),
         );
         Ok((pinned, actual, bytes.to_vec()))
+    }
+
+    /// Signs the artifact `registry/repository@sha256:…` with `key` and pushes the signature
+    /// where `cosign verify` looks (`:sha256-<hex>.sig`; an earlier signature there is
+    /// replaced). Returns the signature manifest's reference.
+    pub async fn sign(&self, reference: &str, key: &SigningKeyPem) -> Result<String> {
+        let (r, digest) = self.pinned(reference)?;
+        let repository = format!("{}/{}", r.registry(), r.repository());
+        let payload = signature::payload(&repository, &digest);
+        let packed = signature::pack(&payload, &key.sign(&payload));
+        let target = format!("{repository}:{}", signature::signature_tag(&digest));
+        self.push(&target, &packed).await?;
+        Ok(target)
+    }
+
+    /// Checks that `registry/repository@sha256:…` carries a signature by `key` over its own
+    /// digest (any one of the signatures stored for it). Unsigned, another key, or a signature
+    /// over another digest: [`Error::Signature`]; a registry that cannot answer: its own error.
+    pub async fn verify_signature(&self, reference: &str, key: &PublicKey) -> Result<()> {
+        let (r, digest) = self.pinned(reference)?;
+        let refused = |refusal| Error::Signature {
+            reference: reference.to_string(),
+            refusal,
+        };
+        let tag = format!(
+            "{}/{}:{}",
+            r.registry(),
+            r.repository(),
+            signature::signature_tag(&digest)
+        );
+        let (sig_ref, _, bytes) = match self.manifest(&tag).await {
+            Ok(found) => found,
+            Err(Error::NotFound { .. }) => return Err(refused(Refusal::Unsigned(tag))),
+            Err(e) => return Err(e),
+        };
+        let manifest: crate::manifest::Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| refused(Refusal::Payload(format!("{tag}: not an OCI manifest: {e}"))))?;
+        let layers = signature::signature_layers(&manifest);
+        let mut first = None;
+        for (layer, sig) in layers {
+            let payload = self
+                .fetch_small(&sig_ref, layer, "signature payload")
+                .await?;
+            match signature::check(key, &payload, sig, &digest) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(refused(first.unwrap_or(Refusal::Unsigned(tag))))
+    }
+
+    /// A digest reference, parsed.
+    fn pinned(&self, reference: &str) -> Result<(Reference, Digest)> {
+        let r = parse_reference(reference)?;
+        let Some(d) = r.digest() else {
+            return Err(Error::InvalidReference {
+                reference: reference.into(),
+                reason: "signatures are of digests: want registry/repository@sha256:…".into(),
+            });
+        };
+        let digest = d.parse()?;
+        Ok((r, digest))
     }
 
     /// Reads what an artifact holds without downloading its layers.

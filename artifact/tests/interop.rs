@@ -3,7 +3,10 @@
 //! and we must pull a ModelPack model that `oras push` published.
 
 use edgefleet_artifact::manifest::{Compression, Contents};
-use edgefleet_artifact::{Cache, Digest, Facts, Registry, RegistryOptions, SelfTest, media, pack};
+use edgefleet_artifact::signature::{Refusal, signature_tag};
+use edgefleet_artifact::{
+    Cache, Digest, Error, Facts, Registry, RegistryOptions, SelfTest, SigningKeyPem, media, pack,
+};
 use edgefleet_testenv::registry::{RegistryConfig, TestRegistry};
 use edgefleet_testenv::repo_root;
 use std::path::{Path, PathBuf};
@@ -163,4 +166,172 @@ async fn we_pull_a_modelpack_model_oras_pushed() {
         Some("fashion-cnn")
     );
     assert!(pulled.selftest.is_none() && pulled.report.is_none());
+}
+
+fn cosign() -> PathBuf {
+    edgefleet_testenv::tool("cosign").unwrap()
+}
+
+/// A key pair on disk: our PKCS#8 PEM, its public key, and the same key imported into cosign's
+/// own (encrypted, empty password) format, since `cosign sign --key` reads only that.
+fn keys(dir: &Path) -> (SigningKeyPem, PathBuf, PathBuf) {
+    let key = SigningKeyPem::generate();
+    std::fs::write(dir.join("ec.pem"), key.to_pem()).unwrap();
+    let public = dir.join("ours.pub");
+    std::fs::write(&public, key.public().to_pem()).unwrap();
+    run(
+        dir,
+        Command::new(cosign())
+            .args([
+                "import-key-pair",
+                "--key",
+                "ec.pem",
+                "--output-key-prefix",
+                "imported",
+                "-y",
+            ])
+            .env("COSIGN_PASSWORD", ""),
+    );
+    (key, public, dir.join("imported.key"))
+}
+
+/// The fixture model as an artifact; `accuracy` makes artifacts differ.
+async fn pushed_model(reg: &TestRegistry, tag: &str, accuracy: f64) -> (Registry, String) {
+    let model = fixture_model();
+    let packed = pack(
+        &Contents {
+            model: &model,
+            ..Default::default()
+        },
+        &Facts {
+            device_class: "cpu-int8".into(),
+            runtime: "tract".into(),
+            technique: "fp32".into(),
+            accuracy,
+            ..Default::default()
+        },
+        Compression::Auto,
+    )
+    .unwrap();
+    let registry = Registry::new(RegistryOptions {
+        plain_http: vec![reg.addr.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let pushed = registry
+        .push(&format!("{}/models/signed:{tag}", reg.addr), &packed)
+        .await
+        .unwrap();
+    (registry, pushed.reference)
+}
+
+fn cosign_verify(dir: &Path, public: &Path, reference: &str) -> std::process::Output {
+    Command::new(cosign())
+        .current_dir(dir)
+        .args(["verify", "--key"])
+        .arg(public)
+        .args([
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--new-bundle-format=false",
+            "--output",
+            "json",
+            reference,
+        ])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cosign_verifies_what_we_sign_and_we_verify_what_cosign_signs() {
+    let reg = TestRegistry::start(RegistryConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public_path, cosign_key) = keys(dir.path());
+    let public = key.public();
+
+    // Ours → cosign.
+    let (registry, ours) = pushed_model(&reg, "ours", 0.9).await;
+    let sig = registry.sign(&ours, &key).await.unwrap();
+    assert!(sig.ends_with(".sig"), "{sig}");
+    let out = cosign_verify(dir.path(), &public_path, &ours);
+    assert!(
+        out.status.success(),
+        "cosign verify refused our signature: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = ours.rsplit('@').next().unwrap();
+    assert_eq!(
+        verified[0]["critical"]["image"]["docker-manifest-digest"],
+        digest
+    );
+    registry.verify_signature(&ours, &public).await.unwrap();
+
+    // cosign → ours.
+    let (_, theirs) = pushed_model(&reg, "theirs", 0.8).await;
+    run(
+        dir.path(),
+        Command::new(cosign())
+            .args(["sign", "--key"])
+            .arg(&cosign_key)
+            .args([
+                "--tlog-upload=false",
+                "--use-signing-config=false",
+                "--new-bundle-format=false",
+                "--allow-http-registry",
+                "-y",
+                &theirs,
+            ])
+            .env("COSIGN_PASSWORD", ""),
+    );
+    registry.verify_signature(&theirs, &public).await.unwrap();
+
+    // Another key: refused by both.
+    let stranger = SigningKeyPem::generate();
+    match registry.verify_signature(&theirs, &stranger.public()).await {
+        Err(Error::Signature {
+            refusal: Refusal::WrongKey,
+            reference,
+        }) => assert_eq!(reference, theirs),
+        other => panic!("a stranger's key verified: {other:?}"),
+    }
+    // Unsigned, and a valid signature of another artifact copied next to this one: refused.
+    let (_, bare) = pushed_model(&reg, "bare", 0.7).await;
+    match registry.verify_signature(&bare, &public).await {
+        Err(Error::Signature {
+            refusal: Refusal::Unsigned(_),
+            ..
+        }) => {}
+        other => panic!("an unsigned artifact verified: {other:?}"),
+    }
+    let digest_of = |r: &str| r.rsplit('@').next().unwrap().parse::<Digest>().unwrap();
+    let sig_of = |d: &Digest| format!("{}/models/signed:{}", reg.addr, signature_tag(d));
+    let (_, _, copied) = registry.manifest(&sig_of(&digest_of(&ours))).await.unwrap();
+    std::fs::write(dir.path().join("copied.json"), &copied).unwrap();
+    run(
+        dir.path(),
+        Command::new(oras()).args([
+            "manifest",
+            "push",
+            "--plain-http",
+            &sig_of(&digest_of(&bare)),
+            "copied.json",
+        ]),
+    );
+    match registry.verify_signature(&bare, &public).await {
+        Err(Error::Signature {
+            refusal: Refusal::OtherDigest { signed, .. },
+            ..
+        }) => {
+            assert_eq!(signed, digest_of(&ours).to_string())
+        }
+        other => panic!("a copied signature verified: {other:?}"),
+    }
+    let stranger_pub = dir.path().join("stranger.pub");
+    std::fs::write(&stranger_pub, stranger.public().to_pem()).unwrap();
+    assert!(
+        !cosign_verify(dir.path(), &stranger_pub, &ours)
+            .status
+            .success()
+    );
 }
