@@ -161,6 +161,14 @@ pub fn step(
         .flat_map(|s| &s.device_classes)
         .filter_map(|c| Some((c.name.as_str(), c.artifact.as_ref()?.digest.as_str())))
         .collect();
+    // The key each class's sidecars verify with (the EdgeModel's, as the pipeline verified).
+    let keys: HashMap<&str, Option<String>> = model
+        .status
+        .iter()
+        .flat_map(|s| &s.device_classes)
+        .filter_map(|c| Some((c.name.as_str(), c.artifact.as_ref()?.public_key.clone())))
+        .collect();
+    let key_of = |class: &str| keys.get(class).cloned().flatten();
     let mut chosen: Vec<ClassRollout> = Vec::new();
     for class in classes {
         let previous = status.rollouts.iter().find(|r| &r.device_class == class);
@@ -232,7 +240,8 @@ pub fn step(
                     .iter()
                     .find(|r| r.device_class == class)
                     .and_then(revisions::target);
-                let a = new_assignment(model, pod, class, target.as_ref(), &interval);
+                let a =
+                    new_assignment(model, pod, class, target.as_ref(), key_of(class), &interval);
                 create.push(Creation {
                     assignment: a.clone(),
                     replaces: stale.is_some(),
@@ -282,6 +291,7 @@ pub fn step(
                             digest: a.digest.clone(),
                             repository: model.spec.publish.repository.clone(),
                             revision,
+                            public_key: key_of(class),
                         },
                     ));
                 }
@@ -327,6 +337,20 @@ pub fn step(
     let mut patches: BTreeMap<String, SpecPatch> = BTreeMap::new();
     for (pod, desired) in assign {
         patches.entry(pod).or_default().desired = Some(desired);
+    }
+    // A pod told to verify with another key than its class's now (a key added or rotated):
+    // the same artifact, the current key.
+    for (pod, a) in assignments {
+        let Some(d) = &a.spec.desired else { continue };
+        let key = key_of(&a.spec.device_class);
+        // Never from a stale cache: a digest written but not yet seen stays what was written.
+        let seen = memory.desired.get(pod).is_none_or(|w| w == &d.digest);
+        if selected.contains_key(pod) && seen && d.public_key != key && !patches.contains_key(pod) {
+            patches.entry(pod.clone()).or_default().desired = Some(DesiredArtifact {
+                public_key: key,
+                ..d.clone()
+            });
+        }
     }
     for (pod, a) in assignments {
         let current = memory
@@ -518,6 +542,7 @@ fn new_assignment(
     pod: &PartialObjectMeta<Pod>,
     class: &str,
     target: Option<&rollout::Target>,
+    public_key: Option<String>,
     heartbeat_interval: &str,
 ) -> ModelAssignment {
     let name = pod.name_any();
@@ -536,6 +561,7 @@ fn new_assignment(
                 digest: t.digest.clone(),
                 repository: model.spec.publish.repository.clone(),
                 revision: t.revision,
+                public_key: public_key.clone(),
             }),
             heartbeat_interval: Some(heartbeat_interval.to_string()),
         },
@@ -730,6 +756,48 @@ mod tests {
         let later = t("2026-01-01T00:01:25Z");
         let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &later);
         assert_eq!(s.requeue, Duration::from_millis(5200));
+    }
+
+    #[test]
+    fn pods_verify_with_the_key_their_class_was_verified_with_and_follow_a_new_one() {
+        let now = t("2026-01-01T00:01:00Z");
+        let mut m = model(Some("sha256:aa"));
+        let set_key = |m: &mut EdgeModel, key: Option<&str>| {
+            let status = m.status.as_mut().unwrap();
+            status.device_classes[0]
+                .artifact
+                .as_mut()
+                .unwrap()
+                .public_key = key.map(Into::into);
+        };
+        set_key(&mut m, Some("PEM-1"));
+        let first = step(
+            &m,
+            &Memory::default(),
+            &pods(&[("a", false)]),
+            &HashMap::new(),
+            &now,
+        );
+        let desired = first.create[0].assignment.spec.desired.clone().unwrap();
+        assert_eq!(desired.public_key.as_deref(), Some("PEM-1"));
+        let memory = Memory {
+            status: first.status.clone(),
+            ..Default::default()
+        };
+        let made = first.create[0].assignment.clone();
+        let assignments: Assignments =
+            [("a".to_string(), serving(&made, "sha256:aa", &now))].into();
+        // Same key: nothing to write.
+        let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &now);
+        assert!(s.patches.is_empty(), "{:?}", s.patches);
+        // A rotated key reaches the pod with the same artifact.
+        set_key(&mut m, Some("PEM-2"));
+        let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &now);
+        let patched = s.patches["a"].desired.clone().unwrap();
+        assert_eq!(
+            (patched.digest.as_str(), patched.public_key.as_deref()),
+            ("sha256:aa", Some("PEM-2"))
+        );
     }
 
     #[test]

@@ -87,6 +87,11 @@ struct Args {
     /// Extra CA certificates (PEM) the operator trusts for registries.
     #[arg(long, env = "EDGEFLEET_REGISTRY_CA", value_delimiter = ',')]
     registry_ca: Vec<std::path::PathBuf>,
+    /// The signing Secret (in each EdgeModel's namespace: `cosign.key`, `cosign.pub`) of
+    /// EdgeModels whose `spec.publish.signingSecret` names none. An EdgeModel whose namespace
+    /// lacks it publishes nothing until it exists.
+    #[arg(long, env = "EDGEFLEET_SIGNING_SECRET")]
+    signing_secret: Option<String>,
 }
 
 #[tokio::main]
@@ -215,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
                 cpu_request: args.optimizer_cpu.clone(),
                 memory_request: args.optimizer_memory.clone(),
                 memory_limit: args.optimizer_memory_limit.clone(),
+                signing_secret: args.signing_secret.clone(),
                 ..Default::default()
             },
             args.registry_ca.clone(),

@@ -6,14 +6,14 @@
 use edgefleet_api::conditions::{Desired, reasons, types};
 use edgefleet_api::deviceclass::DeviceClassSpec;
 use edgefleet_api::edgemodel::{
-    BlobSource, DeviceClassPhase, EdgeModel, Phase, PublishedArtifact, RolloutState,
+    AccuracySpec, BlobSource, DeviceClassPhase, EdgeModel, Phase, PublishedArtifact, RolloutState,
 };
 use edgefleet_api::job::{
     NamedDeviceClass, OptimizationRequest, OptimizationResult, PublishTarget, Requirement, Source,
     Tuning, Verdict,
 };
 use edgefleet_api::labels;
-use edgefleet_artifact::{Artifact, Digest, media};
+use edgefleet_artifact::{Artifact, Digest, PublicKey, media};
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -26,6 +26,31 @@ pub const CONTAINER: &str = "optimizer";
 /// Where the registry Secret is mounted in the Job's pod.
 pub const REGISTRY_CONFIG_DIR: &str = "/var/run/edgefleet/registry";
 pub const WORK_DIR: &str = "/work";
+/// Where the optimization Job finds the signing key (the Secret's `cosign.key`, alone).
+pub const SIGNING_KEY_DIR: &str = "/var/run/edgefleet/signing";
+/// The signing Secret's keys (the names `cosign generate-key-pair k8s://…` uses).
+pub const SIGNING_PRIVATE_KEY: &str = "cosign.key";
+pub const SIGNING_PUBLIC_KEY: &str = "cosign.pub";
+
+/// The label the Job controller puts on the pods it creates (and selects them by).
+pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+
+/// Whether `pod` was made by the Job whose uid is `job_uid`: its controlling owner reference
+/// names that Job (a label alone can be written by anyone who can create pods).
+pub fn owned_by_job(pod: &k8s_openapi::api::core::v1::Pod, job_uid: &str) -> bool {
+    pod.metadata.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "Job"
+            && o.api_version == "batch/v1"
+            && o.uid == job_uid
+    })
+}
+
+/// The Secret holding an EdgeModel's signing key pair: its own `spec.publish.signingSecret`,
+/// else the operator's default (`--signing-secret`), else none (artifacts go unsigned).
+pub fn signing_secret<'a>(model: &'a EdgeModel, default: Option<&'a str>) -> Option<&'a str> {
+    model.spec.publish.signing_secret.as_deref().or(default)
+}
 
 /// A source pinned to its content: how the Job fetches it and the digest that identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +177,8 @@ pub struct JobSettings {
     /// Added to the time budget for downloads, the self-test and the push.
     pub deadline_margin_seconds: i64,
     pub backoff_limit: i32,
+    /// The signing Secret of EdgeModels that name none (`--signing-secret`).
+    pub signing_secret: Option<String>,
 }
 
 impl Default for JobSettings {
@@ -163,6 +190,7 @@ impl Default for JobSettings {
             memory_limit: "4Gi".into(),
             deadline_margin_seconds: 600,
             backoff_limit: 2,
+            signing_secret: None,
         }
     }
 }
@@ -179,6 +207,8 @@ pub struct ClassRun<'a> {
     pub request: &'a OptimizationRequest,
     pub inputs: &'a Digest,
     pub time_budget_seconds: u64,
+    /// The Secret whose `cosign.key` signs the winner.
+    pub signing_secret: Option<&'a str>,
 }
 
 /// The Job's command line: its request (with the publish target the inputs name), and where
@@ -198,6 +228,9 @@ pub fn optimizer_args(run: ClassRun<'_>) -> Vec<String> {
             artifact_tag(&request.device_class.name, inputs)
         ),
         name: Some(model.name_any()),
+        signing_key: run
+            .signing_secret
+            .map(|_| format!("{SIGNING_KEY_DIR}/{SIGNING_PRIVATE_KEY}")),
     });
     let mut a: Vec<String> = vec![
         "job".into(),
@@ -229,6 +262,7 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
         request,
         inputs,
         time_budget_seconds,
+        signing_secret,
     } = run;
     let class_name = request.device_class.name.as_str();
     let name = job_name(&model.name_any(), class_name, inputs);
@@ -251,6 +285,16 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
             "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]},
         }));
         mounts.push(serde_json::json!({"name": "registry", "mountPath": REGISTRY_CONFIG_DIR, "readOnly": true}));
+    }
+    if let Some(secret) = signing_secret {
+        // The private key only: the public half is the operator's to read.
+        volumes.push(serde_json::json!({
+            "name": "signing",
+            "secret": {"secretName": secret, "items": [{"key": SIGNING_PRIVATE_KEY, "path": SIGNING_PRIVATE_KEY}]},
+        }));
+        mounts.push(
+            serde_json::json!({"name": "signing", "mountPath": SIGNING_KEY_DIR, "readOnly": true}),
+        );
     }
     let owner = model.controller_owner_ref(&()).map(|o| vec![o]);
     let doc = serde_json::json!({
@@ -401,8 +445,16 @@ pub fn job_state(job: &Job, pod: Option<&PodEnd>) -> JobState {
     JobState::Running
 }
 
-/// Checks that a registry artifact is the one these inputs produced for this class.
-pub fn verify(artifact: &Artifact, class: &str, inputs: &Digest) -> Result<(), String> {
+/// Checks that a registry artifact is the one these inputs produced for this class, and that
+/// the accuracy it records meets the EdgeModel's requirement (`floor`, `maxDrop`): annotations
+/// are what anyone who can push may write, so a reused artifact must also verify its signature
+/// (`Registry::verify_signature`) when the EdgeModel has a key.
+pub fn verify(
+    artifact: &Artifact,
+    class: &str,
+    inputs: &Digest,
+    requirement: &AccuracySpec,
+) -> Result<(), String> {
     let Some(facts) = &artifact.facts else {
         return Err(format!(
             "artifact {} carries no edgefleet annotations",
@@ -423,11 +475,41 @@ pub fn verify(artifact: &Artifact, class: &str, inputs: &Digest) -> Result<(), S
             facts.inputs_digest.as_ref().map(Digest::to_string)
         ));
     }
+    const SLACK: f64 = 1e-9;
+    if let Some(floor) = requirement.floor
+        && !(facts.accuracy + SLACK >= floor)
+    {
+        return Err(format!(
+            "artifact {} records accuracy {:.4}, below spec.accuracy.floor {floor}",
+            artifact.digest, facts.accuracy
+        ));
+    }
+    if let Some(max_drop) = requirement.max_drop {
+        let Some(base) = facts.base_accuracy else {
+            return Err(format!(
+                "artifact {} records no base accuracy ({}), so spec.accuracy.maxDrop cannot be checked",
+                artifact.digest,
+                media::BASE_ACCURACY
+            ));
+        };
+        if !(base - facts.accuracy <= max_drop + SLACK) {
+            return Err(format!(
+                "artifact {} records accuracy {:.4}, {:.4} below its base {base:.4}: more than spec.accuracy.maxDrop {max_drop}",
+                artifact.digest,
+                facts.accuracy,
+                base - facts.accuracy
+            ));
+        }
+    }
     Ok(())
 }
 
 /// The status entry for a verified artifact.
-pub fn published(artifact: &Artifact, repository: &str) -> PublishedArtifact {
+pub fn published(
+    artifact: &Artifact,
+    repository: &str,
+    public_key: Option<&PublicKey>,
+) -> PublishedArtifact {
     let facts = artifact.facts.clone().unwrap_or_default();
     let base = facts.base_accuracy.unwrap_or(facts.accuracy);
     let raw = artifact
@@ -447,6 +529,7 @@ pub fn published(artifact: &Artifact, repository: &str) -> PublishedArtifact {
         base_accuracy: base,
         accuracy_drop: ((base - facts.accuracy) * 1e6).round() / 1e6,
         latency_ms_p50: facts.latency_ms_p50,
+        public_key: public_key.map(PublicKey::to_pem),
     }
 }
 
@@ -856,6 +939,7 @@ mod tests {
             request: &r,
             inputs: &key,
             time_budget_seconds: 1200,
+            signing_secret: Some("signing"),
         };
         let job = job(run, &JobSettings::default());
         let spec = job.spec.as_ref().unwrap();
@@ -883,6 +967,32 @@ mod tests {
             format!("reg:5000/models/fashion:{}", artifact_tag("cpu-int8", &key))
         );
         assert_eq!(publish.name.as_deref(), Some("fashion"));
+        assert_eq!(
+            publish.signing_key,
+            Some(format!("{SIGNING_KEY_DIR}/{SIGNING_PRIVATE_KEY}"))
+        );
+        // Only the private key is mounted, read-only, from the named Secret.
+        let signing = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "signing")
+            .and_then(|v| v.secret.clone())
+            .unwrap();
+        assert_eq!(signing.secret_name.as_deref(), Some("signing"));
+        let items = signing.items.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].key, SIGNING_PRIVATE_KEY);
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "signing")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (SIGNING_KEY_DIR, Some(true))
+        );
         assert_eq!(
             OptimizationRequest {
                 publish: None,
@@ -983,8 +1093,85 @@ mod tests {
             request: &r,
             inputs: &key,
             time_budget_seconds: 1200,
+            signing_secret: None,
         };
         job(run, &JobSettings::default())
+    }
+
+    #[test]
+    fn an_unsigned_job_mounts_no_key_and_names_none() {
+        let job = job_for_test();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert!(pod.volumes.iter().flatten().all(|v| v.name != "signing"));
+        let args = pod.containers[0].args.clone().unwrap();
+        let i = args.iter().position(|a| a == "--request").unwrap();
+        let sent: OptimizationRequest = serde_json::from_str(&args[i + 1]).unwrap();
+        assert_eq!(sent.publish.unwrap().signing_key, None);
+    }
+
+    #[test]
+    fn only_pods_the_job_controls_count() {
+        let pod = |controller: Option<bool>, kind: &str, uid: &str| {
+            let mut p = k8s_openapi::api::core::v1::Pod::default();
+            p.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: kind.into(),
+                    name: "j".into(),
+                    uid: uid.into(),
+                    controller,
+                    ..Default::default()
+                },
+            ]);
+            p
+        };
+        assert!(owned_by_job(&pod(Some(true), "Job", "u1"), "u1"));
+        assert!(!owned_by_job(&pod(Some(true), "Job", "u2"), "u1"));
+        assert!(!owned_by_job(&pod(None, "Job", "u1"), "u1"));
+        assert!(!owned_by_job(&pod(Some(true), "ReplicaSet", "u1"), "u1"));
+        // A pod labelled job-name=… by hand, with no owner: not the Job's.
+        assert!(!owned_by_job(&Default::default(), "u1"));
+    }
+
+    #[test]
+    fn a_recorded_accuracy_below_the_requirement_is_refused() {
+        let inputs: Digest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let artifact = |accuracy: f64, base: Option<f64>| {
+            let facts = edgefleet_artifact::Facts {
+                device_class: "cpu".into(),
+                runtime: "tract".into(),
+                technique: "int8".into(),
+                accuracy,
+                base_accuracy: base,
+                inputs_digest: Some(inputs.clone()),
+                ..Default::default()
+            };
+            let contents = edgefleet_artifact::manifest::Contents {
+                model: b"onnx",
+                ..Default::default()
+            };
+            let packed = edgefleet_artifact::pack(&contents, &facts, Default::default()).unwrap();
+            edgefleet_artifact::unpack("r", packed.digest.clone(), &packed.manifest_bytes).unwrap()
+        };
+        let spec = |floor: Option<f64>, max_drop: Option<f64>| AccuracySpec {
+            floor,
+            max_drop,
+            ..model().spec.accuracy
+        };
+        let ok = |a: &Artifact, s: &AccuracySpec| verify(a, "cpu", &inputs, s);
+        assert_eq!(
+            ok(&artifact(0.90, Some(0.91)), &spec(Some(0.90), Some(0.01))),
+            Ok(())
+        );
+        let low = ok(&artifact(0.80, Some(0.91)), &spec(Some(0.85), None)).unwrap_err();
+        assert!(low.contains("below spec.accuracy.floor 0.85"), "{low}");
+        let dropped = ok(&artifact(0.88, Some(0.91)), &spec(None, Some(0.01))).unwrap_err();
+        assert!(dropped.contains("spec.accuracy.maxDrop 0.01"), "{dropped}");
+        let no_base = ok(&artifact(0.88, None), &spec(None, Some(0.01))).unwrap_err();
+        assert!(no_base.contains("no base accuracy"), "{no_base}");
+        assert!(ok(&artifact(0.99, Some(0.99)), &spec(None, None)).is_ok());
+        assert!(ok(&artifact(0.99, Some(0.99)), &spec(None, None)).is_ok());
+        assert!(verify(&artifact(0.99, None), "gpu", &inputs, &spec(None, None)).is_err());
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub struct DesiredArtifact {
     pub repository: String,
     /// EdgeModel rollout revision this artifact belongs to.
     pub revision: i64,
+    /// When set, the artifact must carry a cosign signature over its digest that verifies with
+    /// this public key (PEM); the sidecar refuses it otherwise and keeps serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub public_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -34,6 +34,10 @@ pub mod reasons {
     pub const SUPERSEDED: &str = "Superseded";
     pub const REUSED: &str = "Reused";
     pub const DELETED: &str = "Deleted";
+    /// The signing Secret cannot be read, or its `cosign.pub` is not a public key.
+    pub const SIGNING_KEY_UNAVAILABLE: &str = "SigningKeyUnavailable";
+    /// An artifact's signature did not verify (unsigned, another key, another digest).
+    pub const SIGNATURE_REFUSED: &str = "SignatureRefused";
     // The rollout's Events and its `RolledOut` condition.
     pub const ROLLOUT_STARTED: &str = "RolloutStarted";
     pub const ROLLOUT_STEP_COMPLETE: &str = "RolloutStepComplete";

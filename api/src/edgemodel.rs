@@ -254,6 +254,15 @@ pub struct PublishSpec {
     /// Talk plain HTTP to this registry. Only for registries on a trusted network.
     #[serde(default)]
     pub plain_http: bool,
+    /// Name of a Secret in the EdgeModel's namespace holding the signing key pair:
+    /// `cosign.key` (ECDSA P-256, unencrypted PKCS#8 PEM; mounted into the optimization Job
+    /// only) and `cosign.pub` (its public key, PEM). With it, the Job signs what it publishes
+    /// (cosign's key-based layout), the operator publishes or reuses only artifacts that verify
+    /// with `cosign.pub`, and every sidecar verifies before it loads. Without it, the operator's
+    /// `--signing-secret` (the chart's `signing.secretName`), when set, names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub signing_secret: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -461,6 +470,11 @@ pub struct PublishedArtifact {
     pub accuracy_drop: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms_p50: Option<f64>,
+    /// The public key (PEM) its signature was verified with; sidecars verify with it before
+    /// they load the artifact. Absent when the EdgeModel has no signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub public_key: Option<String>,
 }
 
 /// Pod counts summed over device classes.

@@ -106,6 +106,10 @@ pub struct PublishTarget {
     /// The model's name in the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A file holding the signing key (PKCS#8 PEM, ECDSA P-256): the winner is signed after
+    /// the gate and the push. Without it the artifact goes unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 impl OptimizationRequest {
@@ -253,6 +257,7 @@ mod tests {
         elsewhere.publish = Some(PublishTarget {
             target: "reg/models:x".into(),
             name: Some("m".into()),
+            signing_key: Some("/etc/key".into()),
         });
         elsewhere.model.location = "/tmp/model.onnx".into();
         assert_eq!(elsewhere.inputs_digest(), d);

@@ -198,12 +198,23 @@ pub fn run(
             facts: publish::facts_of(&outcome.report, target.name.clone())?,
         };
         let packed = payload.pack(Default::default())?;
+        // The key is read before the push: a bad key fails the run without publishing.
+        let key = target
+            .signing_key
+            .as_deref()
+            .map(|p| publish::signing_key(std::path::Path::new(p)))
+            .transpose()?;
         let pushed = block_on(settings.registry.push(&target.target, &packed))
             .with_context(|| format!("pushing to {}", target.target))?;
         eprintln!(
             "pushed {} ({} bytes uploaded, {} blobs already there)",
             pushed.reference, pushed.uploaded_bytes, pushed.skipped_blobs
         );
+        if let Some(key) = key {
+            let sig = block_on(settings.registry.sign(&pushed.reference, &key))
+                .with_context(|| format!("signing {}", pushed.reference))?;
+            eprintln!("signed {} ({sig})", pushed.reference);
+        }
         result.artifact = Some(ArtifactRef {
             reference: pushed.reference,
             digest: pushed.digest.to_string(),

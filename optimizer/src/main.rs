@@ -100,6 +100,31 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Write a new signing key pair: DIR/cosign.key (ECDSA P-256, unencrypted PKCS#8 PEM) and
+    /// DIR/cosign.pub; make a Secret of them for an EdgeModel's `spec.publish.signingSecret`.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign an artifact (`registry/repository@sha256:…`) the way `cosign sign --key` does.
+    Sign {
+        reference: String,
+        /// The private key (PKCS#8 PEM, ECDSA P-256).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check an artifact's signature against a public key (cosign's key-based layout); exits
+    /// non-zero, saying why, when it is unsigned or signed by another key or for another digest.
+    Verify {
+        reference: String,
+        /// The public key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// Print what an artifact holds (manifest, config, edgefleet facts) without downloading
     /// its layers. Accepts a tag or a digest.
     Inspect {
@@ -193,6 +218,9 @@ struct OptimizeArgs {
     /// Model name recorded in the artifact.
     #[arg(long)]
     name: Option<String>,
+    /// Sign the pushed winner with this private key (PKCS#8 PEM, ECDSA P-256).
+    #[arg(long, requires = "push")]
+    signing_key: Option<PathBuf>,
     /// Print the request these flags make (JSON, with its inputs digest) and exit.
     #[arg(long)]
     print_request: bool,
@@ -373,6 +401,7 @@ fn request(args: &OptimizeArgs) -> anyhow::Result<OptimizationRequest> {
         publish: args.push.as_ref().map(|target| PublishTarget {
             target: target.clone(),
             name: args.name.clone(),
+            signing_key: args.signing_key.as_ref().map(|p| p.display().to_string()),
         }),
     })
 }
@@ -494,6 +523,35 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             let pushed = block_on(registry.registry()?.push_file(&target, file))
                 .with_context(|| format!("uploading {} to {target}", path.display()))?;
             println!("{}", pushed.reference);
+        }
+        Command::Keygen { out } => {
+            let key = edgefleet_artifact::SigningKeyPem::generate();
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let private = out.join("cosign.key");
+            output::write_private(&private, key.to_pem().as_bytes())?;
+            output::write_atomic(&out.join("cosign.pub"), key.public().to_pem().as_bytes())?;
+            println!("{}", private.display());
+        }
+        Command::Sign {
+            reference,
+            key,
+            registry,
+        } => {
+            let key = publish::signing_key(&key)?;
+            let sig = block_on(registry.registry()?.sign(&reference, &key))?;
+            println!("{sig}");
+        }
+        Command::Verify {
+            reference,
+            key,
+            registry,
+        } => {
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let key = edgefleet_artifact::PublicKey::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            block_on(registry.registry()?.verify_signature(&reference, &key))?;
+            println!("{reference}: signature verified");
         }
         Command::Inspect {
             reference,

@@ -47,6 +47,14 @@ pub struct Payload {
     pub facts: Facts,
 }
 
+/// A signing key from its file, the file named in any error.
+pub fn signing_key(path: &Path) -> Result<edgefleet_artifact::SigningKeyPem> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    edgefleet_artifact::SigningKeyPem::from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("signing key {}: {e}", path.display()))
+}
+
 /// The ModelPack `quantization` value for a technique (None when nothing was quantized).
 pub fn quantization(technique: &str) -> Option<String> {
     ["int8", "full-integer", "clustering", "float16"]

@@ -6,9 +6,10 @@
 //! retry with jittered exponential backoff, failed downloads are retried the same way, and the
 //! model in service stays in service.
 
-use crate::app::App;
+use crate::app::{App, NotLoaded};
 use crate::plan::{self, Attempt, Observed, Serving, Step};
 use edgefleet_api::assignment::{DesiredArtifact, ModelAssignment};
+use edgefleet_artifact::PublicKey;
 use futures::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -188,7 +189,11 @@ async fn converge(
             }
             Step::Load(source) => {
                 let desired = desired.expect("a load has a desired artifact");
-                let result = app.load(&source).await;
+                let result = match desired.public_key.as_deref().map(PublicKey::from_pem) {
+                    None => app.load(&source, None).await,
+                    Some(Ok(key)) => app.load(&source, Some(&key)).await,
+                    Some(Err(e)) => Err(NotLoaded::refused(format!("spec.desired.publicKey: {e}"))),
+                };
                 let mut s = state.lock().expect("agent state");
                 s.last_at = Some(Instant::now());
                 match result {

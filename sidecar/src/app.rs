@@ -3,7 +3,7 @@
 use crate::metrics::{Metrics, ModelLabels};
 use crate::model::{LoadRequest, Loaded, Origin};
 use crate::slot::Slot;
-use edgefleet_artifact::{Cache, Digest, Registry, SelfTest};
+use edgefleet_artifact::{Cache, Digest, PublicKey, Registry, SelfTest};
 use edgefleet_runtime::Runtime;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ pub struct NotLoaded {
 }
 
 impl NotLoaded {
-    fn refused(reason: impl Into<String>) -> Self {
+    pub fn refused(reason: impl Into<String>) -> Self {
         NotLoaded {
             reason: reason.into(),
             transient: false,
@@ -128,8 +128,17 @@ impl App {
         })
     }
 
-    async fn fetch(&self, source: &str) -> Result<Fetched, NotLoaded> {
+    async fn fetch(&self, source: &str, key: Option<&PublicKey>) -> Result<Fetched, NotLoaded> {
+        if key.is_some() && !source.starts_with("oci://") {
+            return Err(NotLoaded::refused(format!(
+                "{source}: a signature is required (spec.desired.publicKey) and only oci:// artifacts carry one"
+            )));
+        }
         if let Some(reference) = source.strip_prefix("oci://") {
+            // The signature first: nothing of an artifact that does not verify is downloaded.
+            if let Some(key) = key {
+                self.registry.verify_signature(reference, key).await?;
+            }
             let pulled = self
                 .registry
                 .pull_for_device(reference, &self.cache)
@@ -192,11 +201,16 @@ impl App {
         }
     }
 
-    /// Fetches, verifies, loads and self-tests `source`, then swaps it in. On any failure the
-    /// current model keeps serving and the reason is kept in the status.
-    pub async fn load(self: &Arc<Self>, source: &str) -> Result<Swapped, NotLoaded> {
+    /// Fetches, verifies (with `key`, its signature too), loads and self-tests `source`, then
+    /// swaps it in. On any failure the current model keeps serving and the reason is kept in
+    /// the status.
+    pub async fn load(
+        self: &Arc<Self>,
+        source: &str,
+        key: Option<&PublicKey>,
+    ) -> Result<Swapped, NotLoaded> {
         let _one = self.loading.lock().await;
-        let result = self.load_locked(source).await;
+        let result = self.load_locked(source, key).await;
         match &result {
             Err(e) => {
                 self.metrics.refused.inc();
@@ -241,8 +255,12 @@ impl App {
         serde_json::from_slice(&bytes).ok()
     }
 
-    async fn load_locked(self: &Arc<Self>, source: &str) -> Result<Swapped, NotLoaded> {
-        let fetched = self.fetch(source).await?;
+    async fn load_locked(
+        self: &Arc<Self>,
+        source: &str,
+        key: Option<&PublicKey>,
+    ) -> Result<Swapped, NotLoaded> {
+        let fetched = self.fetch(source, key).await?;
         if let Some(current) = self.slot.current()
             && current.origin.digest == fetched.origin.digest
         {

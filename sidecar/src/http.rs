@@ -10,17 +10,31 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use edgefleet_artifact::Digest;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// What one request may ask for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest request body (`--max-body-bytes`).
     pub max_body_bytes: usize,
     /// Largest batch in one inference request (`--max-batch`).
     pub max_batch: usize,
+    /// Who may change the model over HTTP: nobody by default, and never a sidecar that follows
+    /// a ModelAssignment.
+    pub load: LoadEndpoint,
+}
+
+/// The model-repository load endpoint's state.
+#[derive(Clone, Debug, Default)]
+pub enum LoadEndpoint {
+    /// Refused (403): the model changes only through the ModelAssignment, or not at all.
+    #[default]
+    Off,
+    /// Standalone use on loopback: a request must carry `Authorization: Bearer <token>`.
+    Token(String),
 }
 
 pub fn router(app: Arc<App>, limits: Limits) -> Router {
@@ -469,8 +483,35 @@ async fn classify(
 async fn load(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    axum::Extension(limits): axum::Extension<Limits>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    match &limits.load {
+        LoadEndpoint::Off => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this sidecar does not change its model over HTTP: it follows its ModelAssignment \
+                 (or serves the --model it was started with); standalone, start it with \
+                 --load-token-file on a loopback --listen address",
+            );
+        }
+        LoadEndpoint::Token(token) => {
+            let given = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Compared as digests: the time taken says nothing about the token.
+            if Digest::of(given.as_bytes()) != Digest::of(token.as_bytes()) {
+                app.metrics.error("unauthorized");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "load needs Authorization: Bearer <the --load-token-file token>",
+                );
+            }
+        }
+    }
     let body = match body {
         Ok(b) => b,
         Err(e) => return body_error(&app, e),
@@ -491,7 +532,7 @@ async fn load(
             "parameters.source is required: oci://registry/repo@sha256:… or a path",
         );
     };
-    match app.load(source).await {
+    match app.load(source, None).await {
         Ok(swapped) => json_ok(serde_json::to_value(swapped).expect("serializes")),
         Err(reason) => error(
             StatusCode::UNPROCESSABLE_ENTITY,

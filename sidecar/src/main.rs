@@ -84,6 +84,12 @@ enum Command {
         /// Docker config.json with registry credentials.
         #[arg(long, env = "EDGEFLEET_REGISTRY_CONFIG")]
         registry_config: Option<PathBuf>,
+        /// Enable `POST /v2/repository/models/{name}/load` for standalone use: requests must
+        /// carry `Authorization: Bearer <the file's first line>`. Only with a loopback
+        /// `--listen` address, never with `--assignment` (the ModelAssignment alone changes the
+        /// model then). Off by default.
+        #[arg(long, conflicts_with = "assignment")]
+        load_token_file: Option<PathBuf>,
         /// Preprocessing (the EdgeModel's JSON) for the image endpoint when the model does not
         /// carry it, e.g. '{"colorMode":"grayscale","mean":[0.286],"std":[0.353]}'.
         #[arg(long)]
@@ -115,8 +121,26 @@ async fn main() -> anyhow::Result<()> {
         cache,
         plain_http,
         registry_config,
+        load_token_file,
         preprocessing,
     } = Args::parse().command;
+    let load = match &load_token_file {
+        None => http::LoadEndpoint::Off,
+        Some(_) if !listen.ip().is_loopback() => anyhow::bail!(
+            "--load-token-file: the load endpoint is only served on a loopback --listen address, not {listen}"
+        ),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--load-token-file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "--load-token-file {}: the token must be at least 16 characters",
+                path.display()
+            );
+            http::LoadEndpoint::Token(token)
+        }
+    };
     let preprocessing = preprocessing
         .map(|p| serde_json::from_str(&p))
         .transpose()
@@ -193,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
                 http::Limits {
                     max_body_bytes,
                     max_batch: max_batch as usize,
+                    load,
                 },
             ),
         )
@@ -200,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
         .into_future(),
     );
     if let Some(source) = initial {
-        match app.load(&source).await {
+        match app.load(&source, None).await {
             Ok(s) => {
                 tracing::info!(digest = %s.digest, load_ms = s.load_ms, selftest = s.selftest_passed, "ready")
             }

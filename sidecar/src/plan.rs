@@ -210,6 +210,7 @@ mod tests {
             digest: digest.into(),
             repository: "registry.local/models/m".into(),
             revision: 3,
+            public_key: None,
         }
     }
 

@@ -298,3 +298,92 @@ async fn follows_its_model_assignment_and_keeps_serving_through_outages() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn loads_only_what_verifies_with_the_assignments_key_and_no_client_can_repoint_it() {
+    with_namespace("sidecar-trust", |client, ns| async move {
+        edgefleet_artifact::install_tls_provider();
+        let reg = TestRegistry::start(RegistryConfig::default())?;
+        let xs: Vec<Vec<f32>> = (0..4).map(|i| input(80 + i)).collect();
+        let base = fixture_bytes();
+        let tops: Vec<usize> = xs.iter().map(|x| argmax(&direct(&base, x))).collect();
+        let registry = edgefleet_artifact::Registry::new(edgefleet_artifact::RegistryOptions {
+            plain_http: vec![reg.addr.clone()],
+            ..Default::default()
+        })?;
+        let key = edgefleet_artifact::SigningKeyPem::generate();
+        let stranger = edgefleet_artifact::SigningKeyPem::generate();
+        let signed_ref = publish(&reg.addr, &variant("signed"), &xs, &tops, None).await;
+        registry.sign(&signed_ref, &key).await?;
+        let unsigned = digest_of(&publish(&reg.addr, &variant("unsigned"), &xs, &tops, None).await);
+        let forged_ref = publish(&reg.addr, &variant("forged"), &xs, &tops, None).await;
+        registry.sign(&forged_ref, &stranger).await?;
+        let forged = digest_of(&forged_ref);
+        let (repo, signed) = signed_ref.split_once('@').map(|(r, d)| (r.to_string(), d.to_string())).unwrap();
+        let pem = key.public().to_pem();
+
+        let api: Api<ModelAssignment> = Api::namespaced(client.clone(), &ns);
+        let desire = |digest: &str, revision: i64| {
+            json!({"spec": {"desired": {"digest": digest, "repository": repo, "revision": revision, "publicKey": pem}}})
+        };
+        let mut ma: ModelAssignment = serde_json::from_value(json!({
+            "apiVersion": "edgefleet.dev/v1alpha1", "kind": "ModelAssignment",
+            "metadata": {"name": "app-0"},
+            "spec": {"model": "fashion", "deviceClass": "cpu-int8",
+                     "pod": {"name": "app-0", "uid": "0000-2222"}}
+        }))?;
+        ma.spec.desired = serde_json::from_value(desire(&signed, 1)["spec"]["desired"].clone())?;
+        api.create(&PostParams::default(), &ma).await?;
+        let status_where = |what: &'static str, check: Box<dyn Fn(&ModelAssignment) -> bool + Send + Sync>| {
+            let api = api.clone();
+            async move {
+                eventually(Duration::from_secs(90), || async {
+                    let ma = api.get("app-0").await?;
+                    anyhow::ensure!(check(&ma), "waiting for {what}: status {:?}", ma.status);
+                    Ok(ma)
+                })
+                .await
+            }
+        };
+        let dir = tempfile::tempdir()?;
+        let (ok, out) = kubectl(&["apply", "-n", &ns, "-f", "examples/sidecar-rbac.yaml"]);
+        anyhow::ensure!(ok, "{out}");
+        let token = edgefleet_testenv::service_account_token(&ns, "edgefleet-sidecar")?;
+        let kubeconfig = edgefleet_testenv::token_kubeconfig(dir.path(), &edgefleet_testenv::apiserver(), &token);
+        let args = ["--assignment", "app-0", "--namespace", ns.as_str(), "--plain-http", reg.addr.as_str()];
+        let sidecar = start_sidecar(&args, &kubeconfig, &dir.path().join("cache")).await;
+        let http = reqwest::Client::new();
+
+        // Signed with the assignment's key: served.
+        let serving = |d: String| move |ma: &ModelAssignment| {
+            ma.status.as_ref().and_then(|s| s.current.as_ref()).map(|c| c.digest.clone()) == Some(d.clone())
+        };
+        status_where("the signed model in service", Box::new(serving(signed.clone()))).await?;
+
+        // Unsigned, then signed by another key: refused with the reason, the signed one serves.
+        for (digest, revision, why) in [(&unsigned, 2, "unsigned"), (&forged, 3, "does not verify with the trusted public key")] {
+            api.patch("app-0", &PatchParams::default(), &Patch::Merge(&desire(digest, revision))).await?;
+            let ma = status_where(
+                "a refusal",
+                Box::new(move |ma| ma.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains(why))),
+            )
+            .await?;
+            let s = ma.status.unwrap();
+            assert_eq!(s.current.unwrap().digest, signed, "{why}");
+            assert!(s.message.as_deref().unwrap().contains("signature refused"), "{:?}", s.message);
+            assert_eq!(infer(&http, &sidecar.base, &xs[0]).await.map_err(anyhow::Error::msg)?.0, signed);
+        }
+
+        // Following an assignment, nothing over HTTP changes the model, token or not.
+        let r = http
+            .post(format!("{}/v2/repository/models/fashion/load", sidecar.base))
+            .header("authorization", "Bearer anything-at-all-long-enough")
+            .json(&json!({"parameters": {"source": format!("oci://{forged_ref}")}}))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 403);
+        assert_eq!(infer(&http, &sidecar.base, &xs[0]).await.map_err(anyhow::Error::msg)?.0, signed);
+        Ok(())
+    })
+    .await;
+}

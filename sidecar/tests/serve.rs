@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+const LOAD_TOKEN: &str = "a-test-token-of-enough-length";
+
 struct Sidecar {
     process: Process,
     base: String,
@@ -26,11 +28,16 @@ impl Sidecar {
         edgefleet_artifact::install_tls_provider();
         let port = free_port();
         let cache = tempfile::tempdir().unwrap();
+        // Standalone, on loopback: the load endpoint is on, behind this token.
+        let token = cache.path().join("load-token");
+        std::fs::write(&token, format!("{LOAD_TOKEN}\n")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefleet-sidecar"));
         cmd.args(["serve", "--model", model, "--name", "fashion"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--cache")
             .arg(cache.path())
+            .arg("--load-token-file")
+            .arg(&token)
             .args(extra);
         let process = Process::spawn_standalone("sidecar", cmd).unwrap();
         let s = Sidecar {
@@ -66,14 +73,18 @@ impl Sidecar {
     }
 
     async fn post(&self, path: &str, body: String) -> (u16, Value) {
-        let r = self
+        self.post_as(path, body, Some(LOAD_TOKEN)).await
+    }
+
+    async fn post_as(&self, path: &str, body: String, token: Option<&str>) -> (u16, Value) {
+        let mut r = self
             .client
             .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let r = r.body(body).send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         (
@@ -526,5 +537,84 @@ async fn an_artifact_self_tests_before_serving_and_a_failing_one_is_refused() {
     assert_eq!(
         process.wait_timeout(Duration::from_secs(10)).unwrap(),
         Some(0)
+    );
+}
+
+#[tokio::test]
+async fn the_load_endpoint_is_off_by_default_and_needs_the_token_and_loopback_when_on() {
+    let model = fixture();
+    let model = model.to_str().unwrap();
+    let other = variant(tempfile::tempdir().unwrap().keep().as_path());
+    let body = json!({"parameters": {"source": other}}).to_string();
+    let path = "/v2/repository/models/fashion/load";
+    // With the token: no token or a wrong one is refused and changes nothing.
+    let on = Sidecar::start(model, &[]).await;
+    let before = on.get("/v2/sidecar/status").await["digest"].clone();
+    let (code, out) = on.post_as(path, body.clone(), None).await;
+    assert_eq!(code, 401, "{out}");
+    let (code, out) = on.post_as(path, body.clone(), Some("guess")).await;
+    assert_eq!(code, 401, "{out}");
+    assert_eq!(on.get("/v2/sidecar/status").await["digest"], before);
+    let (code, out) = on.post(path, body.clone()).await;
+    assert_eq!(code, 200, "{out}");
+    assert_ne!(on.get("/v2/sidecar/status").await["digest"], before);
+
+    // Without --load-token-file: 403 whoever asks, the model stays.
+    let port = free_port();
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefleet-sidecar"));
+    cmd.args(["serve", "--model", model, "--name", "fashion"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--cache")
+        .arg(cache.path());
+    let _off = Process::spawn_standalone("sidecar-off", cmd).unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    edgefleet_testenv::eventually(Duration::from_secs(60), || async {
+        let r = http.get(format!("{base}/v2/health/ready")).send().await?;
+        anyhow::ensure!(r.status() == 200, "not ready");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let r = http
+        .post(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {LOAD_TOKEN}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("does not change its model over HTTP")
+    );
+
+    // On a non-loopback address the token file is refused at start.
+    let token = cache.path().join("t");
+    std::fs::write(&token, LOAD_TOKEN).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgefleet-sidecar"))
+        .args([
+            "serve",
+            "--model",
+            model,
+            "--name",
+            "fashion",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--cache")
+        .arg(cache.path())
+        .arg("--load-token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only served on a loopback"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -11,7 +11,7 @@ use edgefleet_api::conditions::reasons;
 use edgefleet_api::deviceclass::DeviceClassSpec;
 use edgefleet_api::edgemodel::{BlobSource, DeviceClassProgress, EdgeModel};
 use edgefleet_api::labels;
-use edgefleet_artifact::{DockerConfig, Registry, RegistryOptions};
+use edgefleet_artifact::{DockerConfig, PublicKey, Registry, RegistryOptions};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::ResourceExt;
@@ -102,6 +102,53 @@ async fn registry(model: &EdgeModel, ctx: &Context) -> std::result::Result<Regis
     .map_err(|e| e.to_string())
 }
 
+/// The EdgeModel's trusted public key: `cosign.pub` of its signing Secret; none when it has
+/// no signing Secret.
+async fn public_key(
+    model: &EdgeModel,
+    ctx: &Context,
+) -> std::result::Result<Option<PublicKey>, String> {
+    let Some(name) = pipeline::signing_secret(model, ctx.jobs.signing_secret.as_deref()) else {
+        return Ok(None);
+    };
+    let field = match model.spec.publish.signing_secret {
+        Some(_) => "spec.publish.signingSecret",
+        None => "the operator's --signing-secret",
+    };
+    let ns = model.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("{field}: reading Secret {ns}/{name}: {e}"))?
+        .ok_or_else(|| format!("{field}: Secret {ns}/{name} not found"))?;
+    let data = secret.data.unwrap_or_default();
+    for key in [pipeline::SIGNING_PRIVATE_KEY, pipeline::SIGNING_PUBLIC_KEY] {
+        if !data.contains_key(key) {
+            return Err(format!("{field}: Secret {ns}/{name} has no {key:?}"));
+        }
+    }
+    let pem = String::from_utf8_lossy(&data[pipeline::SIGNING_PUBLIC_KEY].0).into_owned();
+    PublicKey::from_pem(&pem).map(Some).map_err(|e| {
+        format!(
+            "{field}: Secret {ns}/{name} {:?}: {e}",
+            pipeline::SIGNING_PUBLIC_KEY
+        )
+    })
+}
+
+/// Checks the signature of `reference` with `key` (nothing to check without a key).
+async fn signature(
+    registry: &Registry,
+    reference: &str,
+    key: Option<&PublicKey>,
+) -> edgefleet_artifact::Result<()> {
+    match key {
+        Some(key) => registry.verify_signature(reference, key).await,
+        None => Ok(()),
+    }
+}
+
 /// A source pinned to its content (a tag is resolved against the registry).
 async fn pin(
     source: &BlobSource,
@@ -154,17 +201,22 @@ async fn ensure_service_account(ns: &str, ctx: &Context) -> Result<()> {
     }
 }
 
-/// How the Job's most recent finished pod ended.
+/// How the Job's most recent finished pod ended. Only pods the Job's controller made count
+/// (selected by its `controller-uid` and owned by it): anyone may label a pod `job-name=…`.
 async fn last_pod_end(job: &Job, ctx: &Context) -> Result<Option<pipeline::PodEnd>> {
     let ns = job.namespace().unwrap_or_default();
+    let Some(uid) = job.uid() else {
+        return Ok(None);
+    };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+        .list(&ListParams::default().labels(&format!("{}={uid}", pipeline::JOB_CONTROLLER_UID)))
         .await
         .map_err(Error::kube(format!("Pods of Job {ns}/{}", job.name_any())))?;
     let mut messages: Vec<_> = list
         .items
         .iter()
+        .filter(|p| pipeline::owned_by_job(p, &uid))
         .filter_map(|p| {
             let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
             let done = statuses
@@ -243,6 +295,19 @@ pub async fn reconcile(
         Ok(p) => p,
         Err(message) => return Ok(unavailable(model, reasons::SOURCE_UNAVAILABLE, message)),
     };
+    let key = match public_key(model, ctx).await {
+        Ok(k) => k,
+        Err(message) => {
+            return Ok(unavailable(
+                model,
+                reasons::SIGNING_KEY_UNAVAILABLE,
+                message,
+            ));
+        }
+    };
+    let key_pem = key.as_ref().map(PublicKey::to_pem);
+    let signing_secret = pipeline::signing_secret(model, ctx.jobs.signing_secret.as_deref());
+    let requirement = &model.spec.accuracy;
     let budget = edgefleet_api::duration::parse(&model.spec.optimization.time_budget)
         .map(|d| d.as_secs())
         .unwrap_or(1800);
@@ -265,11 +330,11 @@ pub async fn reconcile(
     let mut keys = BTreeMap::new();
     for (class_name, class) in classes {
         let request = pipeline::request(model, class_name, class, &base, &data);
-        let key = pipeline::inputs_digest(&request);
-        let short = key.hex()[..16].to_string();
+        let inputs = pipeline::inputs_digest(&request);
+        let short = inputs.hex()[..16].to_string();
         keys.insert(class_name.clone(), short.clone());
         let prev = previous.iter().find(|p| &p.name == class_name);
-        let job_name = pipeline::job_name(&name, class_name, &key);
+        let job_name = pipeline::job_name(&name, class_name, &inputs);
         let current = jobs.iter().find(|j| {
             j.labels().get(labels::DEVICE_CLASS) == Some(class_name)
                 && j.labels().get(labels::INPUTS) == Some(&short)
@@ -278,9 +343,9 @@ pub async fn reconcile(
         let phase = match prev {
             // Already verified for these inputs: nothing to ask anyone.
             Some(p)
-                if p.inputs_digest.as_deref() == Some(key.as_str())
+                if p.inputs_digest.as_deref() == Some(inputs.as_str())
                     && p.phase == Some(edgefleet_api::edgemodel::DeviceClassPhase::Published)
-                    && p.artifact.is_some() =>
+                    && p.artifact.as_ref().is_some_and(|a| a.public_key == key_pem) =>
             {
                 job_ref = p.job.clone();
                 ClassPhase::Published {
@@ -303,12 +368,27 @@ pub async fn reconcile(
                                 .clone()
                                 .expect("a success names its artifact");
                             let reference = reported.reference.clone();
-                            match registry.inspect(&reference).await {
+                            let checked = match registry.inspect(&reference).await {
+                                Ok(found) => signature(&registry, &reference, key.as_ref())
+                                    .await
+                                    .map(|()| found),
+                                Err(e) => Err(e),
+                            };
+                            match checked {
                                 Ok((artifact, _)) => {
                                     let digest_ok = reported.digest == artifact.digest.as_str();
-                                    match pipeline::verify(&artifact, class_name, &key) {
+                                    match pipeline::verify(
+                                        &artifact,
+                                        class_name,
+                                        &inputs,
+                                        requirement,
+                                    ) {
                                         Ok(()) if digest_ok => ClassPhase::Published {
-                                            artifact: pipeline::published(&artifact, repository),
+                                            artifact: pipeline::published(
+                                                &artifact,
+                                                repository,
+                                                key.as_ref(),
+                                            ),
                                             reused: false,
                                         },
                                         Ok(()) => ClassPhase::Failed(format!(
@@ -327,29 +407,67 @@ pub async fn reconcile(
                                         format!("verifying {reference}: {e}"),
                                     ));
                                 }
+                                Err(e @ edgefleet_artifact::Error::Signature { .. }) => {
+                                    events.push(event(
+                                        EventType::Warning,
+                                        reasons::SIGNATURE_REFUSED,
+                                        format!(
+                                            "device class {class_name}: Job {}: {e}",
+                                            job.name_any()
+                                        ),
+                                    ));
+                                    ClassPhase::Failed(format!("not published: {e}"))
+                                }
                                 Err(e) => ClassPhase::Failed(format!("verifying {reference}: {e}")),
                             }
                         }
                     }
                 }
                 None => {
-                    let tagged =
-                        format!("{repository}:{}", pipeline::artifact_tag(class_name, &key));
-                    match registry.inspect(&tagged).await {
-                        Ok((artifact, _))
-                            if pipeline::verify(&artifact, class_name, &key).is_ok() =>
-                        {
-                            ClassPhase::Published {
-                                artifact: pipeline::published(&artifact, repository),
-                                reused: true,
+                    let tagged = format!(
+                        "{repository}:{}",
+                        pipeline::artifact_tag(class_name, &inputs)
+                    );
+                    let found = match registry.inspect(&tagged).await {
+                        Ok((artifact, _)) => {
+                            match pipeline::verify(&artifact, class_name, &inputs, requirement) {
+                                Ok(()) => {
+                                    let pinned = format!("{repository}@{}", artifact.digest);
+                                    match signature(&registry, &pinned, key.as_ref()).await {
+                                        Ok(()) => Ok(Some(artifact)),
+                                        Err(e @ edgefleet_artifact::Error::Signature { .. }) => {
+                                            // Optimize again: the Job publishes and signs anew.
+                                            events.push(event(
+                                                EventType::Warning,
+                                                reasons::SIGNATURE_REFUSED,
+                                                format!("device class {class_name}: not reusing {tagged}: {e}"),
+                                            ));
+                                            Ok(None)
+                                        }
+                                        Err(e) => Err(e),
+                                    }
+                                }
+                                Err(why) => {
+                                    info!(class = %class_name, %tagged, %why, "not reusing");
+                                    Ok(None)
+                                }
                             }
                         }
-                        Ok(_) | Err(edgefleet_artifact::Error::NotFound { .. }) => {
+                        Err(edgefleet_artifact::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                    match found {
+                        Ok(Some(artifact)) => ClassPhase::Published {
+                            artifact: pipeline::published(&artifact, repository, key.as_ref()),
+                            reused: true,
+                        },
+                        Ok(None) => {
                             let run = pipeline::ClassRun {
                                 model,
                                 request: &request,
-                                inputs: &key,
+                                inputs: &inputs,
                                 time_budget_seconds: budget,
+                                signing_secret,
                             };
                             let job = pipeline::job(run, &ctx.jobs);
                             match jobs_api.create(&PostParams::default(), &job).await {
@@ -383,7 +501,7 @@ pub async fn reconcile(
         };
         // Announce transitions once.
         let changed = prev.and_then(|p| p.phase) != Some(phase.word())
-            || prev.and_then(|p| p.inputs_digest.as_deref()) != Some(key.as_str());
+            || prev.and_then(|p| p.inputs_digest.as_deref()) != Some(inputs.as_str());
         let message = match &phase {
             ClassPhase::Optimizing { job } => format!("Job {job} is optimizing"),
             ClassPhase::Published { artifact, reused } => format!(
@@ -425,7 +543,7 @@ pub async fn reconcile(
             phase: Some(phase.word()),
             message: Some(message),
             job: job_ref,
-            inputs_digest: Some(key.to_string()),
+            inputs_digest: Some(inputs.to_string()),
             artifact: match &phase {
                 ClassPhase::Published { artifact, .. } => Some(artifact.clone()),
                 // A class being re-optimized keeps serving its last good artifact.
