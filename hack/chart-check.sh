@@ -45,7 +45,7 @@ log "helm template | kubeconform -strict: every option on"
 digest=sha256:$(printf '%064d' 0)
 render --set networkPolicy.enabled=true --set serviceMonitor.enabled=true --set watchNamespace=vision \
   --set 'sidecar.namespaces={vision,factory}' --set 'sidecar.plainHttpRegistries={registry.local:5000}' \
-  --set registryCA.secretName=registry-ca --set image.operator.digest=$digest \
+  --set registryCA.secretName=registry-ca --set signing.secretName=edgefleet-signing --set image.operator.digest=$digest \
   --set image.optimizer.digest=$digest --set image.sidecar.digest=$digest | validate
 log "helm template | kubeconform -strict: one replica, no webhook, no device classes"
 render --set replicas=1 --set webhook.enabled=false --set deviceClasses.create=false | validate

@@ -52,7 +52,37 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
                 % 3000;
         let unique = move |doc: &mut serde_yaml_ng::Value| {
             doc["spec"]["optimization"]["timeBudget"] = format!("{budget}s").into();
+            doc["spec"]["publish"]["signingSecret"] = "signing".into();
         };
+        // The signing key pair, as the user makes it: `edgefleet-optimizer keygen`, a Secret.
+        let keys = tempfile::tempdir()?;
+        let out = Command::new(&optimizer)
+            .args(["keygen", "--out"])
+            .arg(keys.path())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (public_pem, public_path) = (
+            std::fs::read_to_string(keys.path().join("cosign.pub"))?,
+            keys.path().join("cosign.pub"),
+        );
+        let (ok, out) = edgefleet_testenv::kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "signing",
+            "-n",
+            &ns,
+            &format!(
+                "--from-file=cosign.key={}",
+                keys.path().join("cosign.key").display()
+            ),
+            &format!("--from-file=cosign.pub={}", public_path.display()),
+        ]);
+        ensure!(ok, "{out}");
         let started = std::time::Instant::now();
         apply(&ns, &example("fashion-mnist", unique));
 
@@ -152,6 +182,36 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
         );
         eprintln!("kubectl apply → Published in {published_after:?}");
 
+        // Signed by the Job: the status names the key, and both our verifier and cosign's
+        // accept the signature with the Secret's public key.
+        assert_eq!(artifact.public_key.as_deref(), Some(public_pem.as_str()));
+        let verify = Command::new(&optimizer)
+            .args(["verify", &artifact.reference, "--key"])
+            .arg(&public_path)
+            .args(["--plain-http", &env().registry])
+            .output()?;
+        ensure!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let cosign = edgefleet_testenv::tool("cosign")?;
+        let verify = Command::new(cosign)
+            .args(["verify", "--key"])
+            .arg(&public_path)
+            .args([
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                "--new-bundle-format=false",
+                &artifact.reference,
+            ])
+            .output()?;
+        ensure!(
+            verify.status.success(),
+            "cosign verify: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+
         // Identical inputs under another name: reused, no Job.
         apply(&ns, &example("fashion-mnist-again", unique));
         let again = eventually(Duration::from_secs(60), || async {
@@ -176,6 +236,69 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
                 .any(|e| e.reason.as_deref() == Some(reasons::REUSED)
                     && e.involved_object.name.as_deref() == Some("fashion-mnist-again"))
         );
+
+        // Someone who can push replaces the reuse tag with an artifact of their own, carrying
+        // the same annotations (better accuracy, even) but no signature: not reused. A Job runs.
+        let inputs: edgefleet_artifact::Digest = class.inputs_digest.clone().unwrap().parse()?;
+        let tag = edgefleet_operator::pipeline::artifact_tag("cpu-int8", &inputs);
+        let repository = artifact.reference.split('@').next().unwrap().to_string();
+        let forged = edgefleet_artifact::pack(
+            &edgefleet_artifact::manifest::Contents {
+                model: &std::fs::read(
+                    edgefleet_testenv::repo_root()
+                        .join("optimizer/fixtures/fashion-cnn/model.onnx"),
+                )?,
+                ..Default::default()
+            },
+            &edgefleet_artifact::Facts {
+                device_class: "cpu-int8".into(),
+                runtime: artifact.runtime.clone(),
+                technique: "fp32".into(),
+                accuracy: 0.99,
+                base_accuracy: Some(0.99),
+                inputs_digest: Some(inputs.clone()),
+                ..Default::default()
+            },
+            Default::default(),
+        )?;
+        let pusher = edgefleet_artifact::Registry::new(edgefleet_artifact::RegistryOptions {
+            plain_http: vec![env().registry.clone()],
+            ..Default::default()
+        })?;
+        pusher.push(&format!("{repository}:{tag}"), &forged).await?;
+        apply(&ns, &example("fashion-mnist-forged", unique));
+        eventually(Duration::from_secs(60), || async {
+            ensure!(
+                !jobs_of(&jobs, "fashion-mnist-forged").await?.is_empty(),
+                "no Job yet"
+            );
+            let list = events.list(&ListParams::default()).await?;
+            let refused = list.items.iter().find(|e| {
+                e.reason.as_deref() == Some(reasons::SIGNATURE_REFUSED)
+                    && e.involved_object.name.as_deref() == Some("fashion-mnist-forged")
+            });
+            let note = refused
+                .and_then(|e| e.message.clone())
+                .context("no SignatureRefused Event yet")?;
+            ensure!(note.contains("unsigned") && note.contains(&tag), "{note}");
+            Ok(())
+        })
+        .await?;
+        let forged_status = models
+            .get("fashion-mnist-forged")
+            .await?
+            .status
+            .unwrap_or_default();
+        assert!(
+            forged_status
+                .device_classes
+                .iter()
+                .all(|c| c.artifact.is_none()),
+            "the forged artifact was published: {forged_status:?}"
+        );
+        models
+            .delete("fashion-mnist-forged", &DeleteParams::default())
+            .await?;
 
         // A spec change supersedes: the new inputs get a new Job, a running one is replaced
         // when the spec changes again, and the old Jobs are deleted.
