@@ -42,9 +42,29 @@ pub enum Layout {
     Nhwc,
 }
 
+/// Widest or tallest image decoded.
+pub const MAX_SIDE: u32 = 8192;
+/// Most memory one decode may allocate (whatever the header claims).
+pub const MAX_DECODE_BYTES: u64 = 64 << 20;
+/// Most pixels after resizing (a 1-pixel-wide image resized to a 224 short side would grow
+/// without bound).
+pub const MAX_PIXELS: u64 = 16 << 20;
+
 /// One encoded image as a float sample in the model's layout, and its shape (no batch).
+/// Images over [`MAX_SIDE`] or needing more than [`MAX_DECODE_BYTES`] are refused before they
+/// are decoded.
 pub fn preprocess(bytes: &[u8], pre: &Preprocessing) -> Result<(Vec<f32>, Vec<usize>), String> {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read image: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| format!("cannot decode image (at most {MAX_SIDE}x{MAX_SIDE}, {MAX_DECODE_BYTES} bytes decoded): {e}"))?;
     let mut img = match pre.color_mode {
         ColorMode::Grayscale => image::DynamicImage::ImageLuma8(img.to_luma8()),
         ColorMode::Rgb => image::DynamicImage::ImageRgb8(img.to_rgb8()),
@@ -62,6 +82,11 @@ pub fn preprocess(bytes: &[u8], pre: &Preprocessing) -> Result<(Vec<f32>, Vec<us
                 side,
             )
         };
+        if nw as u64 * nh as u64 > MAX_PIXELS {
+            return Err(format!(
+                "resizing {w}x{h} to a short side of {side} makes {nw}x{nh}, over {MAX_PIXELS} pixels"
+            ));
+        }
         if (nw, nh) != (w, h) {
             img = img.resize_exact(nw, nh, FilterType::Triangle);
         }
@@ -104,4 +129,42 @@ pub fn preprocess(bytes: &[u8], pre: &Preprocessing) -> Result<(Vec<f32>, Vec<us
         Layout::Nhwc => vec![h, w, channels],
     };
     Ok((out, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x + y) % 251) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    fn gray(resize: Option<u32>) -> Preprocessing {
+        Preprocessing {
+            color_mode: ColorMode::Grayscale,
+            resize,
+            center_crop: None,
+            mean: Vec::new(),
+            std: Vec::new(),
+            layout: Layout::Nchw,
+        }
+    }
+
+    #[test]
+    fn images_beyond_the_decode_limits_are_refused_before_they_cost_memory() {
+        let (x, shape) = preprocess(&png(28, 28), &gray(None)).unwrap();
+        assert_eq!((x.len(), shape), (784, vec![1, 28, 28]));
+        // A few KiB of PNG that claims more width than allowed.
+        let wide = png(MAX_SIDE + 1, 1);
+        assert!(wide.len() < 64 << 10, "{}", wide.len());
+        let e = preprocess(&wide, &gray(None)).unwrap_err();
+        assert!(e.contains("cannot decode image (at most 8192x8192"), "{e}");
+        // Small enough to decode, but a resize would make it enormous.
+        let e = preprocess(&png(1, 8000), &gray(Some(224))).unwrap_err();
+        assert!(e.contains("over 16777216 pixels"), "{e}");
+        assert!(preprocess(b"not an image", &gray(None)).is_err());
+    }
 }
