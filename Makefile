@@ -55,7 +55,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 unit: ## Unit tests only (no control plane needed)
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p edgefleet-api --tests
-	$(CARGO) test --test crds committed_crds_are_fresh generated_schema_carries_the_admission_rules
+	$(CARGO) test --test crds -- committed_crds_are_fresh generated_schema_carries_the_admission_rules
 
 .PHONY: chart-check
 chart-check: ## helm lint, helm template | kubeconform -strict, examples, Argo CD health + kstatus on captured statuses

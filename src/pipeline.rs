@@ -476,8 +476,10 @@ pub fn verify(
         ));
     }
     const SLACK: f64 = 1e-9;
+    // Written so that a NaN anywhere fails the check.
+    let meets_floor = |floor: f64| facts.accuracy + SLACK >= floor;
     if let Some(floor) = requirement.floor
-        && !(facts.accuracy + SLACK >= floor)
+        && !meets_floor(floor)
     {
         return Err(format!(
             "artifact {} records accuracy {:.4}, below spec.accuracy.floor {floor}",
@@ -492,7 +494,8 @@ pub fn verify(
                 media::BASE_ACCURACY
             ));
         };
-        if !(base - facts.accuracy <= max_drop + SLACK) {
+        let within = base - facts.accuracy <= max_drop + SLACK;
+        if !within {
             return Err(format!(
                 "artifact {} records accuracy {:.4}, {:.4} below its base {base:.4}: more than spec.accuracy.maxDrop {max_drop}",
                 artifact.digest,

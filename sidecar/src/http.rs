@@ -22,6 +22,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest batch in one inference request (`--max-batch`).
     pub max_batch: usize,
+    /// Inference requests held at once (reading, waiting for a session, running); one more
+    /// gets a 503 with `Retry-After` instead of memory (`--max-in-flight`).
+    pub max_in_flight: usize,
     /// Who may change the model over HTTP: nobody by default, and never a sidecar that follows
     /// a ModelAssignment.
     pub load: LoadEndpoint,
@@ -38,9 +41,41 @@ pub enum LoadEndpoint {
 }
 
 pub fn router(app: Arc<App>, limits: Limits) -> Router {
-    let Limits { max_body_bytes, .. } = limits;
+    let Limits {
+        max_body_bytes,
+        max_in_flight,
+        ..
+    } = limits.clone();
     let counted = app.clone();
+    let busy = app.clone();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+    let inference = Router::new()
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v1/models/{name}/classify", post(classify))
+        .route_layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let (app, in_flight) = (busy.clone(), in_flight.clone());
+                async move {
+                    match in_flight.try_acquire_owned() {
+                        Ok(_held) => next.run(req).await,
+                        Err(_) => {
+                            app.metrics.error("busy");
+                            let mut r = error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("{max_in_flight} inference requests are in flight (--max-in-flight); retry shortly"),
+                            );
+                            r.headers_mut().insert(
+                                axum::http::header::RETRY_AFTER,
+                                axum::http::HeaderValue::from_static("1"),
+                            );
+                            r
+                        }
+                    }
+                }
+            },
+        ));
     Router::new()
+        .merge(inference)
         .route(
             "/v2/health/live",
             get(|| async { json_ok(json!({"live": true})) }),
@@ -48,9 +83,7 @@ pub fn router(app: Arc<App>, limits: Limits) -> Router {
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
-        .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/repository/models/{name}/load", post(load))
-        .route("/v1/models/{name}/classify", post(classify))
         .route("/v2/sidecar/status", get(status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))

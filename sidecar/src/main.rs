@@ -71,6 +71,9 @@ enum Command {
         /// Largest batch in one inference request; larger ones get a 400.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
         max_batch: u32,
+        /// Inference requests held at once; one more gets a 503 with Retry-After.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        max_in_flight: u32,
         /// Artifact cache (the last good model is served from here after a restart).
         #[arg(
             long,
@@ -118,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         inline_below_ms,
         max_body_bytes,
         max_batch,
+        max_in_flight,
         cache,
         plain_http,
         registry_config,
@@ -217,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
                 http::Limits {
                     max_body_bytes,
                     max_batch: max_batch as usize,
+                    max_in_flight: max_in_flight as usize,
                     load,
                 },
             ),

@@ -618,3 +618,39 @@ async fn the_load_endpoint_is_off_by_default_and_needs_the_token_and_loopback_wh
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_get_a_503_not_memory() {
+    use tokio::io::AsyncWriteExt as _;
+    let sidecar = Sidecar::start(fixture().to_str().unwrap(), &["--max-in-flight", "1"]).await;
+    // One request that sends its headers and then stalls mid-body holds the only slot.
+    let addr = sidecar.base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /v2/models/fashion/infer HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{{\"inputs\":["
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out) = sidecar.infer(1, &inputs(1, 5)).await;
+    assert_eq!(code, 503, "{out}");
+    assert!(
+        out["error"].as_str().unwrap().contains("--max-in-flight"),
+        "{out}"
+    );
+    // Health and metrics are not inference: they answer.
+    assert_eq!(sidecar.get("/v2/health/ready").await["ready"], true);
+    assert!(sidecar.metrics().await.contains("busy"));
+    drop(stalled);
+    edgefleet_testenv::eventually(Duration::from_secs(10), || async {
+        let (code, out) = sidecar.infer(1, &inputs(1, 5)).await;
+        anyhow::ensure!(code == 200, "{code}: {out}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
