@@ -96,6 +96,8 @@ pub struct Pulled {
 
 pub struct Registry {
     options: RegistryOptions,
+    /// For manifests: read as a stream and cut at the limit (`oci-client` reads whole bodies).
+    http: reqwest::Client,
     /// Two clients because `oci-client` picks monolithic or chunked upload per client.
     single: Client,
     chunked: Client,
@@ -139,7 +141,22 @@ impl Registry {
             read_timeout: Some(options.read_timeout),
             ..Default::default()
         };
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout);
+        for c in &certs {
+            let cert = reqwest::Certificate::from_pem(&c.data).map_err(|e| Error::Credentials {
+                path: "extra CA certificates".into(),
+                reason: e.to_string(),
+            })?;
+            http = http.add_root_certificate(cert);
+        }
+        let http = http.build().map_err(|e| Error::Credentials {
+            path: "HTTP client".into(),
+            reason: e.to_string(),
+        })?;
         Ok(Registry {
+            http,
             single: Client::new(config(true)),
             chunked: Client::new(config(false)),
             options,
@@ -282,21 +299,7 @@ impl Registry {
     /// it resolved to is returned and everything after uses it.
     pub async fn manifest(&self, reference: &str) -> Result<(Reference, Digest, Vec<u8>)> {
         let r = parse_reference(reference)?;
-        self.login(&self.single, &r, RegistryOperation::Pull)
-            .await?;
-        let (bytes, _) = self
-            .single
-            .pull_manifest_raw(&r, &self.auth(&r), &[media::OCI_MANIFEST])
-            .await
-            .map_err(|e| self.error(&r, e))?;
-        let limit = self.options.limits.metadata_bytes;
-        if bytes.len() as u64 > limit {
-            return Err(Error::TooLarge {
-                what: format!("manifest {reference}"),
-                size: bytes.len() as u64,
-                limit,
-            });
-        }
+        let bytes = self.get_manifest(&r, reference).await?;
         let actual = Digest::of(&bytes);
         if let Some(expected) = r.digest() {
             let expected: Digest = expected.parse()?;
@@ -378,6 +381,85 @@ impl Registry {
         };
         let digest = d.parse()?;
         Ok((r, digest))
+    }
+
+    /// GETs a manifest, reading at most `limits.metadata_bytes` of it: a declared length over
+    /// the limit is refused before the body is read, an undeclared one is cut off there.
+    async fn get_manifest(&self, r: &Reference, reference: &str) -> Result<Vec<u8>> {
+        let token = self
+            .single
+            .auth(r, &self.auth(r), RegistryOperation::Pull)
+            .await
+            .map_err(|e| self.error(r, e))?;
+        let registry = r.resolve_registry();
+        let scheme = match self.options.plain_http.iter().any(|h| h == registry) {
+            true => "http",
+            false => "https",
+        };
+        let target = r.digest().or(r.tag()).unwrap_or("latest");
+        let url = format!(
+            "{scheme}://{registry}/v2/{}/manifests/{target}",
+            r.repository()
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, media::OCI_MANIFEST);
+        request = match (token, self.credentials(r)) {
+            (Some(t), _) | (None, Credentials::Bearer(t)) => request.bearer_auth(t),
+            (None, Credentials::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
+            (None, Credentials::Anonymous) => request,
+        };
+        let transient = |reason: String| Error::Registry {
+            reference: r.whole(),
+            reason,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transient(format!("GET {url}: {e}")))?;
+        let status = response.status();
+        match status.as_u16() {
+            200 => {}
+            404 => {
+                return Err(Error::NotFound {
+                    reference: r.whole(),
+                    reason: format!("GET {url}: 404"),
+                });
+            }
+            401 | 403 => {
+                return Err(Error::Unauthorized {
+                    registry: r.registry().into(),
+                    user: self.credentials(r).who(),
+                    reason: format!("the registry refused GET {url} ({status})"),
+                });
+            }
+            _ => return Err(transient(format!("GET {url}: HTTP {status}"))),
+        }
+        let limit = self.options.limits.metadata_bytes;
+        let what = format!("manifest {reference}");
+        if let Some(n) = response.content_length()
+            && n > limit
+        {
+            return Err(Error::TooLarge {
+                what,
+                size: n,
+                limit,
+            });
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transient(format!("GET {url}: {e}")))?;
+            let size = body.len() as u64 + chunk.len() as u64;
+            if size > limit {
+                return Err(Error::TooLarge { what, size, limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Reads what an artifact holds without downloading its layers.

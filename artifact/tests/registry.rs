@@ -599,3 +599,45 @@ async fn claims_a_pusher_writes_are_bounded_before_and_while_reading() {
     let e = reader.inspect(&pushed.reference).await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
 }
+
+/// A registry that answers any manifest GET with a body that never ends (no length declared).
+async fn endless_manifests() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route(
+            "/v2/{repo}/manifests/{reference}",
+            get(|| async {
+                let chunk = bytes::Bytes::from(vec![b' '; 64 << 10]);
+                let endless =
+                    futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+                axum::response::Response::builder()
+                    .header("content-type", edgefleet_artifact::media::OCI_MANIFEST)
+                    .body(axum::body::Body::from_stream(endless))
+                    .unwrap()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn a_manifest_is_read_no_further_than_the_metadata_limit() {
+    let addr = endless_manifests().await;
+    let registry = Registry::new(plain(&addr)).unwrap();
+    let started = std::time::Instant::now();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    for reference in [format!("{addr}/m:latest"), format!("{addr}/m@{digest}")] {
+        match tokio::time::timeout(Duration::from_secs(20), registry.manifest(&reference)).await {
+            Ok(Err(Error::TooLarge { size, limit, .. })) => {
+                assert_eq!(limit, 4 << 20);
+                assert!(size > limit && size <= limit + (64 << 10), "{size}");
+            }
+            Ok(other) => panic!("{reference}: {other:?}"),
+            Err(_) => panic!("{reference}: still reading an endless manifest after 20 s"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

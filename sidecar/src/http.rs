@@ -192,14 +192,106 @@ async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> R
 }
 
 /// Flattens nested JSON arrays of numbers (OIP allows both flat and nested `data`).
-fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), String> {
-    match v {
-        Value::Array(items) => items.iter().try_for_each(|i| flatten(i, out)),
-        Value::Number(n) => {
-            out.push(n.as_f64().ok_or("data holds a number out of range")? as f32);
-            Ok(())
-        }
-        other => Err(format!("data must hold numbers, found {other}")),
+/// An OIP request as sent: parsed straight into these types (tensor values into one `f32`
+/// buffer), so a request costs its body plus 4 bytes per value, never a JSON tree.
+#[derive(serde::Deserialize)]
+struct InferBody {
+    #[serde(default)]
+    id: Option<RequestId>,
+    inputs: Vec<InputTensor>,
+    #[serde(default)]
+    parameters: RequestParameters,
+    #[serde(default)]
+    outputs: Vec<OutputSpec>,
+}
+
+/// A request id: a string (the protocol), or a number (echoed as sent).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum RequestId {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+#[derive(serde::Deserialize)]
+struct InputTensor {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    datatype: String,
+    shape: Vec<u64>,
+    #[serde(default)]
+    parameters: TensorParameters,
+    #[serde(default)]
+    data: Option<Values>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct TensorParameters {
+    #[serde(default)]
+    binary_data_size: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RequestParameters {
+    #[serde(default)]
+    binary_data_output: Option<bool>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct OutputSpec {
+    #[serde(default)]
+    parameters: OutputParameters,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct OutputParameters {
+    #[serde(default)]
+    binary_data: Option<bool>,
+}
+
+/// Tensor values, flat or nested to any depth (JSON's own nesting limit applies), in order.
+struct Values(Vec<f32>);
+
+impl<'de> serde::Deserialize<'de> for Values {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        serde::de::DeserializeSeed::deserialize(FlatInto(&mut out), d)?;
+        Ok(Values(out))
+    }
+}
+
+/// Appends every number of a (nested) array to the buffer.
+struct FlatInto<'a>(&'a mut Vec<f32>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FlatInto<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FlatInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("data to hold numbers (or arrays of numbers)")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        while seq.next_element_seed(FlatInto(&mut *out))?.is_some() {}
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push(v as f32);
+        Ok(())
     }
 }
 
@@ -238,36 +330,47 @@ pub fn parse_request(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: Value =
-        serde_json::from_slice(json_part).map_err(|e| format!("malformed JSON: {e}"))?;
-    let inputs = req["inputs"]
-        .as_array()
-        .ok_or("the request has no \"inputs\" array")?;
-    let [tensor] = inputs.as_slice() else {
+    let req: InferBody = serde_json::from_slice(json_part).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            format!("the request is not an OIP inference request: {e}")
+        }
+        _ => format!("malformed JSON: {e}"),
+    })?;
+    let binary_output = req.parameters.binary_data_output == Some(true)
+        || req
+            .outputs
+            .first()
+            .is_some_and(|o| o.parameters.binary_data == Some(true));
+    let id = match req.id {
+        None => Value::Null,
+        Some(RequestId::Text(t)) => Value::String(t),
+        Some(RequestId::Number(n)) => Value::Number(n),
+    };
+    if req.inputs.len() != 1 {
         return Err(format!(
             "the model takes one input, the request has {}",
-            inputs.len()
+            req.inputs.len()
         ));
-    };
-    let name = tensor["name"].as_str().unwrap_or_default();
+    }
+    let tensor = req.inputs.into_iter().next().expect("one input");
+    let name = tensor.name.as_str();
     if name != input {
         return Err(format!(
             "inputs[0].name is {name:?}; the model's input is {input:?}"
         ));
     }
-    let datatype = tensor["datatype"].as_str().unwrap_or_default();
+    let datatype = tensor.datatype.as_str();
     if datatype != "FP32" {
         return Err(format!(
             "inputs[0].datatype is {datatype:?}; the model takes \"FP32\""
         ));
     }
-    let shape: Vec<usize> = tensor["shape"]
-        .as_array()
-        .ok_or("inputs[0].shape is missing")?
+    let shape: Vec<usize> = tensor
+        .shape
         .iter()
-        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .map(|&d| usize::try_from(d).ok())
         .collect::<Option<_>>()
-        .ok_or("inputs[0].shape must hold non-negative integers")?;
+        .ok_or("inputs[0].shape must hold non-negative integers that fit a machine word")?;
     if shape.len() != sample_shape.len() + 1 || shape[1..] != *sample_shape || shape[0] == 0 {
         let mut want = vec!["N".to_string()];
         want.extend(sample_shape.iter().map(usize::to_string));
@@ -290,12 +393,10 @@ pub fn parse_request(
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(too_large)?;
     let expected_bytes = expected.checked_mul(4).ok_or_else(too_large)?;
-    let data = match tensor["parameters"].get("binary_data_size") {
+    let data = match tensor.parameters.binary_data_size {
         Some(size) => {
-            let size = size
-                .as_u64()
-                .and_then(|s| usize::try_from(s).ok())
-                .ok_or("inputs[0].parameters.binary_data_size must be a byte count")?;
+            let size = usize::try_from(size)
+                .map_err(|_| "inputs[0].parameters.binary_data_size must be a byte count")?;
             if size != expected_bytes {
                 return Err(format!(
                     "inputs[0].parameters.binary_data_size is {size}; shape {shape:?} of FP32 needs {expected_bytes} bytes"
@@ -324,8 +425,12 @@ pub fn parse_request(
                     binary.len()
                 ));
             }
-            let mut data = Vec::new();
-            flatten(&tensor["data"], &mut data).map_err(|e| format!("inputs[0].{e}"))?;
+            let data = match tensor.data {
+                Some(Values(v)) => v,
+                None => {
+                    return Err("inputs[0] has neither data nor parameters.binary_data_size".into());
+                }
+            };
             if data.len() != expected {
                 return Err(format!(
                     "inputs[0].data holds {} values; shape {shape:?} needs {expected}",
@@ -335,13 +440,8 @@ pub fn parse_request(
             data
         }
     };
-    let binary_output = req["parameters"]["binary_data_output"].as_bool() == Some(true)
-        || req["outputs"]
-            .as_array()
-            .and_then(|o| o.first())
-            .is_some_and(|o| o["parameters"]["binary_data"].as_bool() == Some(true));
     Ok(Request {
-        id: req.get("id").cloned().unwrap_or(Value::Null),
+        id,
         batch: shape[0],
         data,
         binary_output,
@@ -641,6 +741,25 @@ mod tests {
             .contains("holds 1 values")
         );
         assert!(bad(r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1,1,2], "data": [1, "a"]}]}"#).contains("numbers"));
+        assert!(
+            bad(r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1,1,2]}]}"#)
+                .contains("neither data")
+        );
+        assert!(
+            bad(
+                r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1,1,2], "data": []}]}"#
+            )
+            .contains("not an OIP inference request")
+        );
+        // An id is a string or a number, echoed as sent; anything else is refused, not stored.
+        let with_id = |id: &str| {
+            format!(
+                r#"{{"id": {id}, "inputs": [{{"name": "x", "datatype": "FP32", "shape": [1,1,2], "data": [[[1]], [2]]}}]}}"#
+            )
+        };
+        let r = parse_request(with_id("7").as_bytes(), None, "x", &[1, 2], 8).unwrap();
+        assert_eq!((r.id, r.data), (json!(7), vec![1.0, 2.0]));
+        assert!(bad(&with_id(r#"[[1, 2], {"a": 3}]"#)).contains("not an OIP inference request"));
     }
 
     #[test]

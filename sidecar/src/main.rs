@@ -65,14 +65,17 @@ enum Command {
         /// thread per session. 0: always inference threads.
         #[arg(long, default_value_t = model::INLINE_BELOW.as_secs_f64() * 1e3)]
         inline_below_ms: f64,
-        /// Largest request body accepted.
-        #[arg(long, default_value_t = 32 << 20)]
+        /// Largest request body accepted. A request costs at most its body plus 4 bytes per
+        /// tensor value (at most twice the body for JSON, the body for binary tensors), so the
+        /// defaults hold --max-in-flight x 3 x 8 MiB = 96 MiB of requests, within the injected
+        /// sidecar's 256Mi memory limit next to its model.
+        #[arg(long, default_value_t = 8 << 20)]
         max_body_bytes: usize,
         /// Largest batch in one inference request; larger ones get a 400.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
         max_batch: u32,
         /// Inference requests held at once; one more gets a 503 with Retry-After.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         max_in_flight: u32,
         /// Artifact cache (the last good model is served from here after a restart).
         #[arg(
