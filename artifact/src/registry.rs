@@ -484,22 +484,42 @@ impl Registry {
             d,
             self.options.limits.metadata_bytes,
         )?;
-        let mut out = Vec::new();
         let digest = d.digest()?;
-        self.single
-            .pull_blob(r, &descriptor(d), &mut out)
+        let what = format!("{what} of {}", r.whole());
+        let mut stream = self
+            .single
+            .pull_blob_stream(r, &descriptor(d))
             .await
-            .map_err(|e| match e {
-                OciDistributionError::DigestError(_) => Error::DigestMismatch {
-                    what: format!("{what} of {}", r.whole()),
-                    expected: digest.clone(),
-                    actual: Digest::of(&out),
-                },
-                e => self.error(r, e),
-            })?;
+            .map_err(|e| self.error(r, e))?
+            .stream;
+        // No further than the descriptor's size, whatever the registry sends.
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                // The client's own digest check ends the stream with an error: a refusal, not
+                // a network failure.
+                Err(_) if out.len() as u64 == d.size && Digest::of(&out) != digest => break,
+                Err(e) => {
+                    return Err(Error::Registry {
+                        reference: r.whole(),
+                        reason: format!("{what}: {e}"),
+                    });
+                }
+            };
+            let size = out.len() as u64 + chunk.len() as u64;
+            if size > d.size {
+                return Err(Error::SizeMismatch {
+                    what,
+                    expected: d.size,
+                    actual: size,
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
         if Digest::of(&out) != digest {
             return Err(Error::DigestMismatch {
-                what: format!("{what} of {}", r.whole()),
+                what,
                 expected: digest,
                 actual: Digest::of(&out),
             });

@@ -641,3 +641,53 @@ async fn a_manifest_is_read_no_further_than_the_metadata_limit() {
     }
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[tokio::test]
+async fn a_config_is_read_no_further_than_its_descriptor_says() {
+    use axum::routing::get;
+    // A well-formed artifact manifest whose config blob never ends.
+    let packed = pack_model(b"onnx bytes", Compression::None);
+    let manifest = packed.manifest_bytes.clone();
+    let app = axum::Router::new()
+        .route("/v2/", get(|| async { "{}" }))
+        .route(
+            "/v2/{repo}/manifests/{reference}",
+            get(move || {
+                let m = manifest.clone();
+                async move {
+                    axum::response::Response::builder()
+                        .header("content-type", edgefleet_artifact::media::OCI_MANIFEST)
+                        .body(axum::body::Body::from(m))
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/v2/{repo}/blobs/{digest}",
+            get(|| async {
+                let chunk = bytes::Bytes::from(vec![b'{'; 64 << 10]);
+                let endless =
+                    futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+                axum::body::Body::from_stream(endless)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let registry = Registry::new(plain(&addr)).unwrap();
+    let inspected = tokio::time::timeout(
+        Duration::from_secs(20),
+        registry.inspect(&format!("{addr}/m:v1")),
+    )
+    .await
+    .expect("still reading an endless config after 20 s");
+    match inspected {
+        Err(Error::SizeMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, packed.config.descriptor.size);
+            assert!(actual <= expected + (64 << 10), "{actual}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
