@@ -70,6 +70,11 @@ images: ## Build the operator, optimizer and sidecar images without Docker and p
 tools: ## Build helm, kubeconform, crane (Go modules), kubectl-edgefleet and edgefleet-optimizer; prints a directory for PATH
 	@bash hack/tools.sh
 
+.PHONY: fuzz
+FUZZ_SECONDS ?= 300
+fuzz: ## Fuzz every parser of untrusted bytes (OIP requests, images, ONNX, npz, ModelPack) for FUZZ_SECONDS each; writes bench-results/fuzz.json
+	@bash hack/fuzz.sh $(FUZZ_SECONDS)
+
 .PHONY: test
 test: ## The whole suite: lint, unit, and integration tests against the real control plane
 	@bash hack/test.sh

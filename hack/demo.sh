@@ -53,6 +53,10 @@ done
 kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
 kubectl delete -f examples/deviceclasses.yaml --ignore-not-found >/dev/null
 kubectl create namespace "$ns" >/dev/null
+keys=$(mktemp -d -t edgefleet-keys.XXXXXX)
+./target/debug/edgefleet-optimizer keygen --out "$keys" >/dev/null
+kubectl create secret generic edgefleet-signing -n "$ns" --from-file="$keys/cosign.key" --from-file="$keys/cosign.pub" >/dev/null
+say "signing key pair made (edgefleet-optimizer keygen) and stored as Secret $ns/edgefleet-signing: Jobs sign with it, the operator and every sidecar verify with cosign.pub"
 log_file=$(mktemp -t edgefleet-operator.XXXXXX.log)
 webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # Outside a cluster the API server calls the webhook by URL; in a cluster (the Helm chart, see
@@ -60,7 +64,7 @@ webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1"
 ./target/debug/edgefleet-operator --lease-namespace "$ns" --http-addr 127.0.0.1:0 \
   --webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port/mutate" \
   --webhook-names 127.0.0.1 --webhook-configuration edgefleet-demo-injector \
-  --optimizer-image "$(image optimizer)" \
+  --optimizer-image "$(image optimizer)" --signing-secret edgefleet-signing \
   --sidecar-image "$(image sidecar)" --sidecar-plain-http "$EDGEFLEET_REGISTRY" >"$log_file" 2>&1 &
 operator=$!
 cleanup() {
@@ -113,6 +117,8 @@ kubectl logs -n "$ns" "$pod0" -c camera-app | tail -2 | sed 's/^/   /'
 step "8. what the registry holds (read back by digest)"
 ref=$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact.reference}')
 ./target/debug/edgefleet-optimizer inspect "$ref" --plain-http "$EDGEFLEET_REGISTRY"
+say "its signature (cosign's key-based layout, so \`cosign verify --key cosign.pub\` accepts it too):"
+./target/debug/edgefleet-optimizer verify "$ref" --key "$keys/cosign.pub" --plain-http "$EDGEFLEET_REGISTRY" | sed 's/^/   /'
 
 step "9. a second artifact (int8 dynamic): while its Job runs, the fleet stays ready; then it rolls out in waves across the nodes"
 kubectl patch -n "$ns" edgemodel fashion-mnist --type merge -p '{"spec":{"optimization":{"techniques":["int8Dynamic"]}}}'

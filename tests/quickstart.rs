@@ -135,4 +135,6 @@ async fn the_readme_quickstart_installs_and_publishes() {
             "{line}"
         );
     }
+    // Last, the published artifact's signature checks with the Secret's public key.
+    assert!(stdout.contains(": signature verified"), "{stdout}");
 }

@@ -42,15 +42,25 @@ impl Dataset {
 
     /// [`Dataset::load`] with arrays of at most `max_array_bytes` each.
     pub fn load_limited(path: &Path, max_array_bytes: u64) -> Result<Self, DatasetError> {
-        let invalid = |message: String| DatasetError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
         let file = std::fs::File::open(path).map_err(|source| DatasetError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut archive = zip::ZipArchive::new(file)
+        Self::from_npz(file, path, max_array_bytes)
+    }
+
+    /// An `.npz` read from `reader` (`path` names it in errors), arrays of at most
+    /// `max_array_bytes` each.
+    pub fn from_npz<R: std::io::Read + std::io::Seek>(
+        reader: R,
+        path: &Path,
+        max_array_bytes: u64,
+    ) -> Result<Self, DatasetError> {
+        let invalid = |message: String| DatasetError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut archive = zip::ZipArchive::new(reader)
             .map_err(|e| invalid(format!("not an .npz archive ({e})")))?;
         let mut member = |name: &str| -> Result<Option<npy::Array>, DatasetError> {
             let mut entry = match archive.by_name(&format!("{name}.npy")) {
