@@ -197,7 +197,11 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(media_type: &str, data: Vec<u8>, annotations: BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(
+        media_type: &str,
+        data: Vec<u8>,
+        annotations: BTreeMap<String, String>,
+    ) -> Self {
         Blob {
             descriptor: Descriptor {
                 media_type: media_type.into(),
@@ -364,21 +368,29 @@ pub fn pack_file(file: FileArtifact<'_>) -> Packed {
         file_annotations(file.file_name, file.file_name),
     );
     let config = Blob::new(file.config_type, file.config.to_vec(), BTreeMap::new());
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        artifact_type: Some(file.artifact_type.into()),
-        config: config.descriptor.clone(),
-        layers: vec![layer.descriptor.clone()],
-        annotations: BTreeMap::new(),
-    };
-    let manifest_bytes = Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"));
-    Packed {
-        digest: Digest::of(&manifest_bytes),
-        manifest,
-        manifest_bytes,
-        config,
-        layers: vec![layer],
+    Packed::single(Some(file.artifact_type), config, layer)
+}
+
+impl Packed {
+    /// An OCI image manifest of one config and one layer (no manifest annotations).
+    pub(crate) fn single(artifact_type: Option<&str>, config: Blob, layer: Blob) -> Packed {
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            artifact_type: artifact_type.map(Into::into),
+            config: config.descriptor.clone(),
+            layers: vec![layer.descriptor.clone()],
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes =
+            Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"));
+        Packed {
+            digest: Digest::of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+            config,
+            layers: vec![layer],
+        }
     }
 }
 

@@ -7,10 +7,9 @@
 //! of one signature against a key and the digest it must name. [`crate::Registry`] moves the
 //! bytes. The crypto is the RustCrypto `p256`/`ecdsa` crates.
 
+use crate::Digest;
 use crate::manifest::{Blob, Descriptor, Manifest, Packed};
-use crate::{Digest, media};
 use base64::Engine as _;
-use bytes::Bytes;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{
@@ -187,48 +186,23 @@ pub fn check(
 /// The signature manifest for one payload and its signature: what `cosign sign --key` pushes
 /// (one layer per signature; the config lists the layer's diff_id).
 pub fn pack(payload: &[u8], signature_b64: &str) -> Packed {
-    let layer_digest = Digest::of(payload);
-    let layer = Blob {
-        descriptor: Descriptor {
-            media_type: PAYLOAD_MEDIA_TYPE.into(),
-            digest: layer_digest.to_string(),
-            size: payload.len() as u64,
-            annotations: BTreeMap::from([(SIGNATURE_ANNOTATION.into(), signature_b64.into())]),
-        },
-        data: Bytes::copy_from_slice(payload),
-    };
-    let config_bytes = serde_json::to_vec(&serde_json::json!({
+    let layer = Blob::new(
+        PAYLOAD_MEDIA_TYPE,
+        payload.to_vec(),
+        BTreeMap::from([(SIGNATURE_ANNOTATION.into(), signature_b64.into())]),
+    );
+    let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "",
         "os": "",
         "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.descriptor.digest]},
     }))
     .expect("serializes");
-    let config = Blob {
-        descriptor: Descriptor {
-            media_type: CONFIG_MEDIA_TYPE.into(),
-            digest: Digest::of(&config_bytes).to_string(),
-            size: config_bytes.len() as u64,
-            annotations: BTreeMap::new(),
-        },
-        data: Bytes::from(config_bytes),
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        artifact_type: None,
-        config: config.descriptor.clone(),
-        layers: vec![layer.descriptor.clone()],
-        annotations: BTreeMap::new(),
-    };
-    let manifest_bytes = Bytes::from(serde_json::to_vec(&manifest).expect("serializes"));
-    Packed {
-        digest: Digest::of(&manifest_bytes),
-        manifest,
-        manifest_bytes,
-        config,
-        layers: vec![layer],
-    }
+    Packed::single(
+        None,
+        Blob::new(CONFIG_MEDIA_TYPE, config, BTreeMap::new()),
+        layer,
+    )
 }
 
 /// The signature layers a signature manifest lists (at most [`MAX_SIGNATURES`], each at most
