@@ -326,7 +326,15 @@ async fn hostile_shapes_get_a_400_and_cost_no_session() {
         &["--inline-below-ms", "1"][..],
         &["--inline-below-ms", "0"][..],
     ] {
-        let mut args = vec!["--workers", "2", "--max-batch", "64"];
+        // Eight requests at once below: room for all of them (over --max-in-flight is a 503).
+        let mut args = vec![
+            "--workers",
+            "2",
+            "--max-batch",
+            "64",
+            "--max-in-flight",
+            "8",
+        ];
         args.extend_from_slice(placement);
         let sidecar = Sidecar::start(fixture().to_str().unwrap(), &args).await;
         for batch in [1u64 << 60, 1 << 62, u64::MAX, 65] {
