@@ -102,13 +102,14 @@ async fn registry(model: &EdgeModel, ctx: &Context) -> std::result::Result<Regis
     .map_err(|e| e.to_string())
 }
 
-/// The EdgeModel's trusted public key: `cosign.pub` of its signing Secret; none when it has
-/// no signing Secret.
+/// The EdgeModel's trusted public key: `cosign.pub` of its signing Secret (`secret`, from
+/// `pipeline::signing_secret`); none when it has no signing Secret.
 async fn public_key(
     model: &EdgeModel,
+    secret: Option<&str>,
     ctx: &Context,
 ) -> std::result::Result<Option<PublicKey>, String> {
-    let Some(name) = pipeline::signing_secret(model, ctx.jobs.signing_secret.as_deref()) else {
+    let Some(name) = secret else {
         return Ok(None);
     };
     let field = match model.spec.publish.signing_secret {
@@ -295,7 +296,8 @@ pub async fn reconcile(
         Ok(p) => p,
         Err(message) => return Ok(unavailable(model, reasons::SOURCE_UNAVAILABLE, message)),
     };
-    let key = match public_key(model, ctx).await {
+    let signing_secret = pipeline::signing_secret(model, ctx.jobs.signing_secret.as_deref());
+    let key = match public_key(model, signing_secret, ctx).await {
         Ok(k) => k,
         Err(message) => {
             return Ok(unavailable(
@@ -306,7 +308,6 @@ pub async fn reconcile(
         }
     };
     let key_pem = key.as_ref().map(PublicKey::to_pem);
-    let signing_secret = pipeline::signing_secret(model, ctx.jobs.signing_secret.as_deref());
     let requirement = &model.spec.accuracy;
     let budget = edgefleet_api::duration::parse(&model.spec.optimization.time_budget)
         .map(|d| d.as_secs())
