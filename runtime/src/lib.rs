@@ -8,6 +8,7 @@
 //! metadata ([`INPUT_SCALE`] …); sessions quantize float inputs and dequantize outputs, so callers
 //! always pass and receive float32.
 
+pub mod decode;
 pub mod image;
 pub mod ort;
 pub mod tract;
@@ -95,7 +96,8 @@ pub trait Session: Send {
     fn run(&mut self, batch: usize, data: &[f32]) -> Result<Vec<f32>, String>;
 }
 
-/// An inference runtime able to load a model for a fixed batch size.
+/// An inference runtime able to load a model for a fixed batch size. Implementations load the
+/// model's [`decode::runtime_form`], never the transport form as it came.
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
     fn load(

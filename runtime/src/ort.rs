@@ -57,6 +57,7 @@ impl Runtime for OnnxRuntime {
     ) -> Result<Box<dyn Session>, String> {
         let env = environment(self.library.as_deref())?;
         let input = model.input.clone();
+        let form = crate::decode::runtime_form(model.bytes)?;
         let session = ort::session::Session::builder(env)
             .and_then(|b| {
                 b.with_optimization_level(GraphOptimizationLevel::Level3)
@@ -66,7 +67,7 @@ impl Runtime for OnnxRuntime {
                 b.with_intra_threads(self.threads.max(1))
                     .map_err(Into::into)
             })
-            .and_then(|mut b| b.commit_from_memory(model.bytes))
+            .and_then(|mut b| b.commit_from_memory(&form.bytes))
             .map_err(|e| e.to_string())?;
         Ok(Box::new(OrtSession {
             session,

@@ -33,10 +33,11 @@ impl Runtime for Tract {
             Some(_) => i8::fact(&shape),
             None => f32::fact(&shape),
         };
+        let form = crate::decode::runtime_form(model.bytes)?;
         let plan = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .with_ignore_output_shapes(true)
-            .model_for_read(&mut &*model.bytes)
+            .model_for_read(&mut &*form.bytes)
             .and_then(|m| m.with_input_fact(0, fact.into()))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
