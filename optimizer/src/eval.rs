@@ -131,6 +131,20 @@ pub fn evaluate(
 
     let mut single = load(1)?;
     let mut times = Vec::with_capacity(plan.latency_runs);
+    let warmup = if plan.latency_runs > 0 {
+        warmup_runs(plan.latency_runs)
+    } else {
+        0
+    };
+    for &i in plan.indices.iter().cycle().take(warmup) {
+        single
+            .run(1, data.sample(i))
+            .map_err(|reason| EvalError::Run {
+                runtime: runtime.name(),
+                model: name.clone(),
+                reason,
+            })?;
+    }
     for &i in plan.indices.iter().cycle().take(plan.latency_runs) {
         let input = data.sample(i);
         let start = Instant::now();
@@ -149,6 +163,64 @@ pub fn evaluate(
         latency_ms_p99: percentile(&mut times, 0.99),
         predictions,
     })
+}
+
+/// Untimed runs before the timed ones: the first runs of a fresh session pay for allocation,
+/// page faults and caches, which is what made an identical copy of the base read 30% faster
+/// than the base measured first.
+pub fn warmup_runs(timed: usize) -> usize {
+    (timed / 10).clamp(3, 50)
+}
+
+/// Single-sample latency of several models measured the same way, so that their figures can be
+/// compared: every session is loaded and warmed up first, then the timed runs alternate between
+/// the models one run at a time, so that whatever the machine does meanwhile (frequency, other
+/// load) falls on all of them alike. Returns `(p50, p99)` in milliseconds per model.
+pub fn interleaved_latency(
+    runtime: &dyn Runtime,
+    models: &[&Model],
+    data: &Dataset,
+    indices: &[usize],
+    runs: usize,
+) -> Result<Vec<(f64, f64)>, EvalError> {
+    let failed = |model: &Model| {
+        let name = model.path.display().to_string();
+        move |reason| EvalError::Run {
+            runtime: runtime.name(),
+            model: name,
+            reason,
+        }
+    };
+    let mut sessions = Vec::with_capacity(models.len());
+    for model in models {
+        check_fit(model, data)?;
+        let session = runtime
+            .load(&model.info(), &data.sample_shape, 1)
+            .map_err(|reason| EvalError::Load {
+                runtime: runtime.name(),
+                model: model.path.display().to_string(),
+                reason,
+            })?;
+        sessions.push(session);
+    }
+    for (session, model) in sessions.iter_mut().zip(models) {
+        for &i in indices.iter().cycle().take(warmup_runs(runs)) {
+            session.run(1, data.sample(i)).map_err(failed(model))?;
+        }
+    }
+    let mut times = vec![Vec::with_capacity(runs); models.len()];
+    for &i in indices.iter().cycle().take(runs) {
+        let input = data.sample(i);
+        for ((session, model), times) in sessions.iter_mut().zip(models).zip(&mut times) {
+            let start = Instant::now();
+            session.run(1, input).map_err(failed(model))?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(times
+        .iter_mut()
+        .map(|t| (percentile(t, 0.50), percentile(t, 0.99)))
+        .collect())
 }
 
 /// The model's input must take the dataset's samples.

@@ -3,7 +3,7 @@
 //! a candidate misses, and choose the winner by the objective. I/O (files, terminal) stays in
 //! `main.rs`; the decisions (`required_accuracy`, `choose`) are pure functions.
 
-use crate::calibrate::{self, Observed};
+use crate::calibrate::{self, Calibration};
 use crate::dataset::{Dataset, split};
 use crate::eval::{self, EvalError, Evaluation, Plan, Runtime};
 use crate::model::{Model, encode};
@@ -107,6 +107,27 @@ pub struct Outcome {
     pub passed: Vec<Option<crate::model::pb::ModelProto>>,
 }
 
+/// A candidate whose p50 exceeds fp32's by more than this factor runs slower than fp32: two
+/// interleaved measurements of the same model differ by less (see `eval::interleaved_latency`).
+pub const SLOWER_THAN_FP32: f64 = 1.05;
+
+/// How far above the base model's own accuracy a requirement may be before the run stops at
+/// once: candidates rarely beat the model they come from by more than noise.
+pub const ABOVE_BASE_MARGIN: f64 = 0.005;
+
+/// Why a requirement cannot be met by any candidate, when it is above what the base model
+/// itself measures plus [`ABOVE_BASE_MARGIN`].
+pub fn unreachable_requirement(required: f64, base: f64) -> Option<String> {
+    (required > base + ABOVE_BASE_MARGIN).then(|| {
+        format!(
+            "the requirement {:.2}% is above what the base model itself measures ({:.2}%) plus the {:.1}-point margin: no candidate can reach it, so none was built",
+            required * 100.0,
+            base * 100.0,
+            ABOVE_BASE_MARGIN * 100.0
+        )
+    })
+}
+
 /// The accuracy a candidate must reach.
 pub fn required_accuracy(floor: Option<f64>, max_drop: Option<f64>, base: f64) -> Option<f64> {
     match (floor, max_drop) {
@@ -122,6 +143,7 @@ pub fn choose(
     objective: Objective,
     latency_representative: bool,
 ) -> Option<(usize, String)> {
+    let total = candidates.len();
     if !latency_representative && objective != Objective::Smallest {
         return choose(candidates, base, Objective::Smallest, true).map(|(i, why)| {
             (
@@ -134,6 +156,19 @@ pub fn choose(
         });
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 1.0 };
+    // `fastest` and `balanced` never pick a candidate that runs slower than fp32 (beyond the
+    // noise of two measurements of the same model); `smallest` may, and says what it costs.
+    let slower = |m: &Measured| ratio(m.latency_ms_p50, base.latency_ms_p50) > SLOWER_THAN_FP32;
+    let not_slower: Vec<(usize, &Measured)> = candidates
+        .iter()
+        .filter(|(_, m)| objective == Objective::Smallest || !slower(m))
+        .copied()
+        .collect();
+    let (candidates, all_slower) = if not_slower.is_empty() {
+        (candidates, true)
+    } else {
+        (not_slower.as_slice(), false)
+    };
     let size = |m: &Measured| ratio(m.bytes_zstd as f64, base.bytes_zstd as f64);
     let speed = |m: &Measured| ratio(m.latency_ms_p50, base.latency_ms_p50);
     let score = |m: &Measured| match objective {
@@ -151,9 +186,11 @@ pub fn choose(
     let n = candidates.len();
     let what = match objective {
         Objective::Smallest => format!(
-            "smallest over-the-air size of {n} passing candidate(s): {} bytes zstd, {:.3}x of fp32",
+            "smallest over-the-air size of {n} passing candidate(s): {} bytes zstd, {:.3}x of fp32, p50 {:.3} ms ({:.2}x the speed of fp32)",
             m.bytes_zstd,
-            size(m)
+            size(m),
+            m.latency_ms_p50,
+            1.0 / speed(m).max(1e-9)
         ),
         Objective::Fastest => format!(
             "fastest of {n} passing candidate(s): p50 {:.3} ms, {:.2}x the speed of fp32",
@@ -165,6 +202,13 @@ pub fn choose(
             size(m),
             1.0 / speed(m).max(1e-9)
         ),
+    };
+    let what = if all_slower {
+        format!("{what}; every passing candidate ran slower than fp32")
+    } else if objective != Objective::Smallest && n < total {
+        format!("{what}; {} slower than fp32 not considered", total - n)
+    } else {
+        what
     };
     Some((*i, what))
 }
@@ -272,6 +316,47 @@ pub fn optimize(
         ),
     });
 
+    let mut report = Report {
+        format: crate::report::FORMAT,
+        model: base.path.display().to_string(),
+        dataset: data.path.display().to_string(),
+        device_class: profile.name.clone(),
+        runtime: runtime.name().into(),
+        objective: format!("{:?}", options.objective).to_lowercase(),
+        required_accuracy: required,
+        floor: options.floor,
+        max_drop: options.max_drop,
+        metric: if labelled { "labels" } else { "agreement" },
+        samples: Samples {
+            calibration: parts.calibration.len(),
+            evaluation: parts.evaluation.len(),
+            search: search_idx.len(),
+        },
+        base: base_measured.clone(),
+        verdict: Verdict::AccuracyFloorNotMet,
+        stopped: None,
+        winner: None,
+        candidates: Vec::new(),
+        wall_seconds: 0.0,
+        model_digest: None,
+        dataset_digest: None,
+        inputs_digest: None,
+        optimizer_version: env!("CARGO_PKG_VERSION"),
+        preprocessing: None,
+    };
+    if let Some(why) = unreachable_requirement(required, base_eval.accuracy) {
+        progress(Event::Done {
+            message: format!("AccuracyFloorNotMet: {why}"),
+        });
+        report.stopped = Some(why);
+        report.wall_seconds = started.elapsed().as_secs_f64();
+        return Ok(Outcome {
+            report,
+            winner: None,
+            passed: Vec::new(),
+        });
+    }
+
     // The search subset is a sample: its base accuracy differs from the full set's. Candidates
     // are held to the same drop on the subset that the requirement allows on the full set.
     let subset_required = if search_idx.is_empty() {
@@ -282,7 +367,7 @@ pub fn optimize(
     };
 
     // Calibration, once, if any candidate needs it.
-    let mut observed: BTreeMap<String, Observed> = BTreeMap::new();
+    let mut calibration = Calibration::default();
     if recipes.iter().any(Recipe::calibrated) {
         progress(Event::Step {
             message: format!(
@@ -290,8 +375,21 @@ pub fn optimize(
                 parts.calibration.len()
             ),
         });
-        observed = calibrate::observe(&base.proto, data, &parts.calibration, batch)
+        calibration.ranges = calibrate::observe(&base.proto, data, &parts.calibration, batch)
             .map_err(OptimizeError::Calibration)?;
+    }
+    if recipes.iter().any(Recipe::needs_layer_inputs) {
+        let layers = calibrate::layers_of(base.graph());
+        progress(Event::Step {
+            message: format!(
+                "collecting the input statistics of {} layers on {} held-out samples",
+                layers.len(),
+                parts.calibration.len()
+            ),
+        });
+        calibration.layers =
+            calibrate::layer_inputs(&base.proto, data, &parts.calibration, batch, &layers)
+                .map_err(OptimizeError::Calibration)?;
     }
 
     // Two passes. First every recipe as built, so each technique gets its figure even when a
@@ -304,7 +402,7 @@ pub fn optimize(
             base,
             data,
             runtime,
-            &observed,
+            &calibration,
             (required, subset_required),
             (&search_plan, &full_plan),
             searching,
@@ -327,6 +425,8 @@ pub fn optimize(
             parameters: recipe.parameters(),
             layers_kept_float: Vec::new(),
             search: None,
+            speed_vs_fp32: None,
+            layer_bits: BTreeMap::new(),
             seconds: 0.0,
             file: None,
         };
@@ -395,6 +495,56 @@ pub fn optimize(
         models[n] = gated.model;
     }
 
+    // Latency of the base and every passing candidate again, interleaved, so that the winner's
+    // speed against fp32 compares like with like.
+    let mut base_measured = base_measured;
+    let timed: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].status == CandidateStatus::Passed && models[i].is_some())
+        .collect();
+    if options.latency_runs > 0 && !timed.is_empty() {
+        progress(Event::Step {
+            message: format!(
+                "timing the base and {} passing candidate(s) interleaved, {} runs each",
+                timed.len(),
+                options.latency_runs
+            ),
+        });
+        let built: Vec<Model> = timed
+            .iter()
+            .map(|&i| {
+                let proto = models[i].clone().expect("filtered on Some");
+                Model {
+                    path: Path::new(recipes[i].technique()).to_path_buf(),
+                    bytes: encode(&proto),
+                    proto,
+                }
+            })
+            .collect();
+        let all: Vec<&Model> = std::iter::once(base).chain(&built).collect();
+        let timed_on: Vec<usize> = parts
+            .evaluation
+            .iter()
+            .copied()
+            .take(options.latency_runs)
+            .collect();
+        let figures =
+            eval::interleaved_latency(runtime, &all, data, &timed_on, options.latency_runs)?;
+        (base_measured.latency_ms_p50, base_measured.latency_ms_p99) = figures[0];
+        for (&i, &(p50, p99)) in timed.iter().zip(&figures[1..]) {
+            if let Some(m) = candidates[i].measured.as_mut() {
+                (m.latency_ms_p50, m.latency_ms_p99) = (p50, p99);
+            }
+        }
+        progress(Event::Done {
+            message: format!("base p50 {:.3} ms", base_measured.latency_ms_p50),
+        });
+    }
+    for c in &mut candidates {
+        c.speed_vs_fp32 = c.measured.as_ref().and_then(|m| {
+            (m.latency_ms_p50 > 0.0).then(|| base_measured.latency_ms_p50 / m.latency_ms_p50)
+        });
+    }
+
     let passing: Vec<(usize, &Measured)> = candidates
         .iter()
         .enumerate()
@@ -428,37 +578,15 @@ pub fn optimize(
         }
         None => (None, None),
     };
-    let report = Report {
-        format: crate::report::FORMAT,
-        model: base.path.display().to_string(),
-        dataset: data.path.display().to_string(),
-        device_class: profile.name.clone(),
-        runtime: runtime.name().into(),
-        objective: format!("{:?}", options.objective).to_lowercase(),
-        required_accuracy: required,
-        floor: options.floor,
-        max_drop: options.max_drop,
-        metric: if labelled { "labels" } else { "agreement" },
-        samples: Samples {
-            calibration: parts.calibration.len(),
-            evaluation: parts.evaluation.len(),
-            search: search_idx.len(),
-        },
-        base: base_measured,
-        verdict: if winner.is_some() {
-            Verdict::Passed
-        } else {
-            Verdict::AccuracyFloorNotMet
-        },
-        winner,
-        candidates,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        model_digest: None,
-        dataset_digest: None,
-        inputs_digest: None,
-        optimizer_version: env!("CARGO_PKG_VERSION"),
-        preprocessing: None,
+    report.base = base_measured;
+    report.verdict = if winner.is_some() {
+        Verdict::Passed
+    } else {
+        Verdict::AccuracyFloorNotMet
     };
+    report.winner = winner;
+    report.candidates = candidates;
+    report.wall_seconds = started.elapsed().as_secs_f64();
     Ok(Outcome {
         report,
         winner: winner_model,
@@ -582,7 +710,7 @@ fn gate(
     base: &Model,
     data: &Dataset,
     runtime: &dyn Runtime,
-    observed: &BTreeMap<String, Observed>,
+    calibration: &Calibration,
     (required, subset_required): (f64, f64),
     (search_plan, full_plan): (&Plan, &Plan),
     searching: Option<Searching>,
@@ -593,7 +721,7 @@ fn gate(
     let path = Path::new(recipe.technique()).to_path_buf();
     let build = |keep: &[String]| -> Result<Model, String> {
         let proto = recipe
-            .build(&base.proto, keep, observed)
+            .build(&base.proto, keep, calibration)
             .map_err(|e| e.to_string())?;
         Ok(Model {
             path: path.clone(),
@@ -611,6 +739,13 @@ fn gate(
     let mut search: Option<Search> = None;
     let mut order: Vec<String> = Vec::new();
     let mut first_quick: Option<f64> = None;
+    let layer_names: Vec<String> = base
+        .graph()
+        .node
+        .iter()
+        .filter(|n| crate::passes::weights::is_layer(&n.op_type))
+        .map(|n| n.name.clone())
+        .collect();
     loop {
         // The search pass's first step (as built) was measured in the first pass; `candidate`
         // already says how it missed.
@@ -660,6 +795,7 @@ fn gate(
                 let measured = Measured::of(&current.bytes, &full);
                 candidate.measured = Some(measured);
                 candidate.layers_kept_float = keep.clone();
+                candidate.layer_bits = recipe.layer_bits(&layer_names, &keep);
                 candidate.search = search.clone();
                 if full.accuracy >= required {
                     candidate.status = CandidateStatus::Passed;
@@ -692,6 +828,7 @@ fn gate(
                     subset_required * 100.0
                 ));
                 candidate.layers_kept_float = keep.clone();
+                candidate.layer_bits = recipe.layer_bits(&layer_names, &keep);
                 candidate.search = search.clone();
             }
         }
@@ -733,7 +870,11 @@ fn gate(
                 sensitivity.push((layer.clone(), acc));
             }
             sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
-            order = sensitivity.iter().map(|(l, _)| l.clone()).collect();
+            // The most sensitive layer first, as many steps back as the recipe has.
+            order = sensitivity
+                .iter()
+                .flat_map(|(l, _)| std::iter::repeat_n(l.clone(), recipe.steps_back()))
+                .collect();
             search = Some(Search {
                 sensitivity,
                 steps: quick.map(|q| vec![(0, q)]).unwrap_or_default(),
@@ -796,6 +937,39 @@ mod tests {
         let (i, why) = choose(&both, &base, Objective::Fastest, false).unwrap();
         assert_eq!(i, 0);
         assert!(why.contains("ranked by size"), "{why}");
+    }
+
+    #[test]
+    fn fastest_and_balanced_never_pick_a_candidate_slower_than_fp32() {
+        let base = m(0.9, 1000, 1.0);
+        // Much smaller but 3.3x slower (a weight-only candidate run in its compressed form).
+        let small_slow = m(0.89, 100, 3.3);
+        let big_fast = m(0.89, 900, 0.98);
+        let noisy = m(0.89, 300, 1.04); // within the noise of two measurements
+        let all = [(0, &small_slow), (1, &big_fast), (2, &noisy)];
+        let (i, why) = choose(&all, &base, Objective::Balanced, true).unwrap();
+        assert_eq!(i, 2, "{why}");
+        assert!(why.contains("1 slower than fp32 not considered"), "{why}");
+        assert_eq!(choose(&all, &base, Objective::Fastest, true).unwrap().0, 1);
+        // `smallest` may trade speed, and says what it costs.
+        let (i, why) = choose(&all, &base, Objective::Smallest, true).unwrap();
+        assert_eq!(i, 0);
+        assert!(why.contains("0.30x the speed of fp32"), "{why}");
+        // Only slow candidates: the fastest of them, and the reason says so.
+        let (i, why) = choose(&[(0, &small_slow)], &base, Objective::Fastest, true).unwrap();
+        assert_eq!(i, 0);
+        assert!(why.contains("every passing candidate ran slower"), "{why}");
+    }
+
+    #[test]
+    fn a_requirement_above_the_base_stops_at_once() {
+        let why = unreachable_requirement(0.999, 0.91).unwrap();
+        assert!(why.contains("99.90%") && why.contains("91.00%"), "{why}");
+        assert!(
+            unreachable_requirement(0.914, 0.91).is_none(),
+            "within the margin"
+        );
+        assert!(unreachable_requirement(0.90, 0.91).is_none());
     }
 
     #[test]

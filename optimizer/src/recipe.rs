@@ -3,13 +3,13 @@
 //! returns to higher precision: float32 for float16 and static int8, per-channel int8 (or float
 //! where int8 is not allowed) for pruning and clustering.
 
-use crate::calibrate::{Method, Observed};
+use crate::calibrate::{Calibration, Method};
 use crate::model::pb::ModelProto;
 use crate::passes::cluster::{Storage, cluster};
 use crate::passes::float16::to_float16;
 use crate::passes::fold_bn::fold_batch_norm;
 use crate::passes::graph::PassError;
-use crate::passes::int8_weights::{quantize_weights, quantize_weights_bits};
+use crate::passes::int8_weights::{quantize_weights, quantize_weights_gptq};
 use crate::passes::prune::{Sparsity, prune};
 use crate::passes::qdq::quantize_static;
 use crate::passes::weights::layer_weights;
@@ -20,8 +20,19 @@ use std::collections::BTreeMap;
 pub const MIN_PARAMS: usize = 1000;
 /// Default clusters per layer: 4-bit codes.
 pub const CLUSTERS: usize = 16;
-/// Bits of the narrow weight grid.
-pub const LOW_BITS: u32 = 4;
+/// Bits of the narrow weight grids tried (the search takes sensitive layers up from there).
+pub const LOW_BITS: [u32; 1] = [4];
+/// The widths a low-bit layer moves through when the search takes it back one step at a time.
+pub const WIDTHS: [u32; 6] = [2, 3, 4, 5, 6, 8];
+
+/// A layer's width when the search has taken it back `steps` times from `bits`.
+pub fn width(bits: u32, steps: usize) -> u32 {
+    let from = WIDTHS
+        .iter()
+        .position(|&w| w >= bits)
+        .unwrap_or(WIDTHS.len() - 1);
+    WIDTHS[(from + steps).min(WIDTHS.len() - 1)]
+}
 /// Default global sparsity.
 pub const SPARSITY: f32 = 0.5;
 /// The percentile used by percentile calibration.
@@ -33,7 +44,8 @@ pub enum Recipe {
     Fp32,
     Float16,
     Int8Dynamic,
-    /// Weight-only on a narrower grid (`bits` per weight, int8 storage).
+    /// Weight-only on a narrower grid (`bits` per weight, int8 storage), error-compensating
+    /// (GPTQ) from the calibration samples; the search raises single layers one width at a time.
     LowBitWeights {
         bits: u32,
     },
@@ -89,6 +101,7 @@ impl Recipe {
             }
             Recipe::LowBitWeights { bits } => {
                 p.insert("bits", json!(bits));
+                p.insert("method", json!("gptq"));
             }
             Recipe::Int8Static { calibration } | Recipe::FullInteger { calibration } => {
                 p.insert("calibration", json!(calibration.label()));
@@ -158,13 +171,50 @@ impl Recipe {
         )
     }
 
-    /// Builds the candidate from the base model. `observed` holds calibration observations for
-    /// calibrated recipes.
+    /// Needs the statistics of every layer's inputs (error-compensating quantization).
+    pub fn needs_layer_inputs(&self) -> bool {
+        matches!(self, Recipe::LowBitWeights { .. })
+    }
+
+    /// How many times the search may take one layer back: once for most recipes (back to
+    /// higher precision), one width step at a time for low-bit weights.
+    pub fn steps_back(&self) -> usize {
+        match self {
+            Recipe::LowBitWeights { bits } => {
+                let mut n = 0;
+                while width(*bits, n) < 8 {
+                    n += 1;
+                }
+                n
+            }
+            _ => 1,
+        }
+    }
+
+    /// Each layer's weight width, for recipes that give layers their own (`keep` names a layer
+    /// once per step back).
+    pub fn layer_bits(&self, layers: &[String], keep: &[String]) -> BTreeMap<String, u32> {
+        match self {
+            Recipe::LowBitWeights { bits } => layers
+                .iter()
+                .map(|l| {
+                    (
+                        l.clone(),
+                        width(*bits, keep.iter().filter(|k| *k == l).count()),
+                    )
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// Builds the candidate from the base model. `calibration` holds activation ranges for
+    /// calibrated recipes and layer input statistics for low-bit weights.
     pub fn build(
         &self,
         base: &ModelProto,
         keep: &[String],
-        observed: &BTreeMap<String, Observed>,
+        calibration: &Calibration,
     ) -> Result<ModelProto, PassError> {
         let mut model = base.clone();
         let graph = model.graph.as_mut().expect("model has a graph");
@@ -180,7 +230,8 @@ impl Recipe {
             .map(|w| w.name)
             .collect();
         let ranges = |method: Method| -> BTreeMap<String, (f32, f32)> {
-            observed
+            calibration
+                .ranges
                 .iter()
                 .map(|(k, o)| (k.clone(), o.range(method)))
                 .collect()
@@ -194,7 +245,9 @@ impl Recipe {
                 quantize_weights(graph, 1, &kept_weights)?;
             }
             Recipe::LowBitWeights { bits } => {
-                quantize_weights_bits(graph, bits, &kept_weights)?;
+                let bits_of =
+                    |layer: &str| width(bits, keep.iter().filter(|k| *k == layer).count());
+                quantize_weights_gptq(graph, &bits_of, &calibration.layers)?;
             }
             Recipe::Int8Static { calibration } => {
                 quantize_static(&mut model, &ranges(calibration), keep, false)?;
@@ -281,7 +334,7 @@ pub fn plan(techniques: &[Technique], int8: bool, fp32: bool) -> Vec<Recipe> {
     }
     if has(Technique::Int8Dynamic) {
         out.push(Recipe::Int8Dynamic);
-        out.push(Recipe::LowBitWeights { bits: LOW_BITS });
+        out.extend(LOW_BITS.iter().map(|&bits| Recipe::LowBitWeights { bits }));
     }
     if has(Technique::Int8Static) {
         out.push(Recipe::Int8Static {
@@ -324,6 +377,23 @@ pub fn plan(techniques: &[Technique], int8: bool, fp32: bool) -> Vec<Recipe> {
 mod tests {
     use super::*;
     use crate::profile::built_in;
+
+    #[test]
+    fn a_step_back_moves_one_width() {
+        assert_eq!(width(4, 0), 4);
+        assert_eq!(width(4, 1), 5);
+        assert_eq!(width(4, 2), 6);
+        assert_eq!(width(4, 3), 8);
+        assert_eq!(width(4, 9), 8);
+        assert_eq!(width(3, 1), 4);
+        let r = Recipe::LowBitWeights { bits: 4 };
+        assert_eq!(r.steps_back(), 3);
+        assert_eq!(Recipe::Int8Dynamic.steps_back(), 1);
+        let layers = ["a".to_string(), "b".to_string()];
+        let bits = r.layer_bits(&layers, &["b".into(), "b".into()]);
+        assert_eq!(bits["a"], 4);
+        assert_eq!(bits["b"], 6);
+    }
 
     #[test]
     fn plans_follow_the_device_class() {

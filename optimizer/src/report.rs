@@ -27,6 +27,10 @@ pub struct Report {
     pub winner: Option<Winner>,
     /// `passed` or `AccuracyFloorNotMet`.
     pub verdict: Verdict,
+    /// Why the run stopped before building any candidate (a requirement above what the base
+    /// model measures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub candidates: Vec<Candidate>,
     pub wall_seconds: f64,
     /// sha256 of the base model file.
@@ -101,6 +105,12 @@ pub struct Candidate {
     /// The accuracy-aware search, when it ran: per-layer sensitivity and each step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub search: Option<Search>,
+    /// fp32's p50 over this candidate's (above 1: faster than fp32). Passing candidates and the
+    /// base are timed together, interleaved, after the gate; the others by their gate run.
+    pub speed_vs_fp32: Option<f64>,
+    /// Each layer's weight width, for candidates whose layers have their own (low-bit weights).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub layer_bits: BTreeMap<String, u32>,
     pub seconds: f64,
     /// Where the candidate's model was written (`--keep-candidates`, passing candidates only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,17 +155,18 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     let kb = |b: usize| format!("{:.1} KB", b as f64 / 1000.0);
     out.push_str(&format!(
-        "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>6}  {}\n",
-        "technique", "status", "top-1", "size", "zstd", "p50 ms", "float", "note"
+        "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>7} {:>6}  {}\n",
+        "technique", "status", "top-1", "size", "zstd", "p50 ms", "vs fp32", "float", "note"
     ));
     out.push_str(&format!(
-        "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>6}  {}\n",
+        "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>7} {:>6}  {}\n",
         "base (fp32)",
         "-",
         report.base.accuracy * 100.0,
         kb(report.base.bytes),
         kb(report.base.bytes_zstd),
         report.base.latency_ms_p50,
+        "1.00x",
         "",
         ""
     ));
@@ -167,20 +178,22 @@ pub fn table(report: &Report) -> String {
         let note = c.reason.clone().unwrap_or_default();
         match &c.measured {
             Some(m) => out.push_str(&format!(
-                "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>6}  {}\n",
+                "{:<24} {:<10} {:>7.2}% {:>10} {:>10} {:>9.3} {:>7} {:>6}  {}\n",
                 label,
                 c.status.as_str(),
                 m.accuracy * 100.0,
                 kb(m.bytes),
                 kb(m.bytes_zstd),
                 m.latency_ms_p50,
+                c.speed_vs_fp32.map_or("-".into(), |x| format!("{x:.2}x")),
                 c.layers_kept_float.len(),
                 note
             )),
             None => out.push_str(&format!(
-                "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>6}  {}\n",
+                "{:<24} {:<10} {:>8} {:>10} {:>10} {:>9} {:>7} {:>6}  {}\n",
                 label,
                 c.status.as_str(),
+                "-",
                 "-",
                 "-",
                 "-",
@@ -190,9 +203,12 @@ pub fn table(report: &Report) -> String {
             )),
         }
     }
-    match &report.winner {
-        Some(w) => out.push_str(&format!("winner: {} — {}\n", w.technique, w.reason)),
-        None => out.push_str(&format!(
+    match (&report.winner, &report.stopped) {
+        (Some(w), _) => out.push_str(&format!("winner: {} — {}\n", w.technique, w.reason)),
+        (None, Some(why)) => {
+            out.push_str(&format!("verdict: {} — {why}\n", report.verdict.as_str()))
+        }
+        (None, None) => out.push_str(&format!(
             "verdict: {} — no candidate reached {:.2}% top-1\n",
             report.verdict.as_str(),
             report.required_accuracy * 100.0

@@ -165,8 +165,9 @@ fn an_unreachable_floor_reports_accuracy_floor_not_met_and_writes_no_model() {
         test_set_path().to_str().unwrap(),
         "--device-class",
         "nvidia-fp16",
+        // Above the base's 89.46% but within the margin: worth searching, out of reach.
         "--floor",
-        "0.95",
+        "0.898",
         "--techniques",
         "float16",
         "--search-samples",
@@ -189,13 +190,50 @@ fn an_unreachable_floor_reports_accuracy_floor_not_met_and_writes_no_model() {
     assert_eq!(candidates[1]["technique"], "float16");
     for c in candidates {
         assert_eq!(c["status"], "failed", "{c}");
-        assert!(c["reason"].as_str().unwrap().contains("95.00%"), "{c}");
+        assert!(c["reason"].as_str().unwrap().contains("89.80%"), "{c}");
     }
     // float16 searched: every layer was tried back in float32 before giving up.
     assert_eq!(
         candidates[1]["layers_kept_float"].as_array().unwrap().len(),
         10
     );
+}
+
+#[test]
+fn a_floor_above_the_base_fails_at_once_with_the_base_figure() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = optimizer(&[
+        "--model",
+        fixture_path().to_str().unwrap(),
+        "--dataset",
+        test_set_path().to_str().unwrap(),
+        "--device-class",
+        "cpu-int8",
+        "--floor",
+        "0.999",
+        "--latency-runs",
+        "5",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert!(
+        log.contains(
+            "the requirement 99.90% is above what the base model itself measures (89.46%)"
+        ),
+        "{log}"
+    );
+    let r = report(out_dir.path());
+    assert_eq!(r["verdict"], "AccuracyFloorNotMet");
+    assert!(r["stopped"].as_str().unwrap().contains("89.46%"));
+    assert!(
+        r["candidates"].as_array().unwrap().is_empty(),
+        "nothing was built"
+    );
+    assert!(!out_dir.path().join("model.onnx").exists());
+    eprintln!("stopped after {:?}", started.elapsed());
 }
 
 #[test]

@@ -37,27 +37,145 @@ pub fn quantize_weights(
     Ok(report)
 }
 
-/// Like `quantize_weights`, on a narrower grid: `bits` (2..=8) per weight, symmetric per
-/// channel, still stored in int8. Fewer levels cost accuracy but compress: zstd codes each weight
-/// in about the entropy of its level, well under `bits` for bell-shaped weights. Weights in
-/// `eight_bit` keep the full 8-bit grid.
-pub fn quantize_weights_bits(
+/// How one layer's weights were quantized by [`quantize_weights_gptq`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerWidth {
+    pub layer: String,
+    pub bits: u32,
+    pub params: usize,
+    /// `gptq` (error-compensating, with bias correction where the layer has or can take a
+    /// bias) or `rounding` (no calibration statistics for this layer).
+    pub method: &'static str,
+}
+
+/// Weight-only quantization at a width per layer (`bits_of(layer node name)`, 2..=8), error-
+/// compensating (GPTQ) where `stats` has the layer's input statistics, rounding elsewhere.
+/// Codes are stored in int8 behind a per-channel `DequantizeLinear`, as `quantize_weights`.
+pub fn quantize_weights_gptq(
     graph: &mut GraphProto,
-    bits: u32,
-    eight_bit: &[String],
-) -> Result<Vec<QuantizedWeight>, PassError> {
-    assert!((2..=8).contains(&bits), "bits must be 2..=8");
+    bits_of: &dyn Fn(&str) -> u32,
+    stats: &std::collections::BTreeMap<String, crate::calibrate::LayerInputs>,
+) -> Result<Vec<LayerWidth>, PassError> {
+    use super::gptq;
     let mut report = Vec::new();
     for w in layer_weights(graph) {
-        let grid = if eight_bit.contains(&w.name) {
-            Grid::PerChannel
+        let bits = bits_of(&w.node).clamp(2, 8);
+        let qmax = ((1 << (bits - 1)) - 1) as f32;
+        let consumer = graph
+            .node
+            .iter()
+            .find(|n| n.name == w.node && n.input.get(1) == Some(&w.name))
+            .cloned()
+            .expect("layer weights have a consumer");
+        let axis = channel_axis(&consumer, &w)?;
+        // Rows are output channels: transpose a [K, N] weight (axis 1) to [N, K].
+        let (rows, cols) = if axis == 0 {
+            let rows = w.dims[0] as usize;
+            (rows, w.values.len() / rows.max(1))
         } else {
-            Grid::PerChannelBits(bits)
+            (w.dims[1] as usize, w.dims[0] as usize)
         };
-        report.push(quantize_weight(graph, &w, grid)?);
+        let matrix: Vec<f32> = if axis == 0 {
+            w.values.clone()
+        } else {
+            (0..rows * cols)
+                .map(|i| w.values[(i % cols) * rows + i / cols])
+                .collect()
+        };
+        let groups = stats
+            .get(&w.node)
+            .map(|s| s.groups.as_slice())
+            .filter(|g| !g.is_empty() && rows % g.len() == 0)
+            .filter(|g| g.iter().all(|h| h.rows > 0 && h.cols == cols));
+        let per_group = groups.map_or(rows, |g| rows / g.len());
+        let mut codes = Vec::with_capacity(matrix.len());
+        let mut scales = Vec::with_capacity(rows);
+        let mut shift = Vec::with_capacity(rows);
+        let mut method = "rounding";
+        for (g, block) in matrix.chunks(per_group * cols).enumerate() {
+            let hessian = groups.map(|gs| &gs[g]);
+            let q = hessian
+                .and_then(|h| gptq::quantize(block, cols, &h.matrix(), qmax))
+                .inspect(|_| method = "gptq")
+                .unwrap_or_else(|| gptq::round_to_nearest(block, cols, qmax));
+            if let Some(h) = hessian {
+                shift.extend(gptq::bias_shift(
+                    block,
+                    &q.dequantized(cols),
+                    cols,
+                    &h.mean(),
+                ));
+            }
+            codes.extend(q.codes);
+            scales.extend(q.scales);
+        }
+        let codes: Vec<i8> = if axis == 0 {
+            codes
+        } else {
+            (0..rows * cols)
+                .map(|i| codes[(i % rows) * cols + i / rows])
+                .collect()
+        };
+        if method == "gptq" && shift.len() == rows {
+            correct_bias(graph, &consumer, &shift);
+        }
+        replace_with_codes(graph, &w, axis, &scales, &codes, false);
+        report.push(LayerWidth {
+            layer: w.node.clone(),
+            bits,
+            params: w.values.len(),
+            method,
+        });
     }
     remove_unused_initializers(graph);
     Ok(report)
+}
+
+/// Adds `shift` to a Conv's or Gemm's bias (creating one if it has none); other layers keep
+/// their output shift.
+fn correct_bias(graph: &mut GraphProto, layer: &crate::model::pb::NodeProto, shift: &[f32]) {
+    if !matches!(layer.op_type.as_str(), "Conv" | "Gemm") {
+        return;
+    }
+    let existing = layer.input.get(2).filter(|b| !b.is_empty()).cloned();
+    let current = match &existing {
+        Some(name) => {
+            match super::graph::initializer(graph, name).and_then(super::graph::f32_values) {
+                Some(v) if v.len() == shift.len() => v,
+                _ => return,
+            }
+        }
+        None => vec![0.0; shift.len()],
+    };
+    let corrected: Vec<f32> = current.iter().zip(shift).map(|(b, s)| b + s).collect();
+    let name = fresh_name(graph, &format!("{}.bias", layer.name));
+    graph
+        .initializer
+        .push(f32_tensor(&name, &[shift.len() as i64], &corrected));
+    let node = graph
+        .node
+        .iter_mut()
+        .find(|n| n.name == layer.name && n.op_type == layer.op_type)
+        .expect("the layer is in the graph");
+    node.input.resize(3.max(node.input.len()), String::new());
+    node.input[2] = name;
+}
+
+/// The output-channel axis of a layer's weight.
+fn channel_axis(consumer: &crate::model::pb::NodeProto, w: &Weight) -> Result<usize, PassError> {
+    match consumer.op_type.as_str() {
+        "Conv" | "ConvTranspose" => Ok(0),
+        "Gemm" if attr_i(consumer, "transB") == Some(1) => Ok(0),
+        "Gemm" | "MatMul" if w.dims.len() == 2 => Ok(1),
+        _ => Err(PassError::new(
+            consumer,
+            format!(
+                "weight {} has rank {}; cannot pick a channel axis",
+                w.name,
+                w.dims.len()
+            ),
+        )),
+    }
 }
 
 /// How a weight maps onto int8.
@@ -65,8 +183,6 @@ pub fn quantize_weights_bits(
 pub enum Grid {
     /// One scale per output channel (best accuracy).
     PerChannel,
-    /// Per channel, with only `2^(bits-1) - 1` levels each side of zero.
-    PerChannelBits(u32),
     /// One scale for the tensor: a weight with k distinct values keeps k distinct int8 codes,
     /// which is what makes clustered weights compress.
     PerTensor,
@@ -85,28 +201,31 @@ pub fn quantize_weight(
         .find(|n| n.input.get(1) == Some(&w.name))
         .expect("layer weights have a consumer")
         .clone();
-    let axis = match consumer.op_type.as_str() {
-        "Conv" | "ConvTranspose" => 0,
-        "Gemm" if attr_i(&consumer, "transB") == Some(1) => 0,
-        "Gemm" | "MatMul" if w.dims.len() == 2 => 1,
-        _ => {
-            return Err(PassError::new(
-                &consumer,
-                format!(
-                    "weight {} has rank {}; cannot pick a channel axis",
-                    w.name,
-                    w.dims.len()
-                ),
-            ));
-        }
-    };
+    let axis = channel_axis(&consumer, w)?;
     let (scales, q, max_relative_error) = match grid {
         Grid::PerChannel => quantize(&w.values, &w.dims, axis, 127.0),
-        Grid::PerChannelBits(bits) => {
-            quantize(&w.values, &w.dims, axis, ((1 << (bits - 1)) - 1) as f32)
-        }
         Grid::PerTensor => quantize(&w.values, &[1, w.values.len() as i64], 0, 127.0),
     };
+    replace_with_codes(graph, w, axis, &scales, &q, grid == Grid::PerTensor);
+    Ok(QuantizedWeight {
+        weight: w.name.clone(),
+        params: w.values.len(),
+        channels: scales.len(),
+        max_relative_error,
+    })
+}
+
+/// Replaces a float weight by its int8 `codes` and a `DequantizeLinear` with `scales` (one per
+/// channel along `axis`, or one for the tensor). The float initializer is left for
+/// `remove_unused_initializers`.
+fn replace_with_codes(
+    graph: &mut GraphProto,
+    w: &Weight,
+    axis: usize,
+    scales: &[f32],
+    codes: &[i8],
+    per_tensor: bool,
+) {
     let q_name = fresh_name(graph, &format!("{}.int8", w.name));
     let s_name = fresh_name(graph, &format!("{}.scale", w.name));
     graph.initializer.retain(|t| t.name != w.name);
@@ -114,19 +233,20 @@ pub fn quantize_weight(
         name: q_name.clone(),
         dims: w.dims.clone(),
         data_type: INT8,
-        raw_data: q.iter().map(|&v| v as u8).collect(),
+        raw_data: codes.iter().map(|&v| v as u8).collect(),
         ..Default::default()
     });
-    let (scale_dims, attributes) = match grid {
-        Grid::PerChannel | Grid::PerChannelBits(_) => (
+    let (scale_dims, attributes) = if per_tensor {
+        (vec![], vec![])
+    } else {
+        (
             vec![scales.len() as i64],
             vec![int_attr("axis", axis as i64)],
-        ),
-        Grid::PerTensor => (vec![], vec![]),
+        )
     };
     graph
         .initializer
-        .push(f32_tensor(&s_name, &scale_dims, &scales));
+        .push(f32_tensor(&s_name, &scale_dims, scales));
     let dq = node(
         "DequantizeLinear",
         &fresh_name(graph, &format!("{}.dequantize", w.name)),
@@ -135,12 +255,6 @@ pub fn quantize_weight(
         attributes,
     );
     graph.node.insert(0, dq);
-    Ok(QuantizedWeight {
-        weight: w.name.clone(),
-        params: w.values.len(),
-        channels: scales.len(),
-        max_relative_error,
-    })
 }
 
 fn quantize(values: &[f32], dims: &[i64], axis: usize, qmax: f32) -> (Vec<f32>, Vec<i8>, f32) {
@@ -195,6 +309,58 @@ mod tests {
         assert_eq!(q, [7, -4, 2, 7, 4, -7]);
         let (scales, _, _) = quantize(&[1.0, -0.5, 0.25, 4.0, 2.0, -4.0], &[2, 3], 1, 127.0);
         assert_eq!(scales, [4.0 / 127.0, 2.0 / 127.0, 4.0 / 127.0]);
+    }
+
+    #[test]
+    fn error_compensation_beats_rounding_on_the_same_layer() {
+        use crate::calibrate::{Geometry, LayerInputs, layers_of};
+        use crate::passes::gptq::Hessian;
+        let mut model = conv_bn_relu_model();
+        crate::passes::fold_bn::fold_batch_norm(model.graph.as_mut().unwrap()).unwrap();
+        // Smooth, correlated inputs, as images are.
+        let sample = |k: usize| -> Vec<f32> {
+            (0..50)
+                .map(|i| {
+                    ((i % 25) as f32 * 0.37 + k as f32).sin()
+                        + 0.5 * ((i / 25) as f32 + k as f32 * 0.1).cos()
+                })
+                .collect()
+        };
+        let layers = layers_of(model.graph.as_ref().unwrap());
+        let (_, Geometry::Conv(conv)) = &layers["conv"] else {
+            panic!("conv is a convolution: {layers:?}");
+        };
+        let mut groups = vec![Hessian::new(conv.cols())];
+        for k in 0..40 {
+            conv.add_patches(&sample(k), [5, 5], 1, &mut groups);
+        }
+        assert_eq!(groups[0].rows, 40 * 25);
+        let stats =
+            std::collections::BTreeMap::from([("conv".to_string(), LayerInputs { groups })]);
+        let error = |stats: &std::collections::BTreeMap<String, LayerInputs>| {
+            let mut q = model.clone();
+            let report = quantize_weights_gptq(q.graph.as_mut().unwrap(), &|_| 3, stats).unwrap();
+            let total: f32 = (40..60)
+                .map(|k| {
+                    let x = sample(k);
+                    let want = run(&model, &[1, 2, 5, 5], &x);
+                    let got = run(&q, &[1, 2, 5, 5], &x);
+                    want.iter()
+                        .zip(&got)
+                        .map(|(a, b)| (a - b).powi(2))
+                        .sum::<f32>()
+                })
+                .sum();
+            (total, report[0].method)
+        };
+        let none = std::collections::BTreeMap::new();
+        let (rounding, m0) = error(&none);
+        let (gptq, m1) = error(&stats);
+        assert_eq!((m0, m1), ("rounding", "gptq"));
+        assert!(
+            gptq < 0.7 * rounding,
+            "GPTQ {gptq} vs rounding {rounding} (held-out inputs)"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod float16;
 pub mod fold_bn;
+pub mod gptq;
 pub mod graph;
 pub mod int8_weights;
 pub mod prune;
