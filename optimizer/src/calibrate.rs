@@ -126,11 +126,13 @@ pub fn observe(
 
 /// What calibration gives the passes: activation ranges (static int8) and the second-order
 /// statistics of every layer's inputs (error-compensating low-bit weights).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Calibration {
     pub ranges: BTreeMap<String, Observed>,
     /// By layer node name.
     pub layers: BTreeMap<String, LayerInputs>,
+    /// Low-bit layers already quantized from `layers`.
+    pub codes: crate::passes::int8_weights::CodeCache,
 }
 
 /// The statistics of one layer's inputs: one [`Hessian`] per group (one for Gemm/MatMul and

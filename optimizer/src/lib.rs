@@ -19,3 +19,4 @@ pub mod report;
 pub mod selftest;
 pub mod size;
 pub mod source;
+pub mod widths;

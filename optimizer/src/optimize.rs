@@ -403,7 +403,7 @@ pub fn optimize(
             data,
             runtime,
             &calibration,
-            (required, subset_required),
+            (required, subset_required, base_eval.accuracy - required),
             (&search_plan, &full_plan),
             searching,
             candidate,
@@ -594,6 +594,126 @@ pub fn optimize(
     })
 }
 
+/// Loss budgets tried in turn by the width search, as multiples of the allowed drop. The sum of
+/// single-layer losses is only a prediction, and a pessimistic one: each layer's measured loss
+/// carries the subset's noise, and losses are never taken below zero, so ten layers' noise adds
+/// up to phantom points. The search therefore starts above the allowed drop and tightens after
+/// each miss (a miss costs one evaluation on the search subset); every allocation must still
+/// pass the gate. After the last, every layer is at 8 bits.
+const BUDGETS: [f64; 10] = [3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.35, 0.2, 0.1, 0.0];
+
+/// The width search of low-bit weights: each layer's loss at each width below 8 (the others at
+/// 8 bits) on the search subset and its code bytes at every width, then one allocation per
+/// budget in [`BUDGETS`], as keep-lists (a layer once per step up from `bits`). Returns the
+/// sensitivity (as `layer@bits`, accuracy) and the keep-lists to try.
+#[allow(clippy::too_many_arguments)]
+fn width_plan(
+    bits: u32,
+    layers: &[String],
+    build: &dyn Fn(&[String]) -> Result<Model, String>,
+    runtime: &dyn Runtime,
+    data: &Dataset,
+    search_plan: &Plan,
+    (subset_base, allowed_drop): (f64, f64),
+    until: Option<Instant>,
+    progress: &dyn Fn(Event),
+) -> (Vec<(String, f64)>, Vec<Vec<String>>) {
+    use crate::recipe::width;
+    use crate::widths::{Choice, allocate, predicted};
+    let recipe = Recipe::LowBitWeights { bits };
+    let top = recipe.steps_back();
+    let keep_for = |steps: &[usize]| -> Vec<String> {
+        layers
+            .iter()
+            .zip(steps)
+            .flat_map(|(l, &n)| std::iter::repeat_n(l.clone(), n))
+            .collect()
+    };
+    progress(Event::Step {
+        message: format!(
+            "  {} missed; measuring {} layers at {} widths",
+            recipe.technique(),
+            layers.len(),
+            top
+        ),
+    });
+    // Code bytes of every layer at every width: one build per width.
+    let bytes: Vec<Vec<f64>> = (0..=top)
+        .map(|s| {
+            let proto = build(&keep_for(&vec![s; layers.len()]))
+                .ok()
+                .map(|m| m.proto);
+            layers
+                .iter()
+                .map(|l| {
+                    proto
+                        .as_ref()
+                        .and_then(|p| p.graph.as_ref())
+                        .and_then(|g| crate::passes::int8_weights::code_bytes(g, l))
+                        .unwrap_or(0.0)
+                })
+                .collect()
+        })
+        .collect();
+    let mut sensitivity = Vec::new();
+    let mut choices: Vec<Vec<Choice>> = Vec::with_capacity(layers.len());
+    for (l, layer) in layers.iter().enumerate() {
+        let mut options = Vec::with_capacity(top + 1);
+        for (s, at_width) in bytes.iter().enumerate() {
+            let drop = if s == top {
+                0.0
+            } else if until.is_some_and(|d| Instant::now() > d) {
+                f64::INFINITY // not measured: never chosen
+            } else {
+                let mut steps = vec![top; layers.len()];
+                steps[l] = s;
+                let acc = build(&keep_for(&steps))
+                    .ok()
+                    .and_then(|m| eval::evaluate(runtime, &m, data, search_plan).ok())
+                    .map_or(0.0, |e| e.accuracy);
+                sensitivity.push((format!("{layer}@{}", width(bits, s)), acc));
+                subset_base - acc
+            };
+            options.push(Choice {
+                bits: width(bits, s),
+                bytes: at_width[l],
+                drop,
+            });
+        }
+        choices.push(options);
+    }
+    let mut plan: Vec<Vec<String>> = Vec::new();
+    for fraction in BUDGETS {
+        let at = allocate(&choices, fraction * allowed_drop.max(0.0));
+        let keep = keep_for(&at);
+        let (drop, code_bytes) = predicted(&choices, &at);
+        if !keep.is_empty() && !plan.contains(&keep) {
+            progress(Event::Step {
+                message: format!(
+                    "  allocation for {:.0}% of the allowed drop: predicted -{:.2} points, {:.0} bytes of codes",
+                    fraction * 100.0,
+                    drop * 100.0,
+                    code_bytes
+                ),
+            });
+            plan.push(keep);
+        }
+    }
+    let all_eight = keep_for(&vec![top; layers.len()]);
+    if !plan.contains(&all_eight) {
+        plan.push(all_eight);
+    }
+    (sensitivity, plan)
+}
+
+/// `layer:bits` pairs, for progress lines.
+fn widths_label(bits: &BTreeMap<String, u32>) -> String {
+    bits.iter()
+        .map(|(l, b)| format!("{l}:{b}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The order in which candidates that missed are searched: the one closest to the requirement
 /// (highest accuracy on the search subset as built) first, then by plan order.
 pub fn search_order(misses: &[(usize, f64)]) -> Vec<(usize, f64)> {
@@ -711,7 +831,7 @@ fn gate(
     data: &Dataset,
     runtime: &dyn Runtime,
     calibration: &Calibration,
-    (required, subset_required): (f64, f64),
+    (required, subset_required, allowed_drop): (f64, f64, f64),
     (search_plan, full_plan): (&Plan, &Plan),
     searching: Option<Searching>,
     candidate: &mut Candidate,
@@ -737,7 +857,8 @@ fn gate(
     // if the full set disagrees, the search goes on.
     let mut keep: Vec<String> = Vec::new();
     let mut search: Option<Search> = None;
-    let mut order: Vec<String> = Vec::new();
+    let mut plan: Vec<Vec<String>> = Vec::new();
+    let mut step = 0;
     let mut first_quick: Option<f64> = None;
     let layer_names: Vec<String> = base
         .graph()
@@ -844,53 +965,70 @@ fn gate(
             return Gated::missed(first_quick);
         }
         if search.is_none() {
-            let layers: Vec<String> = base
-                .graph()
-                .node
-                .iter()
-                .filter(|n| crate::passes::weights::is_layer(&n.op_type))
-                .map(|n| n.name.clone())
-                .collect();
-            progress(Event::Step {
-                message: format!(
-                    "  {} missed; measuring the sensitivity of {} layers",
-                    recipe.technique(),
-                    layers.len()
+            let (sensitivity, steps) = match recipe {
+                Recipe::LowBitWeights { bits } => width_plan(
+                    *bits,
+                    &layer_names,
+                    &build,
+                    runtime,
+                    data,
+                    search_plan,
+                    (subset_required + allowed_drop, allowed_drop),
+                    search_until,
+                    progress,
                 ),
-            });
-            let mut sensitivity = Vec::new();
-            for layer in &layers {
-                if search_until.is_some_and(|d| Instant::now() > d) {
-                    break;
+                _ => {
+                    progress(Event::Step {
+                        message: format!(
+                            "  {} missed; measuring the sensitivity of {} layers",
+                            recipe.technique(),
+                            layer_names.len()
+                        ),
+                    });
+                    let mut sensitivity = Vec::new();
+                    for layer in &layer_names {
+                        if search_until.is_some_and(|d| Instant::now() > d) {
+                            break;
+                        }
+                        let acc = build(std::slice::from_ref(layer))
+                            .ok()
+                            .and_then(|m| eval::evaluate(runtime, &m, data, search_plan).ok())
+                            .map_or(0.0, |e| e.accuracy);
+                        sensitivity.push((layer.clone(), acc));
+                    }
+                    sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    // The most sensitive layer back first, then the next with it, and so on.
+                    let steps = (1..=sensitivity.len())
+                        .map(|n| sensitivity[..n].iter().map(|(l, _)| l.clone()).collect())
+                        .collect();
+                    (sensitivity, steps)
                 }
-                let acc = build(std::slice::from_ref(layer))
-                    .ok()
-                    .and_then(|m| eval::evaluate(runtime, &m, data, search_plan).ok())
-                    .map_or(0.0, |e| e.accuracy);
-                sensitivity.push((layer.clone(), acc));
-            }
-            sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
-            // The most sensitive layer first, as many steps back as the recipe has.
-            order = sensitivity
-                .iter()
-                .flat_map(|(l, _)| std::iter::repeat_n(l.clone(), recipe.steps_back()))
-                .collect();
+            };
+            plan = steps;
             search = Some(Search {
                 sensitivity,
                 steps: quick.map(|q| vec![(0, q)]).unwrap_or_default(),
             });
         }
-        let Some(next) = order.get(keep.len()).cloned() else {
+        let Some(next) = plan.get(step).cloned() else {
             return Gated::missed(first_quick); // every layer is back in higher precision and it still misses
         };
-        keep.push(next);
+        step += 1;
+        keep = next;
         progress(Event::Step {
-            message: format!(
-                "  {}: keeping {} layer(s) in higher precision: {}",
-                recipe.technique(),
-                keep.len(),
-                keep.join(", ")
-            ),
+            message: match recipe {
+                Recipe::LowBitWeights { .. } => format!(
+                    "  {}: trying widths {}",
+                    recipe.technique(),
+                    widths_label(&recipe.layer_bits(&layer_names, &keep))
+                ),
+                _ => format!(
+                    "  {}: keeping {} layer(s) in higher precision: {}",
+                    recipe.technique(),
+                    keep.len(),
+                    keep.join(", ")
+                ),
+            },
         });
     }
 }

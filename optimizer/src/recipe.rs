@@ -21,7 +21,7 @@ pub const MIN_PARAMS: usize = 1000;
 /// Default clusters per layer: 4-bit codes.
 pub const CLUSTERS: usize = 16;
 /// Bits of the narrow weight grids tried (the search takes sensitive layers up from there).
-pub const LOW_BITS: [u32; 1] = [4];
+pub const LOW_BITS: [u32; 1] = [3];
 /// The widths a low-bit layer moves through when the search takes it back one step at a time.
 pub const WIDTHS: [u32; 6] = [2, 3, 4, 5, 6, 8];
 
@@ -247,7 +247,12 @@ impl Recipe {
             Recipe::LowBitWeights { bits } => {
                 let bits_of =
                     |layer: &str| width(bits, keep.iter().filter(|k| *k == layer).count());
-                quantize_weights_gptq(graph, &bits_of, &calibration.layers)?;
+                quantize_weights_gptq(
+                    graph,
+                    &bits_of,
+                    &calibration.layers,
+                    Some(&calibration.codes),
+                )?;
             }
             Recipe::Int8Static { calibration } => {
                 quantize_static(&mut model, &ranges(calibration), keep, false)?;

@@ -132,7 +132,15 @@ pub fn quantize(w: &[f32], cols: usize, h: &[f64], qmax: f32) -> Option<Quantize
         h[i * cols + i] += DAMPING * mean_diag;
     }
     let u = inverse_upper_cholesky(&h, cols)?;
-    let scales: Vec<f32> = work.chunks(cols).map(|row| best_scale(row, qmax)).collect();
+    // No clipping here: an error clipped away would be pushed onto the columns not yet
+    // quantized, where it pushes more weights past the grid.
+    let scales: Vec<f32> = work
+        .chunks(cols)
+        .map(|row| {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if max > 0.0 { compact(max / qmax) } else { 1.0 }
+        })
+        .collect();
     let mut codes = vec![0i8; w.len()];
     for i in 0..cols {
         let d = u[i * cols + i] as f32;
@@ -178,6 +186,18 @@ pub fn output_error(w: &[f32], q: &[f32], cols: usize, h: &[f64]) -> f64 {
         .sum()
 }
 
+/// `x` rounded to bfloat16 precision (8 significant bits), still a float32: the low 16 bits
+/// are zero, so scales and biases cost about half their bytes once compressed.
+pub fn compact(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) & 0xffff_0000;
+    let y = f32::from_bits(rounded);
+    if y.is_finite() { y } else { x }
+}
+
 fn code(v: f32, scale: f32, qmax: f32) -> i8 {
     (v / scale).round().clamp(-qmax, qmax) as i8
 }
@@ -189,7 +209,8 @@ fn best_scale(row: &[f32], qmax: f32) -> f32 {
     }
     CLIPS
         .iter()
-        .map(|c| max * c / qmax)
+        .map(|c| compact(max * c / qmax))
+        .filter(|&s| s > 0.0)
         .map(|s| {
             let err: f32 = row
                 .iter()
@@ -198,8 +219,7 @@ fn best_scale(row: &[f32], qmax: f32) -> f32 {
             (s, err)
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(s, _)| s)
-        .expect("CLIPS is not empty")
+        .map_or(max / qmax, |(s, _)| s)
 }
 
 /// Lower Cholesky factor `L` of a symmetric positive definite `a` (`a = L Lᵀ`), or None.
@@ -305,6 +325,17 @@ mod tests {
                 "{bits} bits: GPTQ {e_gptq} vs rounding {e_rtn}"
             );
         }
+    }
+
+    #[test]
+    fn compact_floats_keep_eight_significant_bits() {
+        assert_eq!(compact(1.0), 1.0);
+        assert_eq!(compact(1.0 + 1.0 / 512.0).to_bits() & 0xffff, 0);
+        let x = 0.123_456_78f32;
+        assert!((compact(x) - x).abs() <= x * (1.0 / 256.0));
+        assert_eq!(compact(-2.5), -2.5);
+        assert!(compact(f32::NAN).is_nan());
+        assert_eq!(compact(f32::MAX), f32::MAX, "no rounding to infinity");
     }
 
     #[test]

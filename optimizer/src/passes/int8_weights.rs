@@ -48,19 +48,34 @@ pub struct LayerWidth {
     pub method: &'static str,
 }
 
+/// One layer's weight at one width, as [`quantize_weights_gptq`] computes it: codes in the
+/// weight's own layout, one scale per output channel, the bias shift to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerCodes {
+    pub codes: Vec<i8>,
+    pub scales: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub method: &'static str,
+}
+
+/// Quantized layers already computed, by (layer node, bits): GPTQ depends only on the layer and
+/// the float model's statistics, so the search's many builds reuse them.
+pub type CodeCache = std::sync::Mutex<std::collections::BTreeMap<(String, u32), LayerCodes>>;
+
 /// Weight-only quantization at a width per layer (`bits_of(layer node name)`, 2..=8), error-
 /// compensating (GPTQ) where `stats` has the layer's input statistics, rounding elsewhere.
-/// Codes are stored in int8 behind a per-channel `DequantizeLinear`, as `quantize_weights`.
+/// Codes are stored in int8 behind a per-channel `DequantizeLinear`, as `quantize_weights`;
+/// scales and the layer's bias are kept to bfloat16 precision (stored as float32 whose low
+/// half is zero, which zstd all but removes).
 pub fn quantize_weights_gptq(
     graph: &mut GraphProto,
     bits_of: &dyn Fn(&str) -> u32,
     stats: &std::collections::BTreeMap<String, crate::calibrate::LayerInputs>,
+    cache: Option<&CodeCache>,
 ) -> Result<Vec<LayerWidth>, PassError> {
-    use super::gptq;
     let mut report = Vec::new();
     for w in layer_weights(graph) {
         let bits = bits_of(&w.node).clamp(2, 8);
-        let qmax = ((1 << (bits - 1)) - 1) as f32;
         let consumer = graph
             .node
             .iter()
@@ -68,76 +83,123 @@ pub fn quantize_weights_gptq(
             .cloned()
             .expect("layer weights have a consumer");
         let axis = channel_axis(&consumer, &w)?;
-        // Rows are output channels: transpose a [K, N] weight (axis 1) to [N, K].
-        let (rows, cols) = if axis == 0 {
-            let rows = w.dims[0] as usize;
-            (rows, w.values.len() / rows.max(1))
-        } else {
-            (w.dims[1] as usize, w.dims[0] as usize)
-        };
-        let matrix: Vec<f32> = if axis == 0 {
-            w.values.clone()
-        } else {
-            (0..rows * cols)
-                .map(|i| w.values[(i % cols) * rows + i / cols])
-                .collect()
-        };
-        let groups = stats
-            .get(&w.node)
-            .map(|s| s.groups.as_slice())
-            .filter(|g| !g.is_empty() && rows % g.len() == 0)
-            .filter(|g| g.iter().all(|h| h.rows > 0 && h.cols == cols));
-        let per_group = groups.map_or(rows, |g| rows / g.len());
-        let mut codes = Vec::with_capacity(matrix.len());
-        let mut scales = Vec::with_capacity(rows);
-        let mut shift = Vec::with_capacity(rows);
-        let mut method = "rounding";
-        for (g, block) in matrix.chunks(per_group * cols).enumerate() {
-            let hessian = groups.map(|gs| &gs[g]);
-            let q = hessian
-                .and_then(|h| gptq::quantize(block, cols, &h.matrix(), qmax))
-                .inspect(|_| method = "gptq")
-                .unwrap_or_else(|| gptq::round_to_nearest(block, cols, qmax));
-            if let Some(h) = hessian {
-                shift.extend(gptq::bias_shift(
-                    block,
-                    &q.dequantized(cols),
-                    cols,
-                    &h.mean(),
-                ));
+        let key = (w.node.clone(), bits);
+        let cached = cache.and_then(|c| c.lock().ok()?.get(&key).cloned());
+        let layer = match cached {
+            Some(layer) => layer,
+            None => {
+                let layer = layer_codes(&w, axis, bits, stats.get(&w.node));
+                if let Some(mut c) = cache.and_then(|c| c.lock().ok()) {
+                    c.insert(key, layer.clone());
+                }
+                layer
             }
-            codes.extend(q.codes);
-            scales.extend(q.scales);
-        }
-        let codes: Vec<i8> = if axis == 0 {
-            codes
-        } else {
-            (0..rows * cols)
-                .map(|i| codes[(i % rows) * cols + i / rows])
-                .collect()
         };
-        if method == "gptq" && shift.len() == rows {
-            correct_bias(graph, &consumer, &shift);
-        }
-        replace_with_codes(graph, &w, axis, &scales, &codes, false);
+        correct_bias(graph, &consumer, &layer.shift);
+        replace_with_codes(graph, &w, axis, &layer.scales, &layer.codes, false);
         report.push(LayerWidth {
             layer: w.node.clone(),
             bits,
             params: w.values.len(),
-            method,
+            method: layer.method,
         });
     }
     remove_unused_initializers(graph);
     Ok(report)
 }
 
+/// GPTQ (or rounding, without statistics) of one weight at `bits`.
+fn layer_codes(
+    w: &Weight,
+    axis: usize,
+    bits: u32,
+    stats: Option<&crate::calibrate::LayerInputs>,
+) -> LayerCodes {
+    use super::gptq;
+    let qmax = ((1 << (bits - 1)) - 1) as f32;
+    // Rows are output channels: transpose a [K, N] weight (axis 1) to [N, K].
+    let (rows, cols) = if axis == 0 {
+        let rows = w.dims[0] as usize;
+        (rows, w.values.len() / rows.max(1))
+    } else {
+        (w.dims[1] as usize, w.dims[0] as usize)
+    };
+    let matrix: Vec<f32> = if axis == 0 {
+        w.values.clone()
+    } else {
+        (0..rows * cols)
+            .map(|i| w.values[(i % cols) * rows + i / cols])
+            .collect()
+    };
+    let groups = stats
+        .map(|s| s.groups.as_slice())
+        .filter(|g| !g.is_empty() && rows % g.len() == 0)
+        .filter(|g| g.iter().all(|h| h.rows > 0 && h.cols == cols));
+    let per_group = groups.map_or(rows, |g| rows / g.len());
+    let mut codes = Vec::with_capacity(matrix.len());
+    let mut scales = Vec::with_capacity(rows);
+    let mut shift = Vec::with_capacity(rows);
+    let mut method = "rounding";
+    for (g, block) in matrix.chunks(per_group * cols).enumerate() {
+        let hessian = groups.map(|gs| &gs[g]);
+        let q = hessian
+            .and_then(|h| gptq::quantize(block, cols, &h.matrix(), qmax))
+            .inspect(|_| method = "gptq")
+            .unwrap_or_else(|| gptq::round_to_nearest(block, cols, qmax));
+        match hessian {
+            Some(h) => shift.extend(gptq::bias_shift(
+                block,
+                &q.dequantized(cols),
+                cols,
+                &h.mean(),
+            )),
+            None => shift.extend(std::iter::repeat_n(0.0, block.len() / cols)),
+        }
+        codes.extend(q.codes);
+        scales.extend(q.scales);
+    }
+    let codes: Vec<i8> = if axis == 0 {
+        codes
+    } else {
+        (0..rows * cols)
+            .map(|i| codes[(i % rows) * cols + i / rows])
+            .collect()
+    };
+    LayerCodes {
+        codes,
+        scales,
+        shift,
+        method,
+    }
+}
+
+/// Bytes the codes of `layer`'s weight would take over the air (their order-0 entropy), when
+/// the weight is int8 codes behind a `DequantizeLinear`.
+pub fn code_bytes(graph: &GraphProto, layer: &str) -> Option<f64> {
+    let node = graph.node.iter().find(|n| n.name == layer)?;
+    let weight = node.input.get(1)?;
+    let dq = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "DequantizeLinear" && n.output.first() == Some(weight))?;
+    let codes = super::graph::initializer(graph, dq.input.first()?)?;
+    (codes.data_type == INT8).then(|| {
+        let v: Vec<i8> = codes.raw_data.iter().map(|&b| b as i8).collect();
+        crate::widths::entropy_bytes(&v)
+    })
+}
+
 /// Adds `shift` to a Conv's or Gemm's bias (creating one if it has none); other layers keep
 /// their output shift.
 fn correct_bias(graph: &mut GraphProto, layer: &crate::model::pb::NodeProto, shift: &[f32]) {
+    use super::gptq::compact;
     if !matches!(layer.op_type.as_str(), "Conv" | "Gemm") {
         return;
     }
     let existing = layer.input.get(2).filter(|b| !b.is_empty()).cloned();
+    if existing.is_none() && shift.iter().all(|&s| s == 0.0) {
+        return;
+    }
     let current = match &existing {
         Some(name) => {
             match super::graph::initializer(graph, name).and_then(super::graph::f32_values) {
@@ -147,7 +209,11 @@ fn correct_bias(graph: &mut GraphProto, layer: &crate::model::pb::NodeProto, shi
         }
         None => vec![0.0; shift.len()],
     };
-    let corrected: Vec<f32> = current.iter().zip(shift).map(|(b, s)| b + s).collect();
+    let corrected: Vec<f32> = current
+        .iter()
+        .zip(shift)
+        .map(|(b, s)| compact(b + s))
+        .collect();
     let name = fresh_name(graph, &format!("{}.bias", layer.name));
     graph
         .initializer
@@ -339,7 +405,8 @@ mod tests {
             std::collections::BTreeMap::from([("conv".to_string(), LayerInputs { groups })]);
         let error = |stats: &std::collections::BTreeMap<String, LayerInputs>| {
             let mut q = model.clone();
-            let report = quantize_weights_gptq(q.graph.as_mut().unwrap(), &|_| 3, stats).unwrap();
+            let report =
+                quantize_weights_gptq(q.graph.as_mut().unwrap(), &|_| 3, stats, None).unwrap();
             let total: f32 = (40..60)
                 .map(|k| {
                     let x = sample(k);
