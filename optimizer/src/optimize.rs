@@ -598,9 +598,9 @@ pub fn optimize(
 /// single-layer losses is only a prediction, and a pessimistic one: each layer's measured loss
 /// carries the subset's noise, and losses are never taken below zero, so ten layers' noise adds
 /// up to phantom points. The search therefore starts above the allowed drop and tightens after
-/// each miss (a miss costs one evaluation on the search subset); every allocation must still
-/// pass the gate. After the last, every layer is at 8 bits.
-const BUDGETS: [f64; 10] = [3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.35, 0.2, 0.1, 0.0];
+/// each miss (each allocation is gated on the full evaluation set); after the last, every layer
+/// is at 8 bits.
+const BUDGETS: [f64; 12] = [3.0, 2.5, 2.0, 1.7, 1.4, 1.2, 1.0, 0.7, 0.5, 0.3, 0.1, 0.0];
 
 /// The width search of low-bit weights: each layer's loss at each width below 8 (the others at
 /// 8 bits) on the search subset and its code bytes at every width, then one allocation per
@@ -881,9 +881,12 @@ fn gate(
                 }
             },
         };
+        // A width allocation is a whole new model, not one more layer back: the search subset's
+        // noise would decide too much, so it goes straight to the full set.
+        let full_only = matches!(recipe, Recipe::LowBitWeights { .. }) && !keep.is_empty();
         let quick = match (&current, known) {
             (_, Some(s)) => Some(s.as_built),
-            (Some(m), None) if !search_plan.indices.is_empty() => {
+            (Some(m), None) if !search_plan.indices.is_empty() && !full_only => {
                 match eval::evaluate(runtime, m, data, search_plan) {
                     Ok(e) => Some(e.accuracy),
                     Err(e) => {
@@ -913,6 +916,9 @@ fn gate(
                         return Gated::missed(first_quick);
                     }
                 };
+                if full_only && let Some(s) = search.as_mut() {
+                    s.steps.push((keep.len(), full.accuracy));
+                }
                 let measured = Measured::of(&current.bytes, &full);
                 candidate.measured = Some(measured);
                 candidate.layers_kept_float = keep.clone();
