@@ -127,6 +127,8 @@ def bench_model(opt, name, model, dataset, classes, max_drop, work, search_sampl
             results[key] = entry(opt, c["file"], dataset, {
                 "device_class": label, "gated_with": report["runtime"], "gate_accuracy": c["accuracy"],
                 "required_accuracy": report["required_accuracy"], "layers_kept_float": c["layers_kept_float"],
+                # Speed against fp32 as the gate timed it: interleaved with the base in one process.
+                "gate_speed_vs_fp32": c.get("speed_vs_fp32"), "layer_bits": c.get("layer_bits"),
                 "seconds": round(c["seconds"], 2)})
     results.update(peer(opt, model, dataset, work))
     base = results["fp32"]
