@@ -66,55 +66,24 @@ pub fn observe(
     indices: &[usize],
     batch: usize,
 ) -> Result<BTreeMap<String, Observed>, String> {
-    let mut probe = model.clone();
-    let graph = probe.graph.as_mut().ok_or("model has no graph")?;
-    let input = graph
-        .input
-        .iter()
-        .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-        .map(|i| i.name.clone())
-        .ok_or("model has no input")?;
     let shape_like = |op: &str| matches!(op, "Shape" | "Size" | "ArgMax" | "ArgMin" | "Constant");
-    let mut names: Vec<String> = graph
-        .node
-        .iter()
-        .filter(|n| !shape_like(&n.op_type))
-        .flat_map(|n| n.output.iter().cloned())
-        .filter(|o| !o.is_empty())
-        .collect();
-    names.retain(|n| !graph.output.iter().any(|o| &o.name == n));
-    for name in &names {
-        graph.output.push(pb::ValueInfoProto {
-            name: name.clone(),
-            ..Default::default()
-        });
-    }
-    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-    let bytes = crate::model::encode(&probe);
-    let batch = batch.max(1).min(indices.len().max(1));
-    let mut shape = vec![batch];
-    shape.extend(&data.sample_shape);
-    let plan = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .with_ignore_output_shapes(true)
-        .model_for_read(&mut bytes.as_slice())
-        .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| format!("cannot run the float model for calibration: {e:#}"))?;
+    let probe = Probe::new(model, data, indices, batch, "calibration", |graph, _| {
+        graph
+            .node
+            .iter()
+            .filter(|n| !shape_like(&n.op_type))
+            .flat_map(|n| n.output.iter().cloned())
+            .filter(|o| !o.is_empty())
+            .collect()
+    })?;
+    let batch = probe.shape[0];
 
     let mut seen: BTreeMap<String, Observed> = BTreeMap::new();
     let total_chunks = indices.len().div_ceil(batch).max(1);
     for chunk in indices.chunks(batch) {
-        let mut idx = chunk.to_vec();
-        idx.resize(batch, *chunk.last().expect("non-empty"));
-        let (_, x) = data.batch(&idx);
-        observe_values(&mut seen, &input, &x, total_chunks);
-        let tensor = Tensor::from_shape(&shape, &x).map_err(|e| format!("{e:#}"))?;
-        let out = plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| format!("calibration run failed: {e:#}"))?;
-        for (name, value) in outputs.iter().zip(out.iter()) {
+        let (x, out) = probe.run(data, chunk)?;
+        observe_values(&mut seen, &probe.input, &x, total_chunks);
+        for (name, value) in probe.outputs.iter().zip(out.iter()) {
             if let Ok(view) = value.to_plain_array_view::<f32>() {
                 let values: Vec<f32> = view.iter().copied().collect();
                 observe_values(&mut seen, name, &values, total_chunks);
@@ -122,6 +91,83 @@ pub fn observe(
         }
     }
     Ok(seen)
+}
+
+/// The float model with more of its values exposed as outputs, loaded in tract for batches of
+/// the calibration samples.
+struct Probe {
+    /// The graph input.
+    input: String,
+    /// Every output, in the order the plan returns them.
+    outputs: Vec<String>,
+    /// The batch's shape `[batch, ..sample]`.
+    shape: Vec<usize>,
+    plan: std::sync::Arc<TypedSimplePlan>,
+    purpose: String,
+}
+
+impl Probe {
+    /// `expose(graph, input name)` names the values to add as outputs (those already outputs
+    /// are not added twice); `purpose` is for the error.
+    fn new(
+        model: &ModelProto,
+        data: &Dataset,
+        indices: &[usize],
+        batch: usize,
+        purpose: &str,
+        expose: impl FnOnce(&pb::GraphProto, &str) -> Vec<String>,
+    ) -> Result<Self, String> {
+        let mut probe = model.clone();
+        let graph = probe.graph.as_mut().ok_or("model has no graph")?;
+        let input = graph
+            .input
+            .iter()
+            .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+            .map(|i| i.name.clone())
+            .ok_or("model has no input")?;
+        for name in expose(graph, &input) {
+            if !graph.output.iter().any(|o| o.name == name) {
+                graph.output.push(pb::ValueInfoProto {
+                    name,
+                    ..Default::default()
+                });
+            }
+        }
+        let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+        let bytes = crate::model::encode(&probe);
+        let batch = batch.max(1).min(indices.len().max(1));
+        let mut shape = vec![batch];
+        shape.extend(&data.sample_shape);
+        let plan = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .with_ignore_output_shapes(true)
+            .model_for_read(&mut bytes.as_slice())
+            .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("cannot run the float model for {purpose}: {e:#}"))?;
+        Ok(Self {
+            input,
+            outputs,
+            shape,
+            plan,
+            purpose: purpose.to_string(),
+        })
+    }
+
+    /// Runs one chunk of sample indices (the last batch padded by repeating its last sample):
+    /// the batch's input values and every output.
+    fn run(&self, data: &Dataset, chunk: &[usize]) -> Result<(Vec<f32>, TVec<TValue>), String> {
+        let mut idx = chunk.to_vec();
+        idx.resize(self.shape[0], *chunk.last().expect("chunks are non-empty"));
+        let (_, x) = data.batch(&idx);
+        let tensor = Tensor::from_shape(&self.shape, &x).map_err(|e| format!("{e:#}"))?;
+        let out = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| format!("{} run failed: {e:#}", self.purpose))?;
+        Ok((x, out))
+    }
 }
 
 /// What calibration gives the passes: activation ranges (static int8) and the second-order
@@ -265,16 +311,29 @@ impl ConvGeometry {
         )
     }
 
-    /// Adds the patches of one sample `[C, H, W]` at every `step`-th output position (starting
-    /// at `offset`) to the per-group statistics.
-    pub fn add_patches(&self, x: &[f32], [h, w]: [usize; 2], step: usize, groups: &mut [Hessian]) {
+    /// Adds the patches of one sample `[C, H, W]` at every `step`-th output position to the
+    /// per-group statistics.
+    pub fn add_patches(&self, x: &[f32], size: [usize; 2], step: usize, groups: &mut [Hessian]) {
+        self.for_each_patch(x, size, step, |g, _, patch| groups[g].add(patch));
+    }
+
+    /// Calls `f(group, output position, patch)` for every `step`-th output position of one
+    /// sample `[C, H, W]`: the input values the convolution multiplies with one output
+    /// channel's weights `[C/groups, kh, kw]`, zero where the kernel reaches into the padding.
+    pub fn for_each_patch(
+        &self,
+        x: &[f32],
+        [h, w]: [usize; 2],
+        step: usize,
+        mut f: impl FnMut(usize, usize, &[f32]),
+    ) {
         let (pads, [oh, ow]) = self.layout(h, w);
         let cg = self.channels / self.groups;
         let [kh, kw] = self.kernel;
         let mut patch = vec![0f32; self.cols()];
         for pos in (0..oh * ow).step_by(step.max(1)) {
             let (oy, ox) = (pos / ow, pos % ow);
-            for (g, hessian) in groups.iter_mut().enumerate() {
+            for g in 0..self.groups {
                 let mut k = 0;
                 for c in g * cg..(g + 1) * cg {
                     for ky in 0..kh {
@@ -293,7 +352,7 @@ impl ConvGeometry {
                         }
                     }
                 }
-                hessian.add(&patch);
+                f(g, pos, &patch);
             }
         }
     }
@@ -342,52 +401,25 @@ pub fn layer_inputs(
     batch: usize,
     layers: &BTreeMap<String, (String, Geometry)>,
 ) -> Result<BTreeMap<String, LayerInputs>, String> {
-    let mut probe = model.clone();
-    let graph = probe.graph.as_mut().ok_or("model has no graph")?;
-    let input = graph
-        .input
-        .iter()
-        .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
-        .map(|i| i.name.clone())
-        .ok_or("model has no input")?;
     let mut values: Vec<String> = layers.values().map(|(v, _)| v.clone()).collect();
     values.sort();
     values.dedup();
-    values.retain(|v| v != &input);
-    for name in &values {
-        if !graph.output.iter().any(|o| &o.name == name) {
-            graph.output.push(pb::ValueInfoProto {
-                name: name.clone(),
-                ..Default::default()
-            });
-        }
-    }
-    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-    let bytes = crate::model::encode(&probe);
-    let batch = batch.max(1).min(indices.len().max(1));
-    let mut shape = vec![batch];
-    shape.extend(&data.sample_shape);
-    let plan = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .with_ignore_output_shapes(true)
-        .model_for_read(&mut bytes.as_slice())
-        .and_then(|m| m.with_input_fact(0, f32::fact(&shape).into()))
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| format!("cannot run the float model for layer statistics: {e:#}"))?;
+    let probe = Probe::new(
+        model,
+        data,
+        indices,
+        batch,
+        "layer statistics",
+        |_, input| values.iter().filter(|v| *v != input).cloned().collect(),
+    )?;
+    let batch = probe.shape[0];
     let mut stats: BTreeMap<String, LayerInputs> = BTreeMap::new();
     let samples = indices.len().max(1);
     for chunk in indices.chunks(batch) {
-        let mut idx = chunk.to_vec();
-        idx.resize(batch, *chunk.last().expect("non-empty"));
-        let (_, x) = data.batch(&idx);
-        let tensor = Tensor::from_shape(&shape, &x).map_err(|e| format!("{e:#}"))?;
-        let out = plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| format!("layer statistics run failed: {e:#}"))?;
+        let (x, out) = probe.run(data, chunk)?;
         let mut by_name: BTreeMap<&str, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
-        by_name.insert(input.as_str(), (shape.clone(), x.clone()));
-        for (name, value) in outputs.iter().zip(out.iter()) {
+        by_name.insert(probe.input.as_str(), (probe.shape.clone(), x));
+        for (name, value) in probe.outputs.iter().zip(out.iter()) {
             if values.contains(name)
                 && let Ok(view) = value.to_plain_array_view::<f32>()
             {
@@ -484,6 +516,63 @@ fn observe_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patches_are_what_a_grouped_strided_same_padded_convolution_multiplies() {
+        use crate::passes::graph::{f32_tensor, node};
+        use crate::passes::testing::{model, run};
+        let attr = |name: &str, ints: &[i64]| pb::AttributeProto {
+            name: name.into(),
+            ints: ints.to_vec(),
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ..Default::default()
+        };
+        let auto_pad = pb::AttributeProto {
+            name: "auto_pad".into(),
+            s: b"SAME_UPPER".to_vec(),
+            r#type: pb::attribute_proto::AttributeType::String as i32,
+            ..Default::default()
+        };
+        let group = pb::AttributeProto {
+            name: "group".into(),
+            i: 2,
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            ..Default::default()
+        };
+        let weights: Vec<f32> = (0..4 * 2 * 3 * 3)
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let conv = node(
+            "Conv",
+            "conv",
+            &["input", "w"],
+            &["output"],
+            vec![attr("strides", &[2, 2]), auto_pad, group],
+        );
+        let m = model(
+            vec![conv.clone()],
+            vec![f32_tensor("w", &[4, 2, 3, 3], &weights)],
+            ("input", &[1, 4, 6, 7]),
+            ("output", &[1, 4, 3, 4]),
+        );
+        let x: Vec<f32> = (0..4 * 6 * 7)
+            .map(|i| ((i * 5) % 13) as f32 * 0.5 - 3.0)
+            .collect();
+        let want = run(&m, &[1, 4, 6, 7], &x);
+        let geometry = ConvGeometry::of(&conv, &[4, 2, 3, 3]).unwrap();
+        assert_eq!(geometry.cols(), 18);
+        assert_eq!(geometry.positions(6, 7), 12);
+        let mut seen = 0;
+        geometry.for_each_patch(&x, [6, 7], 1, |g, pos, patch| {
+            for o in g * 2..(g + 1) * 2 {
+                let w = &weights[o * 18..(o + 1) * 18];
+                let got: f32 = w.iter().zip(patch).map(|(a, b)| a * b).sum();
+                assert_eq!(got, want[o * 12 + pos], "channel {o} position {pos}");
+                seen += 1;
+            }
+        });
+        assert_eq!(seen, 4 * 12);
+    }
 
     #[test]
     fn percentile_ranges_ignore_rare_outliers_and_keep_zero() {
