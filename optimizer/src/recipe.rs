@@ -20,18 +20,27 @@ use std::collections::BTreeMap;
 pub const MIN_PARAMS: usize = 1000;
 /// Default clusters per layer: 4-bit codes.
 pub const CLUSTERS: usize = 16;
-/// Bits of the narrow weight grids tried (the search takes sensitive layers up from there).
-pub const LOW_BITS: [u32; 1] = [3];
+/// Bits of the narrow weight grid (the search takes sensitive layers up from there).
+pub const LOW_BITS: u32 = 3;
 /// The widths a low-bit layer moves through when the search takes it back one step at a time.
 pub const WIDTHS: [u32; 6] = [2, 3, 4, 5, 6, 8];
 
 /// A layer's width when the search has taken it back `steps` times from `bits`.
 pub fn width(bits: u32, steps: usize) -> u32 {
-    let from = WIDTHS
+    WIDTHS[(position(bits) + steps).min(WIDTHS.len() - 1)]
+}
+
+/// Where `bits` starts in [`WIDTHS`].
+fn position(bits: u32) -> usize {
+    WIDTHS
         .iter()
         .position(|&w| w >= bits)
-        .unwrap_or(WIDTHS.len() - 1);
-    WIDTHS[(from + steps).min(WIDTHS.len() - 1)]
+        .unwrap_or(WIDTHS.len() - 1)
+}
+
+/// A layer's width in a keep-list that names it once per step back from `bits`.
+fn width_in(bits: u32, keep: &[String], layer: &str) -> u32 {
+    width(bits, keep.iter().filter(|k| *k == layer).count())
 }
 /// Default global sparsity.
 pub const SPARSITY: f32 = 0.5;
@@ -180,13 +189,7 @@ impl Recipe {
     /// higher precision), one width step at a time for low-bit weights.
     pub fn steps_back(&self) -> usize {
         match self {
-            Recipe::LowBitWeights { bits } => {
-                let mut n = 0;
-                while width(*bits, n) < 8 {
-                    n += 1;
-                }
-                n
-            }
+            Recipe::LowBitWeights { bits } => WIDTHS.len() - 1 - position(*bits),
             _ => 1,
         }
     }
@@ -197,12 +200,7 @@ impl Recipe {
         match self {
             Recipe::LowBitWeights { bits } => layers
                 .iter()
-                .map(|l| {
-                    (
-                        l.clone(),
-                        width(*bits, keep.iter().filter(|k| *k == l).count()),
-                    )
-                })
+                .map(|l| (l.clone(), width_in(*bits, keep, l)))
                 .collect(),
             _ => BTreeMap::new(),
         }
@@ -245,8 +243,7 @@ impl Recipe {
                 quantize_weights(graph, 1, &kept_weights)?;
             }
             Recipe::LowBitWeights { bits } => {
-                let bits_of =
-                    |layer: &str| width(bits, keep.iter().filter(|k| *k == layer).count());
+                let bits_of = |layer: &str| width_in(bits, keep, layer);
                 quantize_weights_gptq(
                     graph,
                     &bits_of,
@@ -339,7 +336,7 @@ pub fn plan(techniques: &[Technique], int8: bool, fp32: bool) -> Vec<Recipe> {
     }
     if has(Technique::Int8Dynamic) {
         out.push(Recipe::Int8Dynamic);
-        out.extend(LOW_BITS.iter().map(|&bits| Recipe::LowBitWeights { bits }));
+        out.push(Recipe::LowBitWeights { bits: LOW_BITS });
     }
     if has(Technique::Int8Static) {
         out.push(Recipe::Int8Static {
