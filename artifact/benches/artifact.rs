@@ -68,6 +68,8 @@ fn techniques(runs: &[PathBuf], base: &Path) -> Value {
                     model,
                     report: Some(&report_bytes),
                     selftest: selftest.as_deref(),
+                    // The bench compares sizes; the label of packed candidates does not change them.
+                    ..Default::default()
                 },
                 &facts(technique),
                 Compression::Auto,

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod codec;
 pub mod digest;
 pub mod error;
 pub mod limits;

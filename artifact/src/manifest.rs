@@ -245,12 +245,21 @@ pub enum Compression {
 /// The files that make up an artifact.
 #[derive(Debug, Clone, Default)]
 pub struct Contents<'a> {
+    pub form: ModelForm,
     pub model: &'a [u8],
     pub report: Option<&'a [u8]>,
     pub selftest: Option<&'a [u8]>,
 }
 
-const ZSTD_LEVEL: i32 = 19;
+/// Whether the model is a standard ONNX file or needs edgefleet's decoder first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelForm {
+    /// Any ONNX runtime can load it.
+    #[default]
+    Standard,
+    /// Low-bit codes packed ([`media::WEIGHT_PACKED_ZSTD`]); always zstd-compressed.
+    Packed,
+}
 
 fn file_annotations(path: &str, title: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -263,16 +272,22 @@ fn file_annotations(path: &str, title: &str) -> BTreeMap<String, String> {
 pub fn pack(contents: &Contents<'_>, facts: &Facts, compression: Compression) -> Result<Packed> {
     let mut diff_ids = vec![Digest::of(contents.model).to_string()];
     let compressed = match compression {
-        Compression::None => None,
-        Compression::Zstd | Compression::Auto => {
-            let z = zstd::bulk::compress(contents.model, ZSTD_LEVEL)
+        Compression::None if contents.form == ModelForm::Standard => None,
+        Compression::None | Compression::Zstd | Compression::Auto => {
+            let z = crate::codec::compress(contents.model)
                 .map_err(|e| Error::io("model.onnx (zstd)", e))?;
-            let worth = compression == Compression::Zstd
+            let worth = compression != Compression::Auto
+                || contents.form == ModelForm::Packed
                 || (z.len() as f64) < 0.98 * contents.model.len() as f64;
             worth.then_some(z)
         }
     };
     let model_layer = match compressed {
+        Some(z) if contents.form == ModelForm::Packed => Blob::new(
+            media::WEIGHT_PACKED_ZSTD,
+            z,
+            file_annotations("model.onnx", "model.packed.onnx.zst"),
+        ),
         Some(z) => Blob::new(
             media::WEIGHT_RAW_ZSTD,
             z,
@@ -297,8 +312,8 @@ pub fn pack(contents: &Contents<'_>, facts: &Facts, compression: Compression) ->
         layers.push(blob);
     }
     if let Some(selftest) = contents.selftest {
-        let z = zstd::bulk::compress(selftest, ZSTD_LEVEL)
-            .map_err(|e| Error::io("selftest.json (zstd)", e))?;
+        let z =
+            crate::codec::compress(selftest).map_err(|e| Error::io("selftest.json (zstd)", e))?;
         diff_ids.push(Digest::of(selftest).to_string());
         layers.push(Blob::new(
             media::SELFTEST,
@@ -400,6 +415,7 @@ pub struct ModelLayer {
     pub descriptor: Descriptor,
     pub digest: Digest,
     pub compressed: bool,
+    pub form: ModelForm,
     /// sha256 of the uncompressed ONNX file when the config says (ModelPack `diff_ids[0]`).
     pub diff_id: Option<Digest>,
 }
@@ -448,6 +464,7 @@ pub fn unpack(reference: &str, digest: Digest, manifest_bytes: &[u8]) -> Result<
         .filter(|l| {
             l.media_type
                 .starts_with("application/vnd.cncf.model.weight.v1.")
+                || l.media_type == media::WEIGHT_PACKED_ZSTD
         })
         .collect();
     let [weight] = weights.as_slice() else {
@@ -456,14 +473,16 @@ pub fn unpack(reference: &str, digest: Digest, manifest_bytes: &[u8]) -> Result<
             weights.len()
         )));
     };
-    let compressed = match weight.media_type.as_str() {
-        media::WEIGHT_RAW => false,
-        media::WEIGHT_RAW_ZSTD => true,
+    let (compressed, form) = match weight.media_type.as_str() {
+        media::WEIGHT_RAW => (false, ModelForm::Standard),
+        media::WEIGHT_RAW_ZSTD => (true, ModelForm::Standard),
+        media::WEIGHT_PACKED_ZSTD => (true, ModelForm::Packed),
         other => {
             return Err(not(format!(
-                "weight layer media type {other} is not supported (want {} or {})",
+                "weight layer media type {other} is not supported (want {}, {} or {})",
                 media::WEIGHT_RAW,
-                media::WEIGHT_RAW_ZSTD
+                media::WEIGHT_RAW_ZSTD,
+                media::WEIGHT_PACKED_ZSTD
             )));
         }
     };
@@ -483,6 +502,7 @@ pub fn unpack(reference: &str, digest: Digest, manifest_bytes: &[u8]) -> Result<
     })?;
     Ok(Artifact {
         model: ModelLayer {
+            form,
             descriptor: (*weight).clone(),
             digest: layer_digest,
             compressed,
@@ -560,6 +580,7 @@ mod tests {
             model: &model,
             report: Some(b"{\"format\":\"report\"}"),
             selftest: Some(b"{}"),
+            ..Default::default()
         };
         let a = pack(&contents, &facts(), Compression::Auto).unwrap();
         let b = pack(&contents, &facts(), Compression::Auto).unwrap();
@@ -606,6 +627,38 @@ mod tests {
         assert!(!raw.manifest.annotations.contains_key(media::REPORT_DIGEST));
     }
 
+    #[test]
+    fn a_packed_model_says_so_in_its_media_type_and_is_always_compressed() {
+        let noise = edgefleet_testenv::net::noise(20_000);
+        for compression in [Compression::None, Compression::Auto, Compression::Zstd] {
+            let c = Contents {
+                form: ModelForm::Packed,
+                model: &noise,
+                ..Default::default()
+            };
+            let packed = pack(&c, &facts(), compression).unwrap();
+            let layer = &packed.manifest.layers[0];
+            assert_eq!(
+                layer.media_type,
+                media::WEIGHT_PACKED_ZSTD,
+                "{compression:?}"
+            );
+            let back = unpack("r", packed.digest.clone(), &packed.manifest_bytes).unwrap();
+            assert_eq!(back.model.form, ModelForm::Packed);
+            assert!(back.model.compressed);
+        }
+        let standard = pack(
+            &Contents {
+                model: &noise,
+                ..Default::default()
+            },
+            &facts(),
+            Compression::Zstd,
+        )
+        .unwrap();
+        let back = unpack("r", standard.digest.clone(), &standard.manifest_bytes).unwrap();
+        assert_eq!(back.model.form, ModelForm::Standard);
+    }
     #[test]
     fn unpack_refuses_what_is_not_a_model() {
         let model = model();

@@ -11,6 +11,11 @@ pub const MODEL_CONFIG: &str = "application/vnd.cncf.model.config.v1+json";
 pub const WEIGHT_RAW: &str = "application/vnd.cncf.model.weight.v1.raw";
 /// The ONNX model, zstd-compressed.
 pub const WEIGHT_RAW_ZSTD: &str = "application/vnd.cncf.model.weight.v1.raw+zstd";
+/// The ONNX model in edgefleet's packed transport form, zstd-compressed: its low-bit weight
+/// codes need `dev.edgefleet.UnpackCodes` decoding before a runtime can load it (format:
+/// `docs/artifact.md`). Not a ModelPack weight type on purpose: a ModelPack reader without the
+/// decoder finds no model it could run, rather than one it cannot.
+pub const WEIGHT_PACKED_ZSTD: &str = "application/vnd.edgefleet.model.weight.v1.packed+zstd";
 /// A dataset file (ModelPack dataset layer), e.g. an `.npz` or a tar of an ImageFolder.
 pub const DATASET_RAW: &str = "application/vnd.cncf.model.dataset.v1.raw";
 /// The optimizer's `report.json` (`docs/optimizer-report.md`).

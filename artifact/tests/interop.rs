@@ -50,6 +50,7 @@ async fn oras_reads_what_we_push() {
             model: &model,
             report: Some(report),
             selftest: Some(&selftest.to_json()),
+            ..Default::default()
         },
         &facts,
         Compression::Auto,

@@ -60,6 +60,7 @@ async fn round_trip_skips_known_blobs_and_serves_again_from_cache() {
             model: &model,
             report: Some(report),
             selftest: Some(&selftest.to_json()),
+            ..Default::default()
         },
         &facts(),
         Compression::Auto,

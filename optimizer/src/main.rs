@@ -147,6 +147,15 @@ enum Command {
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Write a model in its standard ONNX form: packed low-bit codes (media type
+    /// `application/vnd.edgefleet.model.weight.v1.packed+zstd`, docs/artifact.md) unpacked into
+    /// int8 `DequantizeLinear` weights that any ONNX runtime loads. A standard model is copied.
+    Decode {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the samples `optimize --calibration-samples N` calibrates on to an `.npz` (for
     /// other tools, such as ONNX Runtime's quantizer, to calibrate on the same data).
     CalibrationSet {
@@ -594,6 +603,12 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 pulled.stats.resumed_bytes,
                 pulled.stats.cached_blobs
             );
+        }
+        Command::Decode { model, out } => {
+            let model = edgefleet_optimizer::model::Model::load(&model)?;
+            let bytes = prost::Message::encode_to_vec(&model.proto);
+            edgefleet_optimizer::output::write_atomic(&out, &bytes)?;
+            eprintln!("{}: {} bytes, standard ONNX", out.display(), bytes.len());
         }
         Command::CalibrationSet {
             dataset,

@@ -40,8 +40,10 @@ impl Model {
             path: path.to_path_buf(),
             reason,
         };
-        let proto =
+        let mut proto =
             pb::ModelProto::decode(bytes.as_slice()).map_err(|e| not_onnx(e.to_string()))?;
+        // The passes read the standard form: packed codes (a published artifact) are unpacked.
+        edgefleet_runtime::packed::unpack(&mut proto).map_err(not_onnx)?;
         let graph = proto
             .graph
             .as_ref()
@@ -143,9 +145,11 @@ impl Model {
     }
 }
 
-/// Serializes a model.
+/// Serializes a model in its transport form: low-bit codes packed
+/// ([`edgefleet_runtime::packed`]). Every candidate's bytes come from here, so its size over the
+/// air and the model the gate loads are those of the file that is published.
 pub fn encode(proto: &pb::ModelProto) -> Vec<u8> {
-    proto.encode_to_vec()
+    edgefleet_runtime::packed::packed_bytes(proto)
 }
 
 #[cfg(test)]

@@ -170,6 +170,7 @@ impl Payload {
     pub fn pack(&self, compression: Compression) -> Result<Packed> {
         Ok(pack(
             &Contents {
+                form: model_form(&self.model),
                 model: &self.model,
                 report: Some(&self.report),
                 selftest: self.selftest.as_deref(),
@@ -177,6 +178,17 @@ impl Payload {
             &self.facts,
             compression,
         )?)
+    }
+}
+
+/// How the model travels: packed when its bytes use the packed codes of
+/// [`edgefleet_runtime::packed`].
+fn model_form(model: &[u8]) -> edgefleet_artifact::manifest::ModelForm {
+    use edgefleet_artifact::manifest::ModelForm;
+    use prost::Message as _;
+    match crate::model::pb::ModelProto::decode(model) {
+        Ok(proto) if edgefleet_runtime::packed::is_packed(&proto) => ModelForm::Packed,
+        _ => ModelForm::Standard,
     }
 }
 

@@ -27,21 +27,25 @@ pub struct RuntimeForm<'a> {
     pub folded: usize,
 }
 
-/// The model as runtimes should load it; borrowed unchanged when there is nothing to fold.
+/// The model as runtimes should load it; borrowed unchanged when there is nothing to unpack or
+/// fold. Packed codes ([`crate::packed`]) are unpacked first; a packed node this build cannot
+/// read exactly is an error, never skipped.
 pub fn runtime_form(bytes: &[u8]) -> Result<RuntimeForm<'_>, String> {
     let unchanged = RuntimeForm {
         bytes: Cow::Borrowed(bytes),
         folded: 0,
     };
     let mut proto = pb::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let unpacked = crate::packed::unpack(&mut proto)?;
     let Some(graph) = proto.graph.as_mut() else {
         return Ok(unchanged);
     };
-    if graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
-        return Ok(unchanged);
-    }
-    let folded = fold_constant_dequantize(graph);
-    if folded == 0 {
+    let folded = if graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
+        0
+    } else {
+        fold_constant_dequantize(graph)
+    };
+    if folded == 0 && unpacked == 0 {
         return Ok(unchanged);
     }
     Ok(RuntimeForm {
@@ -341,5 +345,68 @@ mod tests {
         assert_eq!(form.folded, 0);
         assert!(matches!(form.bytes, Cow::Borrowed(_)));
         assert!(runtime_form(b"not onnx").is_err());
+    }
+
+    /// A weight-only model and the same model with its activations quantized, 3-bit codes.
+    fn low_bit_model(quantized_activations: bool) -> pb::ModelProto {
+        let codes: Vec<u8> = (0..1024).map(|i| ((i * 5) % 7) as i8 as u8).collect();
+        let mut nodes = vec![
+            dq(&["w.q", "w.s"], "w", Some(0)),
+            pb::NodeProto {
+                op_type: "Conv".into(),
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            },
+        ];
+        if quantized_activations {
+            nodes.push(pb::NodeProto {
+                op_type: "QuantizeLinear".into(),
+                input: vec!["y".into(), "w.s".into()],
+                output: vec!["z".into()],
+                ..Default::default()
+            });
+        }
+        pb::ModelProto {
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(graph(
+                nodes,
+                vec![
+                    tensor("w.q", &[16, 64], INT8, codes),
+                    tensor("w.s", &[16], FLOAT, f32s(&[0.5; 16])),
+                ],
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn packed_codes_decode_to_what_the_unpacked_model_runs() {
+        for quantized_activations in [false, true] {
+            let standard = low_bit_model(quantized_activations);
+            let transport = crate::packed::packed_bytes(&standard);
+            assert!(transport.len() + 200 < standard.encode_to_vec().len());
+            let from_transport = pb::ModelProto::decode(&*runtime_form(&transport).unwrap().bytes);
+            let plain = standard.encode_to_vec();
+            let from_standard = pb::ModelProto::decode(&*runtime_form(&plain).unwrap().bytes);
+            let (mut a, mut b) = (from_transport.unwrap(), from_standard.unwrap());
+            for m in [&mut a, &mut b] {
+                let g = m.graph.as_mut().unwrap();
+                g.initializer.sort_by(|x, y| x.name.cmp(&y.name));
+            }
+            assert_eq!(a, b, "quantized activations: {quantized_activations}");
+            assert!(!crate::packed::is_packed(&a));
+        }
+        let mut broken = low_bit_model(false);
+        crate::packed::pack(&mut broken);
+        broken.graph.as_mut().unwrap().initializer[0].raw_data.pop();
+        let e = runtime_form(&broken.encode_to_vec()).err().unwrap();
+        assert!(
+            e.contains("w.q.unpack") && e.contains("packed bytes"),
+            "{e}"
+        );
     }
 }

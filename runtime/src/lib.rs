@@ -11,6 +11,7 @@
 pub mod decode;
 pub mod image;
 pub mod ort;
+pub mod packed;
 pub mod tract;
 
 use tract_onnx::pb;

@@ -40,6 +40,7 @@ pub async fn publish(
             model,
             report: Some(b"{}"),
             selftest: Some(&test),
+            ..Default::default()
         },
         &facts,
         Compression::Auto,
