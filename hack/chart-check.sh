@@ -12,6 +12,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 cd "$here/.."
 chart=charts/edgefleet
+# lua5.1 for the Argo CD health check (a fresh machine runs this before anything else installs it).
+"$here/install-deps.sh"
 
 helm=$(bash "$here/build-tool.sh" helm)
 kubeconform=$(bash "$here/build-tool.sh" kubeconform)

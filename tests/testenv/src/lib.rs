@@ -164,13 +164,76 @@ where
         .await
         .expect("create test namespace");
     let result = tokio::spawn(test(client.clone(), name.clone())).await;
+    let failed = !matches!(result, Ok(Ok(())));
+    let diagnosis = if failed { diagnosis() } else { String::new() };
     let _ = namespaces.delete(&name, &DeleteParams::background()).await;
+    if failed {
+        eprintln!("---- test ground when {name} failed ----\n{diagnosis}");
+    }
     match result {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("test in namespace {name} failed: {e:?}"),
+        Ok(Err(e)) => panic!("test in namespace {name} failed: {e:?}\n{diagnosis}"),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("test task in namespace {name} ended: {e}"),
     }
+}
+
+/// What the test ground looked like when a test failed, bounded so it fits a CI log: every
+/// node's conditions and taints, every pod that is not running and ready (with why), the last
+/// warning events, and the disk the nodes share.
+pub fn diagnosis() -> String {
+    const LIMIT: usize = 6000;
+    let sections: [(&str, Vec<&str>); 3] = [
+        (
+            "nodes",
+            vec![
+                "get",
+                "nodes",
+                "-o",
+                "custom-columns=NODE:.metadata.name,ARCH:.metadata.labels.kubernetes\\.io/arch,CONDITIONS:.status.conditions[?(@.status==\"True\")].type,TAINTS:.spec.taints[*].key",
+            ],
+        ),
+        (
+            "pods not running and ready",
+            vec![
+                "get",
+                "pods",
+                "-A",
+                "--field-selector=status.phase!=Succeeded",
+                "-o",
+                "custom-columns=NS:.metadata.namespace,POD:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,WAITING:.status.containerStatuses[*].state.waiting.reason,READY:.status.containerStatuses[*].ready,POD-CONDITION:.status.conditions[?(@.status==\"False\")].message",
+            ],
+        ),
+        (
+            "last warning events",
+            vec![
+                "get",
+                "events",
+                "-A",
+                "--field-selector=type=Warning",
+                "--sort-by=.lastTimestamp",
+            ],
+        ),
+    ];
+    let mut text = String::new();
+    for (title, args) in sections {
+        let (_, out) = kubectl(&args);
+        let lines: Vec<&str> = out.lines().collect();
+        let tail = lines.len().saturating_sub(25);
+        text.push_str(&format!("== {title}\n{}\n", lines[tail..].join("\n")));
+    }
+    if let Ok(out) = Command::new("df").args(["-h", "/", "/tmp"]).output() {
+        text.push_str(&format!(
+            "== disk\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    if text.len() > LIMIT {
+        let cut = (0..=LIMIT).rev().find(|&i| text.is_char_boundary(i));
+        text.truncate(cut.unwrap_or(0));
+        text.push_str("\n[diagnosis cut]");
+    }
+    text
 }
 
 /// A third-party tool built from its Go module by `hack/build-tool.sh` (helm, kubeconform,
