@@ -5,7 +5,10 @@
 # crashes, hangs, peak RSS per target) and prints it last; exits non-zero on any finding, with
 # the input that caused it under target/fuzz/artifacts/<target>/.
 #
-#   hack/fuzz.sh [SECONDS]        (make fuzz: 300 s a target; make test: 15 s)
+#   hack/fuzz.sh [SECONDS]        (make fuzz: 300 s a target)
+#
+# The targets are the functions in fuzz/targets; make test replays them on the corpus without
+# instrumentation (sidecar/tests/fuzz_corpus.rs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"

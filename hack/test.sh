@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make test`: lint, chart-check, a short fuzz run, then every test of the workspace. Integration tests start (or reuse) the
-# local control plane through the testenv crate; when this script started it, it stops it again
-# (set EDGEFLEET_KEEP_ENV=1 to keep it running).
+# `make test`: lint, chart-check, then every test of the workspace (the fuzz targets replay their
+# corpus and mutations of it in sidecar/tests/fuzz_corpus.rs; `make fuzz` runs them under
+# libFuzzer). Integration tests start (or reuse) the local control plane through the testenv
+# crate; when this script started it, it stops it again (set EDGEFLEET_KEEP_ENV=1 to keep it
+# running).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -24,8 +26,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 log "chart-check"
 bash "$here/chart-check.sh"
-log "fuzz: every parser of untrusted bytes, 15 s each (make fuzz runs longer)"
-bash "$here/fuzz.sh" 15 >/dev/null
 log "Python tools, ONNX Runtime library and datasets"
 ORT_DYLIB_PATH=$(bash "$here/ort-lib.sh")
 export ORT_DYLIB_PATH

@@ -1,25 +1,7 @@
-//! What a registry hands a reader: a ModelPack manifest, its config, the self-test layer and a
-//! zstd layer. The first byte splits the input into a manifest and a config.
+//! libFuzzer entry for fuzz/targets/modelpack.rs.
 #![no_main]
-use edgefleet_artifact::limits::{Expected, decompress};
-use edgefleet_artifact::{Digest, SelfTest, manifest};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else {
-        return;
-    };
-    let cut = (split as usize * rest.len()) / 255;
-    let (m, c) = rest.split_at(cut.min(rest.len()));
-    if let Ok(mut artifact) = manifest::unpack("fuzz", Digest::of(m), m) {
-        let _ = manifest::apply_config(&mut artifact, "fuzz", c);
-        let _ = edgefleet_artifact::limits::model_bytes(&artifact.manifest, 1 << 20);
-    }
-    let _ = SelfTest::from_json(data);
-    if let Ok(raw) = decompress("fuzz", data, Expected::AtMost(1 << 20)) {
-        assert!(raw.len() <= 1 << 20);
-    }
-    if let Ok(raw) = decompress("fuzz", data, Expected::Exactly(64)) {
-        assert_eq!(raw.len(), 64);
-    }
-});
+#[path = "../targets/modelpack.rs"]
+mod target;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));
