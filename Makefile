@@ -84,6 +84,10 @@ test: ## The whole suite: lint, unit, and integration tests against the real con
 bench-artifact: ## Artifact bytes over the air per technique, pull throughput, resume overhead, apply->Published; writes bench-results/artifact.json
 	hack/bench-artifact.sh
 
+.PHONY: bench-arm64
+bench-arm64: ## amd64 vs arm64 sidecar (qemu-user): where answers differ per candidate, shipped binary sizes; writes bench-results/arm64.json
+	hack/bench-arm64.sh
+
 .PHONY: bench-binary-size
 bench-binary-size: ## What the sidecar's stripped size is made of: the sidecar vs tract-only programs; writes bench-results/binary-size.json
 	hack/bench-binary-size.sh
