@@ -12,7 +12,7 @@ use edgefleet_optimizer::dataset::Dataset;
 use edgefleet_optimizer::model::{Model, encode};
 use edgefleet_optimizer::passes::{fold_bn::fold_batch_norm, qdq::quantize_static};
 use edgefleet_runtime::argmax;
-use edgefleet_testenv::{Process, free_port, repo_root};
+use edgefleet_testenv::{Process, free_port, hack};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,19 +26,32 @@ const FP32_TOLERANCE: f32 = 1e-3;
 /// computes in float, so a logit may move by a few of the output's quantization steps.
 const INT8_TOLERANCE: f32 = 0.25;
 
-/// Runs `hack/<script> args` and returns its stdout, trimmed.
-fn hack(script: &str, args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack").join(script))
-        .args(args)
-        .output()
-        .expect("run a hack/ script");
-    assert!(
-        out.status.success(),
-        "hack/{script} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+/// The real Fashion-MNIST test set, built from Debian's package on first use.
+fn test_set() -> Dataset {
+    Dataset::load(&PathBuf::from(hack("datasets.sh", &[])).join("fashion-mnist-test.npz")).unwrap()
+}
+
+/// How the arm64 sidecar runs here: under qemu-user with Debian's multiarch arm64 libraries
+/// (hack/cross.sh says why not a cross sysroot).
+fn under_qemu(arm64: &Path) -> [&str; 2] {
+    ["qemu-aarch64-static", arm64.to_str().unwrap()]
+}
+
+/// The logits of the first `images` test images from the amd64 sidecar and from the arm64 one
+/// (`qemu`), both serving `model` with tract.
+async fn tract_on_both(
+    qemu: &[&str],
+    model: &Path,
+    data: &Dataset,
+    images: usize,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let amd64 = env!("CARGO_BIN_EXE_edgefleet-sidecar");
+    let native = serve("amd64-sidecar", &[amd64], model, "tract", &[]).await;
+    let emulated = serve("arm64-sidecar", qemu, model, "tract", &[]).await;
+    (
+        logits(&native, data, images).await,
+        logits(&emulated, data, images).await,
+    )
 }
 
 /// The arm64 sidecar, cross-built once (cached in target/cross).
@@ -167,25 +180,16 @@ fn int8_static(data: &Dataset, full_integer: bool) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_arm64_sidecar_gives_the_answers_the_amd64_one_gives() {
-    let data =
-        Dataset::load(&PathBuf::from(hack("datasets.sh", &[])).join("fashion-mnist-test.npz"))
-            .unwrap();
+    let data = test_set();
     let arm64 = arm64_sidecar();
     let ort_arm64 = hack("ort-lib.sh", &["arm64"]);
     let dir = tempfile::tempdir().unwrap();
     let int8 = dir.path().join("int8-static.onnx");
     std::fs::write(&int8, int8_static(&data, false)).unwrap();
-    let amd64_bin = env!("CARGO_BIN_EXE_edgefleet-sidecar");
-    // Debian's multiarch arm64 libraries (hack/cross.sh says why not a cross sysroot).
-    let qemu = ["qemu-aarch64-static", arm64.to_str().unwrap()];
+    let qemu = under_qemu(&arm64);
 
     for (model, tolerance) in [(common::fixture(), FP32_TOLERANCE), (int8, INT8_TOLERANCE)] {
-        let native = serve("amd64-sidecar", &[amd64_bin], &model, "tract", &[]).await;
-        let emulated = serve("arm64-sidecar", &qemu, &model, "tract", &[]).await;
-        let (a, b) = (
-            logits(&native, &data, IMAGES).await,
-            logits(&emulated, &data, IMAGES).await,
-        );
+        let (a, b) = tract_on_both(&qemu, &model, &data, IMAGES).await;
         let (flips, max) = compare(&a, &b);
         eprintln!(
             "{}: tract amd64 vs arm64 on {IMAGES} images: {flips} top-1 differ, max |logit diff| {max:.6}",
@@ -241,9 +245,7 @@ async fn bench_where_amd64_and_arm64_differ() {
         .unwrap_or(1024);
     let images = images.div_ceil(BATCH) * BATCH;
     let out = std::env::var("ARM64_BENCH_OUT").expect("ARM64_BENCH_OUT names the output file");
-    let data =
-        Dataset::load(&PathBuf::from(hack("datasets.sh", &[])).join("fashion-mnist-test.npz"))
-            .unwrap();
+    let data = test_set();
     let labels: Vec<usize> = data.labels.as_ref().expect("the test set is labelled")[..images]
         .iter()
         .map(|&y| y as usize)
@@ -256,8 +258,7 @@ async fn bench_where_amd64_and_arm64_differ() {
         std::fs::write(&path, int8_static(&data, full)).unwrap();
         candidates.push((name, path));
     }
-    let amd64_bin = env!("CARGO_BIN_EXE_edgefleet-sidecar");
-    let qemu = ["qemu-aarch64-static", arm64.to_str().unwrap()];
+    let qemu = under_qemu(&arm64);
     let accuracy = |l: &[Vec<f32>]| {
         l.iter()
             .zip(&labels)
@@ -267,12 +268,7 @@ async fn bench_where_amd64_and_arm64_differ() {
     };
     let mut rows = Vec::new();
     for (name, model) in candidates {
-        let native = serve("amd64-sidecar", &[amd64_bin], &model, "tract", &[]).await;
-        let emulated = serve("arm64-sidecar", &qemu, &model, "tract", &[]).await;
-        let (a, b) = (
-            logits(&native, &data, images).await,
-            logits(&emulated, &data, images).await,
-        );
+        let (a, b) = tract_on_both(&qemu, &model, &data, images).await;
         let (flips, max) = compare(&a, &b);
         let values = a.iter().map(Vec::len).sum::<usize>() as f64;
         let mean = a

@@ -5,7 +5,6 @@
 use edgefleet_optimizer::dataset::Dataset;
 use edgefleet_optimizer::model::Model;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,16 +15,7 @@ pub fn root() -> PathBuf {
 
 /// Runs `hack/<script>` and returns what it printed on stdout, trimmed.
 pub fn hack(script: &str) -> String {
-    let out = Command::new("bash")
-        .arg(root().join("hack").join(script))
-        .output()
-        .expect("run a hack/ script");
-    assert!(
-        out.status.success(),
-        "hack/{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    edgefleet_testenv::hack(script, &[])
 }
 
 /// The real Fashion-MNIST test set (10k), built from Debian's package on first use.

@@ -252,6 +252,26 @@ pub fn tool(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
+/// Runs `hack/<script> args` (the project's own installers and caches: datasets, ONNX Runtime,
+/// cross builds) and returns what it printed on stdout, trimmed; panics with its stderr if it
+/// fails.
+pub fn hack(script: &str, args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack").join(script))
+        .args(args)
+        .output()
+        .expect("run a hack/ script");
+    assert!(
+        out.status.success(),
+        "hack/{script} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 from a hack/ script")
+        .trim()
+        .to_string()
+}
+
 /// A DNS-1123 name unique to this process and moment.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
