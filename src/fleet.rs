@@ -13,6 +13,7 @@ use crate::rollout::{self, Limits};
 use crate::selector;
 use edgefleet_api::assignment::{DesiredArtifact, ModelAssignment, ModelAssignmentSpec, PodRef};
 use edgefleet_api::conditions::{self, Desired, reasons, types};
+use edgefleet_api::deviceclass::Arch;
 use edgefleet_api::edgemodel::{
     ClassRollout, EdgeModel, RevisionOutcome, RevisionRecord, RolloutState,
 };
@@ -142,6 +143,7 @@ pub fn step(
     pods: &Pods,
     assignments: &Assignments,
     now: &Time,
+    archs: &ClassArchs,
 ) -> Step {
     let spec = &model.spec.rollout;
     let classes = &model.spec.device_classes;
@@ -218,6 +220,7 @@ pub fn step(
         .filter(|(_, p)| selector::matches(&selector, p.labels()))
         .collect();
     let mut by_class: HashMap<String, Vec<(Arc<ModelAssignment>, bool)>> = HashMap::new();
+    let mut misplaced: HashMap<String, Vec<String>> = HashMap::new();
     let mut unplaced = Vec::new();
     let mut create = Vec::new();
     for (&pod_name, &pod) in &selected {
@@ -249,6 +252,19 @@ pub fn step(
                 Arc::new(a)
             }
         };
+        // A sidecar running as an architecture its class does not name is on no node of the
+        // class: it is not rolled out to, and the class's rollout names it.
+        let reported = a.status.as_ref().and_then(|s| s.arch);
+        if let (Some(arch), Some(wanted)) = (reported, archs.get(class))
+            && !wanted.is_empty()
+            && !wanted.contains(&arch)
+        {
+            misplaced
+                .entry(class.to_string())
+                .or_default()
+                .push(pod_name.clone());
+            continue;
+        }
         by_class
             .entry(class.to_string())
             .or_default()
@@ -309,7 +325,10 @@ pub fn step(
                 rollout::plan(&held, &limits, &t, &planner_pods, &standing)
             }
         };
-        let (next, transitions) = revisions::advance(&current, &plan, steps, now);
+        let (mut next, transitions) = revisions::advance(&current, &plan, steps, now);
+        next.misplaced = misplaced.remove(class).unwrap_or_default();
+        next.misplaced.sort();
+        next.misplaced.truncate(MISPLACED_NAMED);
         for t in transitions {
             events.push(announce(
                 t,
@@ -461,6 +480,13 @@ fn action(revision: i64, step: Option<u32>) -> String {
         None => format!("RolloutRevision{revision}"),
     }
 }
+
+/// Each device class's architectures (from its DeviceClass): a pod whose sidecar reports
+/// another is not rolled out to. A class missing here is not checked.
+pub type ClassArchs = HashMap<String, Vec<Arch>>;
+
+/// How many misplaced pods a class's rollout names.
+pub const MISPLACED_NAMED: usize = 10;
 
 /// The device class a pod serves: its `edgefleet.dev/device-class` label, or the model's only
 /// class.
@@ -668,6 +694,7 @@ mod tests {
             &pods(&[("a", false), ("b", false)]),
             &HashMap::new(),
             &now,
+            &HashMap::new(),
         );
         assert_eq!(s.create.len(), 2);
         for c in &s.create {
@@ -693,6 +720,7 @@ mod tests {
             &pods(&[("a", true), ("b", false)]),
             &HashMap::new(),
             &now,
+            &HashMap::new(),
         );
         assert_eq!(s.status.revision, Some(1));
         // A first rollout reaches pods that serve nothing at once, through their new assignments.
@@ -723,6 +751,7 @@ mod tests {
             &pods(&[("a", false)]),
             &HashMap::new(),
             &now,
+            &HashMap::new(),
         );
         let memory = Memory {
             status: first.status.clone(),
@@ -733,7 +762,14 @@ mod tests {
         made.spec.heartbeat_interval = None;
         let assignments: Assignments =
             [("a".to_string(), serving(&made, "sha256:aa", &now))].into();
-        let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &now);
+        let s = step(
+            &m,
+            &memory,
+            &pods(&[("a", false)]),
+            &assignments,
+            &now,
+            &HashMap::new(),
+        );
         assert!(s.create.is_empty());
         assert_eq!(s.status.rollouts[0].state, RolloutState::Complete);
         assert!(
@@ -754,7 +790,14 @@ mod tests {
         // The next look: when that heartbeat would go stale (30 s), not the periodic 20 s.
         assert_eq!(s.requeue, Duration::from_secs(20));
         let later = t("2026-01-01T00:01:25Z");
-        let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &later);
+        let s = step(
+            &m,
+            &memory,
+            &pods(&[("a", false)]),
+            &assignments,
+            &later,
+            &HashMap::new(),
+        );
         assert_eq!(s.requeue, Duration::from_millis(5200));
     }
 
@@ -777,6 +820,7 @@ mod tests {
             &pods(&[("a", false)]),
             &HashMap::new(),
             &now,
+            &HashMap::new(),
         );
         let desired = first.create[0].assignment.spec.desired.clone().unwrap();
         assert_eq!(desired.public_key.as_deref(), Some("PEM-1"));
@@ -788,16 +832,91 @@ mod tests {
         let assignments: Assignments =
             [("a".to_string(), serving(&made, "sha256:aa", &now))].into();
         // Same key: nothing to write.
-        let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &now);
+        let s = step(
+            &m,
+            &memory,
+            &pods(&[("a", false)]),
+            &assignments,
+            &now,
+            &HashMap::new(),
+        );
         assert!(s.patches.is_empty(), "{:?}", s.patches);
         // A rotated key reaches the pod with the same artifact.
         set_key(&mut m, Some("PEM-2"));
-        let s = step(&m, &memory, &pods(&[("a", false)]), &assignments, &now);
+        let s = step(
+            &m,
+            &memory,
+            &pods(&[("a", false)]),
+            &assignments,
+            &now,
+            &HashMap::new(),
+        );
         let patched = s.patches["a"].desired.clone().unwrap();
         assert_eq!(
             (patched.digest.as_str(), patched.public_key.as_deref()),
             ("sha256:aa", Some("PEM-2"))
         );
+    }
+
+    #[test]
+    fn a_sidecar_of_another_architecture_than_its_class_is_left_alone_and_named() {
+        let now = t("2026-01-01T00:01:00Z");
+        let m = model(Some("sha256:aa"));
+        let archs: ClassArchs = [("cpu-int8".to_string(), vec![Arch::Amd64])].into();
+        let first = step(
+            &m,
+            &Memory::default(),
+            &pods(&[("a", false), ("b", false)]),
+            &HashMap::new(),
+            &now,
+            &archs,
+        );
+        let memory = Memory {
+            status: first.status.clone(),
+            ..Default::default()
+        };
+        let reporting = |name: &str, arch: Arch| {
+            let made = first
+                .create
+                .iter()
+                .find(|c| c.assignment.name_any() == name)
+                .unwrap()
+                .assignment
+                .clone();
+            let mut a = (*serving(&made, "sha256:00", &now)).clone();
+            a.status.as_mut().unwrap().arch = Some(arch);
+            (name.to_string(), Arc::new(a))
+        };
+        let assignments: Assignments =
+            [reporting("a", Arch::Amd64), reporting("b", Arch::Arm64)].into();
+        let s = step(
+            &m,
+            &memory,
+            &pods(&[("a", false), ("b", false)]),
+            &assignments,
+            &now,
+            &archs,
+        );
+        let r = &s.status.rollouts[0];
+        assert_eq!(r.misplaced, ["b"]);
+        assert_eq!(r.total, 1, "{r:?}");
+        assert!(
+            s.patches
+                .get("b")
+                .and_then(|p| p.desired.as_ref())
+                .is_none()
+        );
+        // Without the class's architectures, nothing is checked.
+        let s = step(
+            &m,
+            &memory,
+            &pods(&[("a", false), ("b", false)]),
+            &assignments,
+            &now,
+            &HashMap::new(),
+        );
+        assert!(s.status.rollouts[0].misplaced.is_empty());
+        assert_eq!(s.status.rollouts[0].total, 2);
     }
 
     #[test]
@@ -810,6 +929,7 @@ mod tests {
             &pods(&[("a", false)]),
             &HashMap::new(),
             &t("2026-01-01T00:01:00Z"),
+            &HashMap::new(),
         );
         assert_eq!(s.unplaced, vec!["a".to_string()]);
         assert!(s.create.is_empty());

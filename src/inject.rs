@@ -18,7 +18,11 @@
 //!   Role (`examples/sidecar-rbac.yaml`).
 //!
 //! The port defaults to 8500 and is set with the annotation `edgefleet.dev/sidecar-port`.
+//!
+//! A pod that also carries `edgefleet.dev/device-class=<class>` is placed on that class's
+//! nodes: its `nodeSelector` and a required `kubernetes.io/arch` affinity ([`crate::placement`]).
 
+use edgefleet_api::deviceclass::{Arch, DeviceClassSpec};
 use edgefleet_api::labels;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
@@ -43,7 +47,11 @@ pub const DEFAULT_PORT: i32 = 8500;
 /// What every injected sidecar gets; from the operator's flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// The sidecar image: an image index, from which each node pulls its own platform's image.
     pub image: String,
+    /// One architecture's image of that index, by digest: given to the pods of a device class
+    /// of that architecture only, so their spec names exactly what their nodes run.
+    pub platform_images: Vec<(Arch, String)>,
     pub service_account: String,
     pub cpu_request: String,
     pub memory_request: String,
@@ -58,6 +66,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             image: format!("ghcr.io/edgefleet/sidecar:{}", env!("CARGO_PKG_VERSION")),
+            platform_images: Vec::new(),
             service_account: "edgefleet-sidecar".into(),
             cpu_request: "50m".into(),
             memory_request: "64Mi".into(),
@@ -189,7 +198,14 @@ pub fn container(model: &str, port: i32, settings: &Settings, native: bool) -> C
 }
 
 /// The whole decision. `native`: the cluster runs native sidecars (Kubernetes 1.29+).
-pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
+/// `classes` looks a DeviceClass up by name: a pod labelled `edgefleet.dev/device-class` is
+/// placed on that class's nodes ([`crate::placement`]), and refused when there is no such class.
+pub fn decide(
+    pod: &Pod,
+    settings: &Settings,
+    native: bool,
+    classes: &dyn Fn(&str) -> Option<DeviceClassSpec>,
+) -> Decision {
     let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
     let Some(model) = pod_labels.get(labels::MODEL) else {
         return Decision::Skip(format!("no {} label", labels::MODEL));
@@ -241,7 +257,31 @@ pub fn decide(pod: &Pod, settings: &Settings, native: bool) -> Decision {
     }
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
+    let mut single_arch = None;
+    if let Some(class) = pod_labels.get(labels::DEVICE_CLASS) {
+        let Some(class_spec) = classes(class) else {
+            return Decision::Deny(format!(
+                "metadata.labels[{}]: there is no DeviceClass {class:?} to place this pod by",
+                labels::DEVICE_CLASS
+            ));
+        };
+        if let Err(message) = crate::placement::place(spec, class, &class_spec) {
+            return Decision::Deny(message);
+        }
+        if let [arch] = class_spec.arch.as_slice() {
+            single_arch = Some(*arch);
+        }
+    }
     let mut sidecar = container(model, port, settings, native);
+    if let Some(image) = single_arch.and_then(|arch| {
+        settings
+            .platform_images
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, image)| image.clone())
+    }) {
+        sidecar.image = Some(image);
+    }
     // The webhook's own account: its token goes to the sidecar alone.
     let own_account = matches!(
         spec.service_account_name.as_deref(),
@@ -385,6 +425,10 @@ pub fn supports_native_sidecars(major: &str, minor: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn no_classes(_: &str) -> Option<DeviceClassSpec> {
+        None
+    }
+
     fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {
@@ -405,8 +449,70 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_of_a_device_class_is_placed_on_its_nodes_and_an_unknown_class_is_refused() {
+        use edgefleet_api::deviceclass::{Arch, Precision};
+        let pi = |name: &str| {
+            (name == "pi").then(|| DeviceClassSpec {
+                node_selector: [("edgefleet.dev/device-class".into(), "pi".into())].into(),
+                arch: vec![Arch::Arm64],
+                runtime: Default::default(),
+                execution_provider: Default::default(),
+                precisions: vec![Precision::Int8],
+                integer_only: false,
+                memory_budget_mib: None,
+                latency_budget_ms: None,
+            })
+        };
+        let labelled =
+            |class: &str| pod(&[(labels::MODEL, "m"), (labels::DEVICE_CLASS, class)], &[]);
+        let spec = injected(decide(&labelled("pi"), &Settings::default(), true, &pi))
+            .spec
+            .unwrap();
+        assert_eq!(
+            spec.node_selector.unwrap()["edgefleet.dev/device-class"],
+            "pi"
+        );
+        let terms = spec
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms;
+        let e = &terms[0].match_expressions.as_ref().unwrap()[0];
+        assert_eq!(
+            (e.key.as_str(), e.values.as_deref().unwrap()),
+            ("kubernetes.io/arch", &["arm64".to_string()][..])
+        );
+        match decide(&labelled("jetson"), &Settings::default(), true, &pi) {
+            Decision::Deny(m) => assert!(
+                m.contains("metadata.labels[edgefleet.dev/device-class]")
+                    && m.contains("\"jetson\""),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Without the label nothing is placed.
+        let spec = injected(decide(
+            &pod(&[(labels::MODEL, "m")], &[]),
+            &Settings::default(),
+            true,
+            &pi,
+        ))
+        .spec
+        .unwrap();
+        assert!(spec.affinity.is_none() && spec.node_selector.is_none());
+    }
+
+    #[test]
     fn a_pod_without_the_label_is_left_alone() {
-        let d = decide(&pod(&[("app", "x")], &[]), &Settings::default(), true);
+        let d = decide(
+            &pod(&[("app", "x")], &[]),
+            &Settings::default(),
+            true,
+            &no_classes,
+        );
         assert!(matches!(d, Decision::Skip(_)), "{d:?}");
     }
 
@@ -417,6 +523,7 @@ mod tests {
             &pod(&[(labels::MODEL, "fashion")], &[]),
             &settings,
             true,
+            &no_classes,
         ));
         let spec = p.spec.unwrap();
         assert_eq!(spec.containers.len(), 1, "the app is untouched");
@@ -486,7 +593,12 @@ mod tests {
             plain_http: vec!["10.0.0.5:5000".into()],
             ..Default::default()
         };
-        let p = injected(decide(&pod(&[(labels::MODEL, "m")], &[]), &settings, true));
+        let p = injected(decide(
+            &pod(&[(labels::MODEL, "m")], &[]),
+            &settings,
+            true,
+            &no_classes,
+        ));
         let args = p.spec.unwrap().init_containers.unwrap()[0]
             .args
             .clone()
@@ -500,6 +612,7 @@ mod tests {
             &pod(&[(labels::MODEL, "m")], &[]),
             &Settings::default(),
             false,
+            &no_classes,
         ));
         let spec = p.spec.unwrap();
         assert!(spec.init_containers.is_none());
@@ -535,7 +648,7 @@ mod tests {
                 ..Default::default()
             },
         ]);
-        let p = injected(decide(&admitted, &Settings::default(), true));
+        let p = injected(decide(&admitted, &Settings::default(), true, &no_classes));
         let spec = p.spec.unwrap();
         assert_eq!(spec.automount_service_account_token, Some(false));
         let sidecar = &spec.init_containers.as_ref().unwrap()[0];
@@ -586,7 +699,7 @@ mod tests {
         // A pod with its own account keeps it and its automount: nothing of ours is mounted.
         let mut own = pod(&[(labels::MODEL, "m")], &[]);
         own.spec.as_mut().unwrap().service_account_name = Some("camera".into());
-        let spec = injected(decide(&own, &Settings::default(), true))
+        let spec = injected(decide(&own, &Settings::default(), true, &no_classes))
             .spec
             .unwrap();
         assert_eq!(spec.automount_service_account_token, None);
@@ -603,13 +716,13 @@ mod tests {
     fn injection_is_idempotent_and_keeps_the_pods_own_account() {
         let mut p = pod(&[(labels::MODEL, "m")], &[]);
         p.spec.as_mut().unwrap().service_account_name = Some("camera".into());
-        let once = injected(decide(&p, &Settings::default(), true));
+        let once = injected(decide(&p, &Settings::default(), true, &no_classes));
         assert_eq!(
             once.spec.as_ref().unwrap().service_account_name.as_deref(),
             Some("camera")
         );
         assert!(matches!(
-            decide(&once, &Settings::default(), true),
+            decide(&once, &Settings::default(), true, &no_classes),
             Decision::Skip(_)
         ));
     }
@@ -617,7 +730,7 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         let s = Settings::default();
-        let deny = |p: &Pod| match decide(p, &s, true) {
+        let deny = |p: &Pod| match decide(p, &s, true, &no_classes) {
             Decision::Deny(m) => m,
             other => panic!("not denied: {other:?}"),
         };
@@ -648,6 +761,7 @@ mod tests {
             &pod(&[(labels::MODEL, "m")], &[(labels::SIDECAR_PORT, "9100")]),
             &s,
             true,
+            &no_classes,
         ));
         let c = &p.spec.unwrap().init_containers.unwrap()[0];
         assert!(

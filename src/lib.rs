@@ -11,6 +11,7 @@ pub mod inject;
 pub mod leader;
 pub mod metrics;
 pub mod pipeline;
+pub mod placement;
 pub mod resolve;
 pub mod revisions;
 pub mod rollout;

@@ -78,6 +78,10 @@ struct Args {
     /// Image of the injected sidecar.
     #[arg(long, env = "EDGEFLEET_SIDECAR_IMAGE", default_value_t = edgefleet_operator::inject::Settings::default().image)]
     sidecar_image: String,
+    /// One architecture's image of the sidecar's index, by digest (`arm64=REF@sha256:...`,
+    /// repeatable): the pods of a device class of that one architecture get it.
+    #[arg(long, value_parser = parse_platform_image)]
+    sidecar_platform_image: Vec<(edgefleet_api::deviceclass::Arch, String)>,
     /// Registries injected sidecars may reach over plain HTTP (trusted networks only).
     #[arg(long, value_delimiter = ',')]
     sidecar_plain_http: Vec<String>,
@@ -180,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             scope: args.namespace.clone(),
             settings: edgefleet_operator::inject::Settings {
                 image: args.sidecar_image.clone(),
+                platform_images: args.sidecar_platform_image.clone(),
                 service_account: args.sidecar_service_account.clone(),
                 plain_http: args.sidecar_plain_http.clone(),
                 ..Default::default()
@@ -265,4 +270,22 @@ fn default_identity() -> String {
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "edgefleet".into());
     format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// `ARCH=REFERENCE` of `--sidecar-platform-image`.
+fn parse_platform_image(v: &str) -> Result<(edgefleet_api::deviceclass::Arch, String), String> {
+    let (arch, reference) = v.split_once('=').ok_or_else(|| {
+        format!("{v:?}: expected ARCH=REFERENCE, e.g. arm64=registry/edgefleet/sidecar@sha256:...")
+    })?;
+    let arch = match arch {
+        "amd64" => edgefleet_api::deviceclass::Arch::Amd64,
+        "arm64" => edgefleet_api::deviceclass::Arch::Arm64,
+        other => return Err(format!("{other:?}: the architecture is amd64 or arm64")),
+    };
+    if !reference.contains("@sha256:") {
+        return Err(format!(
+            "{reference:?}: name the image by digest (REPOSITORY@sha256:...)"
+        ));
+    }
+    Ok((arch, reference.to_string()))
 }

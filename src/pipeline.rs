@@ -312,7 +312,7 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
             "activeDeadlineSeconds": time_budget_seconds as i64 + settings.deadline_margin_seconds,
             "podFailurePolicy": {"rules": [{
                 "action": "FailJob",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [edgefleet_api::job::EXIT_FLOOR_NOT_MET]},
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [edgefleet_api::job::EXIT_FLOOR_NOT_MET, edgefleet_api::job::EXIT_BUDGET_NOT_MET]},
             }]},
             "template": {
                 "metadata": {"labels": labels},
@@ -352,6 +352,7 @@ pub enum JobState {
     Running,
     Succeeded(Box<OptimizationResult>),
     FloorNotMet(String),
+    BudgetNotMet(String),
     Failed(String),
 }
 
@@ -425,6 +426,11 @@ pub fn job_state(job: &Job, pod: Option<&PodEnd>) -> JobState {
                 r.best_technique.as_deref().unwrap_or("?"),
                 percent(r.best_accuracy),
                 percent(r.required_accuracy)
+            )),
+            Some(r) if r.verdict == Verdict::BudgetNotMet => JobState::BudgetNotMet(format!(
+                "every candidate that reached the required {} top-1 exceeded a budget of the device class: {}",
+                percent(r.required_accuracy),
+                r.over_budget.as_deref().unwrap_or("?")
             )),
             Some(r) if r.error.is_some() => JobState::Failed(format!(
                 "Job {}: {}",
@@ -547,6 +553,7 @@ pub enum ClassPhase {
         reused: bool,
     },
     FloorNotMet(String),
+    BudgetNotMet(String),
     Failed(String),
 }
 
@@ -557,6 +564,7 @@ impl ClassPhase {
             ClassPhase::Optimizing { .. } => DeviceClassPhase::Optimizing,
             ClassPhase::Published { .. } => DeviceClassPhase::Published,
             ClassPhase::FloorNotMet(_) => DeviceClassPhase::AccuracyFloorNotMet,
+            ClassPhase::BudgetNotMet(_) => DeviceClassPhase::BudgetNotMet,
             ClassPhase::Failed(_) => DeviceClassPhase::Failed,
         }
     }
@@ -568,6 +576,7 @@ pub fn summarize(classes: &[(String, ClassPhase)]) -> crate::resolve::Outcome {
         .iter()
         .filter_map(|(n, p)| match p {
             ClassPhase::FloorNotMet(m) => Some((reasons::ACCURACY_FLOOR_NOT_MET, n, m)),
+            ClassPhase::BudgetNotMet(m) => Some((reasons::BUDGET_NOT_MET, n, m)),
             ClassPhase::Failed(m) => Some((reasons::OPTIMIZATION_FAILED, n, m)),
             _ => None,
         })
@@ -1024,7 +1033,10 @@ mod tests {
         assert_eq!(rules.action, "FailJob");
         assert_eq!(
             rules.on_exit_codes.as_ref().unwrap().values,
-            vec![edgefleet_api::job::EXIT_FLOOR_NOT_MET as i32]
+            vec![
+                edgefleet_api::job::EXIT_FLOOR_NOT_MET as i32,
+                edgefleet_api::job::EXIT_BUDGET_NOT_MET as i32
+            ]
         );
     }
 
@@ -1069,6 +1081,15 @@ mod tests {
             job_state(&finished("Complete"), None),
             JobState::Failed(_)
         ));
+        let budget = r#"{"verdict":"BudgetNotMet","requiredAccuracy":0.84,"overBudget":"int8-static: p50 3.100 ms exceeds latencyBudgetMs 2"}"#;
+        match job_state(&finished("Failed"), Some(budget)) {
+            JobState::BudgetNotMet(m) => assert!(
+                m.contains("84.00%")
+                    && m.contains("int8-static: p50 3.100 ms exceeds latencyBudgetMs 2"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
         let floor = r#"{"verdict":"AccuracyFloorNotMet","bestAccuracy":0.7412,"bestTechnique":"full-integer","requiredAccuracy":0.84}"#;
         match job_state(&finished("Failed"), Some(floor)) {
             JobState::FloorNotMet(m) => assert!(

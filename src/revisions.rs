@@ -76,6 +76,7 @@ pub fn choose(
         failed: 0,
         offline: previous.map(|p| p.offline).unwrap_or(0),
         message: None,
+        misplaced: Vec::new(),
     };
     Some(Choice {
         rollout,

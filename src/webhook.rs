@@ -8,6 +8,8 @@
 use crate::certs::{self, Bundle, Renewal};
 use crate::inject::{self, Decision, Settings};
 use anyhow::{Context as _, Result};
+use edgefleet_api::deviceclass::{DeviceClass, DeviceClassSpec};
+use futures::StreamExt as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -21,6 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -288,7 +292,12 @@ async fn apply_configuration(
 }
 
 /// Answers one AdmissionReview.
-pub fn review(body: &[u8], settings: &Settings, native: bool) -> AdmissionReview<DynamicObject> {
+pub fn review(
+    body: &[u8],
+    settings: &Settings,
+    native: bool,
+    classes: &dyn Fn(&str) -> Option<DeviceClassSpec>,
+) -> AdmissionReview<DynamicObject> {
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -312,7 +321,7 @@ pub fn review(body: &[u8], settings: &Settings, native: bool) -> AdmissionReview
         Ok(p) => p,
         Err(e) => return response.deny(format!("not a Pod: {e}")).into_review(),
     };
-    match inject::decide(&pod, settings, native) {
+    match inject::decide(&pod, settings, native, classes) {
         Decision::Skip(_) => response.into_review(),
         Decision::Deny(message) => response.deny(message).into_review(),
         Decision::Inject(changed) => {
@@ -330,6 +339,7 @@ async fn handle(
     req: Request<Incoming>,
     settings: Arc<Settings>,
     native: bool,
+    classes: Store<DeviceClass>,
 ) -> std::result::Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let reply = |code: StatusCode, body: Vec<u8>| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -355,7 +365,8 @@ async fn handle(
                     );
                 }
             };
-            let answer = review(&body, &settings, native);
+            let lookup = |name: &str| classes.get(&ObjectRef::new(name)).map(|c| c.spec.clone());
+            let answer = review(&body, &settings, native, &lookup);
             reply(
                 StatusCode::OK,
                 serde_json::to_vec(&answer).expect("a review serializes"),
@@ -417,6 +428,19 @@ pub async fn run(
             }
         })
     };
+    // DeviceClasses, to place the pods of one on its nodes; answers start once they are known.
+    let (classes, writer) = reflector::store::<DeviceClass>();
+    let class_watch = tokio::spawn(
+        reflector(
+            writer,
+            watcher(Api::<DeviceClass>::all(client.clone()), Default::default()).default_backoff(),
+        )
+        .for_each(|_| std::future::ready(())),
+    );
+    classes
+        .wait_until_ready()
+        .await
+        .context("watching DeviceClasses for the webhook")?;
     let settings = Arc::new(cfg.settings.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -427,19 +451,21 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
-        let (acceptor, settings) = (acceptor.clone(), settings.clone());
+        let (acceptor, settings, classes) = (acceptor.clone(), settings.clone(), classes.clone());
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |req| handle(req, settings.clone(), native));
+            let service = hyper::service::service_fn(move |req| {
+                handle(req, settings.clone(), native, classes.clone())
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
     }
     renewer.abort();
+    class_watch.abort();
     Ok(())
 }
 
@@ -533,6 +559,7 @@ mod tests {
             &serde_json::to_vec(&body).unwrap(),
             &Settings::default(),
             true,
+            &|_| None,
         ))
         .unwrap()
     }

@@ -109,6 +109,9 @@ pub struct ModelAssignmentStatus {
     /// Why the desired artifact is not served, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The architecture the sidecar binary runs as: the image its node pulled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<crate::deviceclass::Arch>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -30,6 +30,8 @@ pub mod reasons {
     pub const OPTIMIZED: &str = "Optimized";
     pub const PUBLISHED: &str = "Published";
     pub const ACCURACY_FLOOR_NOT_MET: &str = "AccuracyFloorNotMet";
+    /// Candidates reached the accuracy requirement, and each exceeded a DeviceClass budget.
+    pub const BUDGET_NOT_MET: &str = "BudgetNotMet";
     pub const OPTIMIZATION_FAILED: &str = "OptimizationFailed";
     pub const SUPERSEDED: &str = "Superseded";
     pub const REUSED: &str = "Reused";

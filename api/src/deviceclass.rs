@@ -65,6 +65,26 @@ pub enum Arch {
     Arm64,
 }
 
+impl Arch {
+    /// As Kubernetes spells it in the `kubernetes.io/arch` node label and OCI platforms.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The architecture of Rust's `std::env::consts::ARCH` spelling, if a device class can
+    /// name it.
+    pub fn of_rust(arch: &str) -> Option<Arch> {
+        match arch {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Copy)]
 #[serde(rename_all = "camelCase")]
@@ -91,6 +111,17 @@ pub enum ExecutionProvider {
     Cuda,
     Tensorrt,
     Npu,
+}
+
+impl ExecutionProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda => "cuda",
+            ExecutionProvider::Tensorrt => "tensorrt",
+            ExecutionProvider::Npu => "npu",
+        }
+    }
 }
 
 #[derive(

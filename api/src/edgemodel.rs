@@ -525,6 +525,10 @@ pub struct ClassRollout {
     /// What the rollout waits for, or why it stopped, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Pods of this class whose sidecar runs as an architecture the class does not name: they
+    /// are on no node of the class, and the rollout leaves them alone (the first 10, by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub misplaced: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -570,7 +574,7 @@ vocabulary! {
 
 vocabulary! {
     /// Where one device class stands in the optimize → publish pipeline.
-    DeviceClassPhase { Pending, Optimizing, Published, AccuracyFloorNotMet, Failed }
+    DeviceClassPhase { Pending, Optimizing, Published, AccuracyFloorNotMet, BudgetNotMet, Failed }
 }
 
 vocabulary! {

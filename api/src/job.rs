@@ -14,6 +14,10 @@ use sha2::{Digest as _, Sha256};
 /// fails at once (the pod failure policy names this code), with no retries.
 pub const EXIT_FLOOR_NOT_MET: u8 = 3;
 
+/// The optimizer's exit status when candidates reached the accuracy requirement but each
+/// exceeded a device-class budget (`memoryBudgetMib`, `latencyBudgetMs`): also final.
+pub const EXIT_BUDGET_NOT_MET: u8 = 4;
+
 /// The optimizer version, part of every inputs digest (the Jobs run the operator's own).
 pub const OPTIMIZER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -143,6 +147,8 @@ pub enum Verdict {
     Passed,
     /// No candidate reached the requirement.
     AccuracyFloorNotMet,
+    /// Candidates reached the requirement, and each exceeded a budget of the device class.
+    BudgetNotMet,
     /// The run failed before a verdict (bad input, a registry, a crash).
     Error,
 }
@@ -153,6 +159,7 @@ impl Verdict {
         match self {
             Verdict::Passed => "passed",
             Verdict::AccuracyFloorNotMet => "AccuracyFloorNotMet",
+            Verdict::BudgetNotMet => "BudgetNotMet",
             Verdict::Error => "Error",
         }
     }
@@ -185,19 +192,15 @@ pub struct OptimizationResult {
     pub artifact: Option<ArtifactRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which budget refused which candidate, when the verdict is `BudgetNotMet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_budget: Option<String>,
 }
 
 impl OptimizationResult {
     /// A run that failed before a verdict; the message is cut to fit a termination message.
     pub fn error(message: &str) -> Self {
-        let mut text = message.to_string();
-        if text.len() > 3000 {
-            let mut cut = 3000;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
+        let text = cut(message, 3000);
         Self {
             verdict: Verdict::Error,
             device_class: None,
@@ -210,8 +213,19 @@ impl OptimizationResult {
             winner: None,
             artifact: None,
             error: Some(text),
+            over_budget: None,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary: what goes into a termination
+/// message (4 KiB in all) must fit.
+pub fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

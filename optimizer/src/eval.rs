@@ -3,6 +3,7 @@
 
 use crate::dataset::Dataset;
 use crate::model::Model;
+use std::path::Path;
 use std::time::Instant;
 
 pub use edgefleet_runtime::{
@@ -223,6 +224,130 @@ pub fn interleaved_latency(
         .collect())
 }
 
+/// The memory a loaded session of `model` holds after one inference, in MiB: what serving it
+/// keeps resident. Measured in a fresh process (`probe`, the optimizer binary's hidden `memory`
+/// subcommand) as the growth of its anonymous resident memory (`RssAnon`: heap and arenas, not
+/// the runtime's library code) from before loading to after one run on zeros, so that what
+/// this process has allocated and freed before does not hide it.
+pub fn resident_mib(
+    probe: &Path,
+    runtime: &dyn Runtime,
+    model: &Model,
+    sample_shape: &[usize],
+) -> Result<f64, EvalError> {
+    let name = model.path.display().to_string();
+    let failed = |reason: String| EvalError::Run {
+        runtime: runtime.name(),
+        model: name.clone(),
+        reason: format!("measuring its memory: {reason}"),
+    };
+    let dir = tempfile::tempdir().map_err(|e| failed(e.to_string()))?;
+    let file = dir.path().join("model.onnx");
+    std::fs::write(&file, &model.bytes).map_err(|e| failed(e.to_string()))?;
+    let shape = sample_shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = std::process::Command::new(probe)
+        .args([
+            "memory",
+            "--runtime",
+            runtime.name(),
+            "--shape",
+            &shape,
+            "--model",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("{}: {e}", probe.display())))?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while child
+        .try_wait()
+        .map_err(|e| failed(e.to_string()))?
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("no answer within {PROBE_TIMEOUT:?}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(failed(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let figures: MemoryFigures = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| failed(format!("unreadable answer {:?}", text.trim())))?;
+    Ok(figures
+        .rss_anon_kib_after
+        .saturating_sub(figures.rss_anon_kib_before) as f64
+        / 1024.0)
+}
+
+/// How long one memory probe may take (loading the largest models takes seconds).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What the `memory` subcommand prints, one JSON line.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryFigures {
+    pub rss_anon_kib_before: u64,
+    pub rss_anon_kib_after: u64,
+}
+
+/// `RssAnon` of a `/proc/<pid>/status` text, in KiB.
+pub fn rss_anon_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The `memory` subcommand: load `model` into a session of `runtime`, run it once on zeros,
+/// and say how much anonymous memory that added to this process.
+pub fn probe_memory(
+    runtime: &dyn Runtime,
+    model: &Model,
+    sample_shape: &[usize],
+) -> Result<MemoryFigures, String> {
+    let read = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .as_deref()
+            .and_then(rss_anon_kib)
+            .ok_or("no RssAnon in /proc/self/status")
+    };
+    let info = model.info();
+    let len = sample_shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .ok_or("sample shape overflows")?;
+    let input = vec![0f32; len];
+    let before = read()?;
+    let mut session = runtime.load(&info, sample_shape, 1)?;
+    session.run(1, &input)?;
+    let after = read()?;
+    drop(session);
+    Ok(MemoryFigures {
+        rss_anon_kib_before: before,
+        rss_anon_kib_after: after,
+    })
+}
+
 /// The model's input must take the dataset's samples.
 fn check_fit(model: &Model, data: &Dataset) -> Result<(), EvalError> {
     let inputs = model.inputs();
@@ -285,6 +410,14 @@ mod tests {
         assert_eq!(percentile(&mut v, 0.5), 50.0);
         assert_eq!(percentile(&mut v, 0.99), 99.0);
         assert_eq!(percentile(&mut [3.0], 0.99), 3.0);
+    }
+
+    #[test]
+    fn rss_anon_is_read_from_proc_status() {
+        let status = "VmRSS:\t   10240 kB\nRssAnon:\t    4096 kB\nRssFile:\t    6144 kB\n";
+        assert_eq!(rss_anon_kib(status), Some(4096));
+        assert_eq!(rss_anon_kib("VmRSS: 1 kB\n"), None);
+        assert!(rss_anon_kib(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap() > 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! where, and say how it ended in the [`OptimizationResult`] the operator reads. No argument
 //! parsing here (`main.rs`) and no file handling beyond the output directory (`output.rs`).
 
+use crate::budget;
 use crate::dataset::{Dataset, split};
 use crate::eval::{self, Runtime};
 use crate::model::Model;
@@ -29,6 +30,16 @@ pub struct Settings {
     pub ca_files: Vec<PathBuf>,
     /// Also write every passing candidate to `out/candidates/`.
     pub keep_candidates: bool,
+    /// The optimizer binary, which measures each passing candidate's memory in a fresh process
+    /// (`memory`); `None` leaves memory unmeasured and `memoryBudgetMib` unchecked.
+    pub memory_probe: Option<PathBuf>,
+}
+
+/// The optimizer binary itself, when this process is one (not a test harness).
+pub fn this_binary() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .filter(|p| p.file_name().is_some_and(|n| n == "edgefleet-optimizer"))
 }
 
 /// How a run ended: the result for the operator and the full report.
@@ -63,6 +74,8 @@ pub fn options(request: &OptimizationRequest, profile: &Profile) -> Result<Optio
         }
     }
     let o = &request.optimization;
+    let machine =
+        budget::Machine::here(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
     let time_budget = edgefleet_api::duration::parse(&o.time_budget)
         .map_err(|e| anyhow::anyhow!("optimization.timeBudget {:?}: {e}", o.time_budget))?;
     Ok(Options {
@@ -74,8 +87,13 @@ pub fn options(request: &OptimizationRequest, profile: &Profile) -> Result<Optio
         time_budget,
         search_samples: request.tuning.search_samples as usize,
         latency_runs: request.tuning.latency_runs as usize,
-        latency_representative: profile.spec.execution_provider
-            == edgefleet_api::deviceclass::ExecutionProvider::Cpu,
+        latency_note: budget::latency_unrepresentative(&profile.spec, machine),
+        budgets: budget::Budgets::of(&profile.spec),
+        machine: match machine {
+            Some(m) if m.emulated => format!("{} (emulated)", m.arch.as_str()),
+            Some(m) => m.arch.as_str().into(),
+            None => std::env::consts::ARCH.into(),
+        },
         ..Options::default()
     })
 }
@@ -100,7 +118,10 @@ pub fn run(
         name: request.device_class.name.clone(),
         spec: request.device_class.spec.clone(),
     };
-    let options = options(request, &profile)?;
+    let options = Options {
+        memory_probe: settings.memory_probe.clone(),
+        ..options(request, &profile)?
+    };
     let model_source = source_of("model", &request.model)?;
     let data_source = source_of("dataset", &request.dataset)?;
     let (model_path, dataset_path) = block_on(async {
@@ -253,6 +274,15 @@ pub fn result_of(report: &Report) -> OptimizationResult {
         }),
         artifact: None,
         error: None,
+        over_budget: (report.verdict == Verdict::BudgetNotMet).then(|| {
+            let refused: Vec<String> = report
+                .candidates
+                .iter()
+                .filter(|c| c.status == crate::report::CandidateStatus::OverBudget)
+                .map(|c| format!("{}: {}", c.technique, c.reason.as_deref().unwrap_or("")))
+                .collect();
+            edgefleet_api::job::cut(&refused.join("; "), 1500)
+        }),
     }
 }
 
@@ -261,6 +291,7 @@ pub fn exit_code(result: &OptimizationResult) -> u8 {
     match result.verdict {
         Verdict::Passed => 0,
         Verdict::AccuracyFloorNotMet => edgefleet_api::job::EXIT_FLOOR_NOT_MET,
+        Verdict::BudgetNotMet => edgefleet_api::job::EXIT_BUDGET_NOT_MET,
         Verdict::Error => 1,
     }
 }

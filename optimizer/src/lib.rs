@@ -2,6 +2,7 @@
 //! runtimes, the passes and the search, and one run from request to result (`job`). The binary
 //! (`main.rs`) is only its command line.
 
+pub mod budget;
 pub mod calibrate;
 pub mod dataset;
 pub mod eval;

@@ -41,6 +41,18 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Load a model, run it once on zeros and print the anonymous memory that added to this
+    /// process, as one JSON line (how the gate measures `memoryBudgetMib`, in a fresh process).
+    #[command(hide = true)]
+    Memory {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_enum)]
+        runtime: RuntimeName,
+        /// One sample's shape, without the batch axis (e.g. 1,28,28).
+        #[arg(long, value_delimiter = ',', required = true)]
+        shape: Vec<usize>,
+    },
     /// Measure a model's top-1 accuracy and latency on a dataset with a real runtime.
     Evaluate {
         #[arg(long)]
@@ -440,6 +452,7 @@ fn run(request: &OptimizationRequest, args: RunArgs) -> anyhow::Result<std::proc
             registry: args.registry.registry()?,
             ca_files: args.registry.ca_file.clone(),
             keep_candidates: args.keep_candidates,
+            memory_probe: job::this_binary(),
         };
         let progress = Progress::new();
         let finished = job::run(request, &settings, &|e| progress.event(e));
@@ -474,6 +487,14 @@ fn run(request: &OptimizationRequest, args: RunArgs) -> anyhow::Result<std::proc
             finished.report.device_class,
             finished.report.required_accuracy * 100.0,
             finished.report.base.accuracy * 100.0
+        );
+    }
+    if code == edgefleet_api::job::EXIT_BUDGET_NOT_MET {
+        eprintln!(
+            "error: BudgetNotMet: every candidate for device class {} that reached {:.2}% top-1 exceeded a budget: {}",
+            finished.report.device_class,
+            finished.report.required_accuracy * 100.0,
+            finished.result.over_budget.as_deref().unwrap_or("?")
         );
     }
     Ok(std::process::ExitCode::from(code))
@@ -630,6 +651,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 indices.len(),
                 out.display()
             );
+        }
+        Command::Memory {
+            model,
+            runtime,
+            shape,
+        } => {
+            let model = Model::load(&model)?;
+            let runtime = job::runtime(runtime, 1);
+            let figures = eval::probe_memory(runtime.as_ref(), &model, &shape)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", model.path.display()))?;
+            println!("{}", serde_json::to_string(&figures)?);
         }
         Command::Evaluate {
             model,

@@ -3,6 +3,7 @@
 //! a candidate misses, and choose the winner by the objective. I/O (files, terminal) stays in
 //! `main.rs`; the decisions (`required_accuracy`, `choose`) are pure functions.
 
+use crate::budget::{self, Budgets};
 use crate::calibrate::{self, Calibration};
 use crate::dataset::{Dataset, split};
 use crate::eval::{self, EvalError, Evaluation, Plan, Runtime};
@@ -30,10 +31,18 @@ pub struct Options {
     pub batch: usize,
     pub latency_runs: usize,
     pub seed: u64,
-    /// Whether latency measured here stands for the device's (a CPU device class measured on a
-    /// CPU). When it does not (a CUDA or NPU class gated on this machine's CPU), the winner is
-    /// ranked by size and accuracy only.
-    pub latency_representative: bool,
+    /// Why latency measured here does not stand for the device's (a CUDA or NPU class gated on
+    /// this machine's CPU, another architecture, an emulator), if it does not
+    /// ([`crate::budget::latency_unrepresentative`]). Then the winner is ranked by size and
+    /// accuracy only, and `latencyBudgetMs` is not checked.
+    pub latency_note: Option<String>,
+    /// The device class's budgets, held against candidates that reach the requirement.
+    pub budgets: Budgets,
+    /// Where the gate runs, as the report names it (`amd64`, `arm64 (emulated)`).
+    pub machine: String,
+    /// The optimizer binary, which measures a model's memory in a fresh process
+    /// ([`eval::resident_mib`]); without one, memory is not measured.
+    pub memory_probe: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -49,7 +58,10 @@ impl Default for Options {
             batch: 50,
             latency_runs: 200,
             seed: 0,
-            latency_representative: true,
+            latency_note: None,
+            budgets: Budgets::default(),
+            machine: std::env::consts::ARCH.into(),
+            memory_probe: None,
         }
     }
 }
@@ -334,6 +346,13 @@ pub fn optimize(
         },
         base: base_measured.clone(),
         verdict: Verdict::AccuracyFloorNotMet,
+        machine: options.machine.clone(),
+        budgets: budget::applied(
+            &options.budgets,
+            options.latency_note.as_deref(),
+            options.memory_probe.is_some(),
+            &options.machine,
+        ),
         stopped: None,
         winner: None,
         candidates: Vec::new(),
@@ -424,6 +443,7 @@ pub fn optimize(
             measured: None,
             parameters: recipe.parameters(),
             layers_kept_float: Vec::new(),
+            over_budget: Vec::new(),
             search: None,
             speed_vs_fp32: None,
             layer_bits: BTreeMap::new(),
@@ -545,18 +565,64 @@ pub fn optimize(
         });
     }
 
+    // What the base and each passing candidate hold in memory once loaded, then the device
+    // class's budgets: a candidate over one is refused, and the report says by which.
+    if let Some(probe) = options.memory_probe.as_deref()
+        && !timed.is_empty()
+    {
+        progress(Event::Step {
+            message: format!(
+                "measuring the memory of the base and {} passing candidate(s)",
+                timed.len()
+            ),
+        });
+        let shape = &data.sample_shape;
+        base_measured.memory_mib = Some(eval::resident_mib(probe, runtime, base, shape)?);
+        for &i in &timed {
+            let proto = models[i].clone().expect("filtered on Some");
+            let model = Model {
+                path: Path::new(recipes[i].technique()).to_path_buf(),
+                bytes: encode(&proto),
+                proto,
+            };
+            let mib = eval::resident_mib(probe, runtime, &model, shape)?;
+            if let Some(m) = candidates[i].measured.as_mut() {
+                m.memory_mib = Some(mib);
+            }
+        }
+    }
+    let latency_checked = options.latency_note.is_none();
+    for c in candidates
+        .iter_mut()
+        .filter(|c| c.status == CandidateStatus::Passed)
+    {
+        let Some(m) = &c.measured else { continue };
+        let over = budget::exceeded(&options.budgets, m, latency_checked);
+        if over.is_empty() {
+            continue;
+        }
+        for applied in &mut report.budgets {
+            if over.iter().any(|(b, _)| *b == applied.budget) {
+                applied.refused.push(c.technique.clone());
+            }
+        }
+        c.status = CandidateStatus::OverBudget;
+        c.reason = Some(
+            over.iter()
+                .map(|(_, why)| why.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        c.over_budget = over.into_iter().map(|(b, _)| b).collect();
+    }
+
     let passing: Vec<(usize, &Measured)> = candidates
         .iter()
         .enumerate()
         .filter(|(_, c)| c.status == CandidateStatus::Passed)
         .filter_map(|(i, c)| c.measured.as_ref().map(|m| (i, m)))
         .collect();
-    let choice = choose(
-        &passing,
-        &base_measured,
-        options.objective,
-        options.latency_representative,
-    );
+    let choice = choose(&passing, &base_measured, options.objective, latency_checked);
     let (winner, winner_model) = match choice {
         Some((i, reason)) => {
             let c = &candidates[i];
@@ -581,6 +647,11 @@ pub fn optimize(
     report.base = base_measured;
     report.verdict = if winner.is_some() {
         Verdict::Passed
+    } else if candidates
+        .iter()
+        .any(|c| c.status == CandidateStatus::OverBudget)
+    {
+        Verdict::BudgetNotMet
     } else {
         Verdict::AccuracyFloorNotMet
     };
@@ -1050,6 +1121,7 @@ mod tests {
             bytes_zstd: zstd,
             latency_ms_p50: p50,
             latency_ms_p99: p50,
+            memory_mib: None,
         }
     }
 

@@ -25,8 +25,13 @@ pub struct Report {
     pub samples: Samples,
     pub base: Measured,
     pub winner: Option<Winner>,
-    /// `passed` or `AccuracyFloorNotMet`.
+    /// `passed`, `AccuracyFloorNotMet` or `BudgetNotMet`.
     pub verdict: Verdict,
+    /// Where the gate ran: `amd64`, `arm64`, or `arm64 (emulated)` under qemu-user.
+    pub machine: String,
+    /// The device class's budgets: checked or not (and why), and which candidates each refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<crate::budget::Applied>,
     /// Why the run stopped before building any candidate (a requirement above what the base
     /// model measures).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +70,10 @@ pub struct Measured {
     pub bytes_zstd: usize,
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
+    /// Heap a loaded session of the model holds after one inference, in MiB (base and
+    /// candidates that reached the requirement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<f64>,
 }
 
 impl Measured {
@@ -76,6 +85,7 @@ impl Measured {
             bytes_zstd: crate::size::zstd_bytes(bytes),
             latency_ms_p50: eval.latency_ms_p50,
             latency_ms_p99: eval.latency_ms_p99,
+            memory_mib: None,
         }
     }
 }
@@ -102,6 +112,9 @@ pub struct Candidate {
     pub measured: Option<Measured>,
     pub parameters: BTreeMap<&'static str, serde_json::Value>,
     pub layers_kept_float: Vec<String>,
+    /// The device-class budgets this candidate exceeded (status `over-budget`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub over_budget: Vec<crate::budget::Budget>,
     /// The accuracy-aware search, when it ran: per-layer sensitivity and each step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub search: Option<Search>,
@@ -129,6 +142,9 @@ pub enum CandidateStatus {
     Rejected,
     /// Not measured: the time budget ran out.
     Skipped,
+    /// Reached the requirement, and exceeded a budget of the device class.
+    #[serde(rename = "over-budget")]
+    OverBudget,
 }
 
 impl CandidateStatus {
@@ -138,6 +154,7 @@ impl CandidateStatus {
             CandidateStatus::Failed => "failed",
             CandidateStatus::Rejected => "rejected",
             CandidateStatus::Skipped => "skipped",
+            CandidateStatus::OverBudget => "over-budget",
         }
     }
 }
@@ -208,6 +225,11 @@ pub fn table(report: &Report) -> String {
         (None, Some(why)) => {
             out.push_str(&format!("verdict: {} — {why}\n", report.verdict.as_str()))
         }
+        (None, None) if report.verdict == Verdict::BudgetNotMet => out.push_str(&format!(
+            "verdict: {} — every candidate that reached {:.2}% top-1 exceeded a budget of the device class\n",
+            report.verdict.as_str(),
+            report.required_accuracy * 100.0
+        )),
         (None, None) => out.push_str(&format!(
             "verdict: {} — no candidate reached {:.2}% top-1\n",
             report.verdict.as_str(),

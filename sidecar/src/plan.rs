@@ -198,6 +198,7 @@ pub fn status(o: &Observed<'_>) -> ModelAssignmentStatus {
         error_rate: o.window.error_rate(),
         last_heartbeat: Some(o.now.clone()),
         message,
+        arch: edgefleet_api::deviceclass::Arch::of_rust(std::env::consts::ARCH),
     }
 }
 

@@ -362,6 +362,7 @@ pub async fn reconcile(
                             job: job.name_any(),
                         },
                         JobState::FloorNotMet(m) => ClassPhase::FloorNotMet(m),
+                        JobState::BudgetNotMet(m) => ClassPhase::BudgetNotMet(m),
                         JobState::Failed(m) => ClassPhase::Failed(m),
                         JobState::Succeeded(result) => {
                             let reported = result
@@ -513,7 +514,9 @@ pub async fn reconcile(
                 artifact.accuracy * 100.0,
                 artifact.bytes_compressed
             ),
-            ClassPhase::FloorNotMet(m) | ClassPhase::Failed(m) => m.clone(),
+            ClassPhase::FloorNotMet(m) | ClassPhase::BudgetNotMet(m) | ClassPhase::Failed(m) => {
+                m.clone()
+            }
         };
         if changed {
             match &phase {
@@ -529,6 +532,11 @@ pub async fn reconcile(
                 ClassPhase::FloorNotMet(_) => events.push(event(
                     EventType::Warning,
                     reasons::ACCURACY_FLOOR_NOT_MET,
+                    format!("device class {class_name}: {message}"),
+                )),
+                ClassPhase::BudgetNotMet(_) => events.push(event(
+                    EventType::Warning,
+                    reasons::BUDGET_NOT_MET,
                     format!("device class {class_name}: {message}"),
                 )),
                 ClassPhase::Failed(_) => events.push(event(

@@ -9,6 +9,7 @@ use super::Context;
 use crate::error::{Error, Result};
 use crate::fleet::{self, Memory};
 use edgefleet_api::assignment::ModelAssignment;
+use edgefleet_api::deviceclass::DeviceClass;
 use edgefleet_api::edgemodel::EdgeModel;
 use edgefleet_api::labels;
 use futures::StreamExt;
@@ -37,6 +38,8 @@ struct Fleet {
     ctx: Arc<Context>,
     pods: Store<PartialObjectMeta<Pod>>,
     assignments: Store<ModelAssignment>,
+    /// Each class's architectures: a sidecar reporting another is not rolled out to.
+    classes: Store<DeviceClass>,
     /// Per EdgeModel (`namespace/name`).
     memory: Mutex<HashMap<String, Memory>>,
 }
@@ -78,10 +81,21 @@ pub async fn run(
         .modify(|a| a.managed_fields_mut().clear())
         .reflect(assignment_writer)
         .touched_objects();
+    let (class_store, class_writer) = reflector::store();
+    let class_events = watcher(
+        Api::<DeviceClass>::all(ctx.client.clone()),
+        Default::default(),
+    )
+    .default_backoff()
+    .reflect(class_writer)
+    .touched_objects();
+    // Only the cache matters (a class's change reaches its EdgeModels' next reconcile).
+    tokio::spawn(class_events.for_each(|_| std::future::ready(())));
     let fleet = Arc::new(Fleet {
         ctx,
         pods: pod_store,
         assignments: assignment_store,
+        classes: class_store,
         memory: Mutex::new(HashMap::new()),
     });
     Controller::new(models, watcher::Config::default())
@@ -166,7 +180,14 @@ async fn reconcile(model: Arc<EdgeModel>, fleet: Arc<Fleet>) -> Result<Action> {
     memory.settle(&pods, &assignments);
 
     // Decide.
-    let step = fleet::step(&model, &memory, &pods, &assignments, &now);
+    let archs: fleet::ClassArchs = fleet
+        .classes
+        .state()
+        .into_iter()
+        .filter(|c| model.spec.device_classes.contains(&c.name_any()))
+        .map(|c| (c.name_any(), c.spec.arch.clone()))
+        .collect();
+    let step = fleet::step(&model, &memory, &pods, &assignments, &now, &archs);
     if !step.unplaced.is_empty() {
         warn!(object = %object, pods = ?step.unplaced, "pods without a device class: label them {}=<one of spec.deviceClasses>", labels::DEVICE_CLASS);
     }
