@@ -326,6 +326,9 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
                         "image": settings.image,
                         "command": ["edgefleet-optimizer"],
                         "args": args,
+                        // The root filesystem is read-only: scratch files (the memory probe's
+                        // copy of a candidate) go to the work volume.
+                        "env": [{"name": "TMPDIR", "value": WORK_DIR}],
                         "resources": {
                             "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
                             "limits": {"memory": settings.memory_limit},
@@ -1038,6 +1041,45 @@ mod tests {
                 edgefleet_api::job::EXIT_BUDGET_NOT_MET as i32
             ]
         );
+    }
+
+    /// The root filesystem is read-only, so every place the optimizer writes (its output, its
+    /// cache and the temporary directory the memory probe uses) must lie on a writable mount.
+    #[test]
+    fn everything_the_optimizer_writes_is_on_a_writable_volume() {
+        let job = job_for_test();
+        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        let security = c.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        let writable: Vec<String> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.clone())
+            .collect();
+        let on_writable = |path: &str| {
+            writable
+                .iter()
+                .any(|w| path == w || path.starts_with(&format!("{w}/")))
+        };
+        let args = c.args.clone().unwrap();
+        let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+        for flag in ["--out", "--cache"] {
+            assert!(
+                on_writable(&after(flag)),
+                "{flag} {} is read-only",
+                after(flag)
+            );
+        }
+        let tmp = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "TMPDIR")
+            .and_then(|e| e.value.clone())
+            .expect("TMPDIR is set: /tmp is on the read-only root");
+        assert!(on_writable(&tmp), "TMPDIR {tmp} is read-only");
     }
 
     fn finished(kind: &str) -> Job {

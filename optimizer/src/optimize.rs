@@ -577,7 +577,19 @@ pub fn optimize(
             ),
         });
         let shape = &data.sample_shape;
-        base_measured.memory_mib = Some(eval::resident_mib(probe, runtime, base, shape)?);
+        // With a memory budget an unmeasured candidate cannot be admitted, so a probe that
+        // fails ends the run; without one it only leaves memory unmeasured, and says so.
+        let measure = |model: &Model| match eval::resident_mib(probe, runtime, model, shape) {
+            Ok(mib) => Ok(Some(mib)),
+            Err(e) if options.budgets.memory_mib.is_some() => Err(e),
+            Err(e) => {
+                progress(Event::Step {
+                    message: format!("memory not measured: {e}"),
+                });
+                Ok(None)
+            }
+        };
+        base_measured.memory_mib = measure(base)?;
         for &i in &timed {
             let proto = models[i].clone().expect("filtered on Some");
             let model = Model {
@@ -585,9 +597,9 @@ pub fn optimize(
                 bytes: encode(&proto),
                 proto,
             };
-            let mib = eval::resident_mib(probe, runtime, &model, shape)?;
+            let mib = measure(&model)?;
             if let Some(m) = candidates[i].measured.as_mut() {
-                m.memory_mib = Some(mib);
+                m.memory_mib = mib;
             }
         }
     }
