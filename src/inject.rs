@@ -265,6 +265,12 @@ pub fn decide(
                 labels::DEVICE_CLASS
             ));
         };
+        if let Some(why) = class_spec.provider_refusal() {
+            return Decision::Deny(format!(
+                "metadata.labels[{}]: DeviceClass {class:?} cannot be served: {why}",
+                labels::DEVICE_CLASS
+            ));
+        }
         if let Err(message) = crate::placement::place(spec, class, &class_spec) {
             return Decision::Deny(message);
         }
@@ -489,6 +495,21 @@ mod tests {
             Decision::Deny(m) => assert!(
                 m.contains("metadata.labels[edgefleet.dev/device-class]")
                     && m.contains("\"jetson\""),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A class whose execution provider the sidecar cannot use is not served on the CPU.
+        let npu = |_: &str| {
+            pi("pi").map(|mut c| {
+                c.execution_provider = edgefleet_api::deviceclass::ExecutionProvider::Npu;
+                c
+            })
+        };
+        match decide(&labelled("pi"), &Settings::default(), true, &npu) {
+            Decision::Deny(m) => assert!(
+                m.contains("metadata.labels[edgefleet.dev/device-class]")
+                    && m.contains("spec.executionProvider: npu"),
                 "{m}"
             ),
             other => panic!("{other:?}"),

@@ -74,6 +74,13 @@ pub fn check(spec: &EdgeModelSpec, classes: &[Option<&DeviceClassSpec>]) -> Vec<
                 message: format!("DeviceClass {name:?} not found"),
             }),
             Some(class) => {
+                if let Some(why) = class.provider_refusal() {
+                    problems.push(SpecProblem {
+                        reason: reasons::UNSUPPORTED_EXECUTION_PROVIDER,
+                        field: field.clone(),
+                        message: format!("DeviceClass {name:?}: {why}"),
+                    });
+                }
                 let techniques = &spec.optimization.techniques;
                 if class.integer_only
                     && !techniques.is_empty()
@@ -222,6 +229,30 @@ publish: {repository: "localhost:5000/models"}
         assert!(problems[0].message.contains("integer-npu"));
         s.optimization.techniques.push(Technique::FullInteger);
         assert!(check(&s, &[Some(&cpu), Some(&npu)]).is_empty());
+    }
+
+    #[test]
+    fn a_class_whose_provider_cannot_be_served_stalls_the_model_naming_both_fields() {
+        let s = spec(BASE);
+        let cpu = class(false);
+        let mut npu = class(true);
+        npu.execution_provider = edgefleet_api::deviceclass::ExecutionProvider::Npu;
+        let problems = check(&s, &[Some(&cpu), Some(&npu)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].reason, reasons::UNSUPPORTED_EXECUTION_PROVIDER);
+        let o = outcome(&s, &problems);
+        assert_eq!(o.phase, Phase::Stalled);
+        assert!(
+            o.conditions[0].message.starts_with(
+                r#"spec.deviceClasses[1]: DeviceClass "integer-npu": spec.executionProvider: npu is not available"#
+            ),
+            "{}",
+            o.conditions[0].message
+        );
+        assert_eq!(
+            o.problem.unwrap().0,
+            reasons::UNSUPPORTED_EXECUTION_PROVIDER
+        );
     }
 
     #[test]

@@ -195,6 +195,91 @@ async fn reconcile_reports_a_missing_device_class_and_recovers_when_it_appears()
     .await;
 }
 
+/// A class naming an execution provider the sidecar cannot run is not accepted, a model that
+/// lists it stalls naming both fields and runs no Job, and fixing the class releases the model.
+#[tokio::test]
+async fn a_device_class_the_sidecar_cannot_run_is_refused_not_served_on_the_cpu() {
+    with_namespace("provider", |client, ns| async move {
+        let operator = Operator::start(&ns, &format!("{ns}-op"));
+        let models: Api<EdgeModel> = Api::namespaced(client.clone(), &ns);
+        let classes: Api<DeviceClass> = Api::all(client.clone());
+        let gpu = unique_name("gpu");
+        let mut jetson = class(&gpu);
+        jetson.spec.runtime = edgefleet_api::deviceclass::Runtime::Onnxruntime;
+        jetson.spec.execution_provider = edgefleet_api::deviceclass::ExecutionProvider::Cuda;
+        jetson.spec.precisions = vec![edgefleet_api::deviceclass::Precision::Fp16];
+        classes.create(&PostParams::default(), &jetson).await?;
+        models
+            .create(&PostParams::default(), &model("fashion", &[&gpu]))
+            .await?;
+
+        let accepted = eventually(WAIT, || async {
+            let dc = classes.get(&gpu).await?;
+            let status = dc.status.context("no status yet")?;
+            conditions::find(&status.conditions, types::ACCEPTED)
+                .cloned()
+                .context("no Accepted condition yet")
+        })
+        .await?;
+        assert_eq!(
+            (accepted.status.as_str(), accepted.reason.as_str()),
+            ("False", reasons::UNSUPPORTED_EXECUTION_PROVIDER)
+        );
+        assert!(
+            accepted
+                .message
+                .starts_with("spec.executionProvider: cuda is not available"),
+            "{}",
+            accepted.message
+        );
+        let (_, _, message, _) = eventually(WAIT, || async {
+            let m = models.get("fashion").await?;
+            match ready(&m) {
+                Some(r) if r.0 == "False" && r.1 == reasons::UNSUPPORTED_EXECUTION_PROVIDER => {
+                    Ok(r)
+                }
+                other => bail!("Ready is {other:?}"),
+            }
+        })
+        .await?;
+        assert!(
+            message.starts_with(&format!(
+                "spec.deviceClasses[0]: DeviceClass {gpu:?}: spec.executionProvider: cuda"
+            )),
+            "{message}"
+        );
+        let m = models.get("fashion").await?;
+        assert_eq!(m.status.unwrap().phase, Some(Phase::Stalled));
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+        assert!(jobs.list(&ListParams::default()).await?.items.is_empty());
+
+        // The class is changed to the CPU: the model moves on to its sources by itself.
+        let mut cpu = classes.get(&gpu).await?;
+        cpu.spec.execution_provider = edgefleet_api::deviceclass::ExecutionProvider::Cpu;
+        classes.replace(&gpu, &PostParams::default(), &cpu).await?;
+        eventually(WAIT, || async {
+            let m = models.get("fashion").await?;
+            match ready(&m) {
+                Some((s, r, _, _)) if s == "False" && r == reasons::SOURCE_UNAVAILABLE => Ok(()),
+                other => bail!("Ready is {other:?}"),
+            }
+        })
+        .await?;
+        eventually(WAIT, || async {
+            let dc = classes.get(&gpu).await?;
+            let status = dc.status.context("no status")?;
+            let c = conditions::find(&status.conditions, types::ACCEPTED).context("none")?;
+            ensure!(c.status == "True", "{c:?}");
+            Ok(())
+        })
+        .await?;
+        classes.delete(&gpu, &DeleteParams::default()).await?;
+        drop(operator);
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn deletion_runs_the_finalizer_and_sigterm_releases_the_lease() {
     with_namespace("finalizer", |client, ns| async move {

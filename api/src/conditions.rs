@@ -24,6 +24,8 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const RESOLVING: &str = "Resolving";
     pub const VALID: &str = "Valid";
+    /// A DeviceClass's `executionProvider` is one the sidecar cannot run on.
+    pub const UNSUPPORTED_EXECUTION_PROVIDER: &str = "UnsupportedExecutionProvider";
     pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
     pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
     pub const OPTIMIZING: &str = "Optimizing";

@@ -122,6 +122,30 @@ impl ExecutionProvider {
             ExecutionProvider::Npu => "npu",
         }
     }
+
+    /// The providers this build's sidecar runs a model on: tract is a CPU runtime and the
+    /// ONNX Runtime it loads is the CPU build (the `onnxruntime` wheel), so the CPU only.
+    pub const HONOURED: [ExecutionProvider; 1] = [ExecutionProvider::Cpu];
+}
+
+impl DeviceClassSpec {
+    /// Why this class cannot be served as it asks, naming the field: a class whose provider
+    /// the sidecar cannot use is refused rather than run on the CPU in its place.
+    pub fn provider_refusal(&self) -> Option<String> {
+        let provider = self.execution_provider;
+        (!ExecutionProvider::HONOURED.contains(&provider)).then(|| {
+            format!(
+                "spec.executionProvider: {} is not available: the sidecar runs {} on {} only, and a class is never run on the CPU in place of its provider",
+                provider.as_str(),
+                self.runtime.as_str(),
+                ExecutionProvider::HONOURED
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
 }
 
 #[derive(
@@ -142,4 +166,48 @@ pub struct DeviceClassStatus {
     #[serde(default)]
     #[schemars(schema_with = "crate::edgemodel::conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(runtime: Runtime, provider: ExecutionProvider) -> DeviceClassSpec {
+        DeviceClassSpec {
+            node_selector: BTreeMap::new(),
+            arch: vec![Arch::Arm64],
+            runtime,
+            execution_provider: provider,
+            precisions: vec![Precision::Fp16],
+            integer_only: false,
+            memory_budget_mib: None,
+            latency_budget_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_the_cpu_provider_is_served_and_a_refusal_names_the_field() {
+        assert_eq!(
+            class(Runtime::Tract, ExecutionProvider::Cpu).provider_refusal(),
+            None
+        );
+        assert_eq!(
+            class(Runtime::Onnxruntime, ExecutionProvider::Cpu).provider_refusal(),
+            None
+        );
+        for provider in [
+            ExecutionProvider::Cuda,
+            ExecutionProvider::Tensorrt,
+            ExecutionProvider::Npu,
+        ] {
+            let why = class(Runtime::Onnxruntime, provider)
+                .provider_refusal()
+                .unwrap();
+            assert!(
+                why.starts_with(&format!("spec.executionProvider: {}", provider.as_str())),
+                "{why}"
+            );
+            assert!(why.contains("onnxruntime on cpu only"), "{why}");
+        }
+    }
 }

@@ -33,13 +33,23 @@ pub async fn run(
         .await;
 }
 
-/// Conditions a valid DeviceClass shows; admission already refused invalid ones.
+/// Conditions a DeviceClass shows: admission already refused invalid ones; a class whose
+/// execution provider the sidecar cannot run is not accepted, and says which field.
 pub fn desired_conditions(class: &DeviceClass) -> Vec<Desired> {
     let spec = &class.spec;
+    if let Some(why) = spec.provider_refusal() {
+        let reason = reasons::UNSUPPORTED_EXECUTION_PROVIDER;
+        return vec![
+            Desired::new(types::ACCEPTED, false, reason, why.clone()),
+            Desired::new(types::READY, false, reason, why.clone()),
+            Desired::new(types::RECONCILING, false, reason, ""),
+            Desired::new(types::STALLED, true, reason, why),
+        ];
+    }
     let message = format!(
-        "runtime {} on {:?}, precisions {:?}{}",
+        "runtime {} on {}, precisions {:?}{}",
         spec.runtime.as_str(),
-        spec.execution_provider,
+        spec.execution_provider.as_str(),
         spec.precisions,
         if spec.integer_only {
             ", integer only"
@@ -87,4 +97,60 @@ fn error_policy(class: Arc<DeviceClass>, error: &Error, ctx: Arc<Context>) -> Ac
     warn!(deviceclass = %class.name_any(), %error, "reconcile failed; retrying");
     ctx.metrics.failure(CONTROLLER, error);
     Action::requeue(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgefleet_api::deviceclass::{Arch, DeviceClassSpec, ExecutionProvider, Precision};
+
+    fn class(provider: ExecutionProvider) -> DeviceClass {
+        DeviceClass::new(
+            "jetson",
+            DeviceClassSpec {
+                node_selector: Default::default(),
+                arch: vec![Arch::Arm64],
+                runtime: edgefleet_api::deviceclass::Runtime::Onnxruntime,
+                execution_provider: provider,
+                precisions: vec![Precision::Fp16],
+                integer_only: false,
+                memory_budget_mib: None,
+                latency_budget_ms: None,
+            },
+        )
+    }
+
+    fn find(conditions: &[Desired], type_: &str) -> Desired {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cpu_class_is_accepted_and_a_class_the_sidecar_cannot_run_is_not() {
+        let cpu = desired_conditions(&class(ExecutionProvider::Cpu));
+        let accepted = find(&cpu, types::ACCEPTED);
+        assert!(accepted.status);
+        assert_eq!(
+            accepted.message,
+            "runtime onnxruntime on cpu, precisions [Fp16]"
+        );
+        assert!(!find(&cpu, types::STALLED).status);
+
+        let cuda = desired_conditions(&class(ExecutionProvider::Cuda));
+        let accepted = find(&cuda, types::ACCEPTED);
+        assert!(!accepted.status);
+        assert_eq!(accepted.reason, reasons::UNSUPPORTED_EXECUTION_PROVIDER);
+        assert!(
+            accepted
+                .message
+                .starts_with("spec.executionProvider: cuda is not available"),
+            "{}",
+            accepted.message
+        );
+        assert!(!find(&cuda, types::READY).status);
+        assert!(find(&cuda, types::STALLED).status);
+    }
 }
