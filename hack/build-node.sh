@@ -10,6 +10,29 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 bin=$(node_bin_dir)
+
+# `hack/build-node.sh arm64-kubelet`: the kubelet for the test ground's arm64 nodes (run under
+# qemu-user next to the amd64 containerd; docs/arm64.md), built once beside the others.
+if [[ ${1:-} == arm64-kubelet ]]; then
+  "$0" >/dev/null
+  if [[ ! -x $bin/kubelet-arm64 ]]; then
+    exec 9>"$bin.arm64.lock"
+    flock 9
+    if [[ ! -x $bin/kubelet-arm64 ]]; then
+      log "building the arm64 kubelet (kubernetes v$K8S_VERSION) into $bin: a few minutes, once"
+      work=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-node-build.XXXXXX")
+      trap 'rm -rf "$work"' EXIT
+      export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOWORK=off
+      k8s_wrapper_module "$work/k8s"
+      (cd "$work/k8s" && GOARCH=arm64 CGO_ENABLED=0 go build -trimpath -ldflags "$(k8s_ldflags)" \
+        -o "$bin/kubelet-arm64.partial" "k8s.io/kubernetes/cmd/kubelet")
+      mv "$bin/kubelet-arm64.partial" "$bin/kubelet-arm64"
+    fi
+  fi
+  echo "$bin/kubelet-arm64"
+  exit 0
+fi
+
 if [[ -x $bin/kubelet && -x $bin/kube-proxy && -x $bin/pause-amd64 && -f $bin/pause.version ]]; then
   echo "$bin"
   exit 0

@@ -3,7 +3,8 @@
 # to cut a node's link or restart a node's containerd or kubelet.
 #
 #   hack/nodes.sh hub-up | hub-down        the network every node joins (below)
-#   hack/nodes.sh start I | stop I         node I: containerd, kubelet, kube-proxy
+#   hack/nodes.sh start I [arm64] | stop I node I: containerd, kubelet, kube-proxy; an arm64 node
+#                                          runs the arm64 kubelet under qemu-user (docs/arm64.md)
 #   hack/nodes.sh restart I containerd|kubelet|kube-proxy
 #   hack/nodes.sh cut I | heal I           take node I's link down / up again
 #   hack/nodes.sh down                     every node (then hub-down removes the network)
@@ -192,6 +193,12 @@ process_cmd() { # i name
   case $2 in
     containerd) echo containerd --config "$nd/containerd.toml" ;;
     kubelet)
+      if [[ $(node_arch "$i") == arm64 ]]; then
+        echo qemu-aarch64-static -E GODEBUG=asyncpreemptoff=1 "$node_bin/kubelet-arm64" --config "$nd/kubelet.yaml" --kubeconfig "$nd/kubelet.kubeconfig" \
+          --root-dir "$nd/kubelet" --hostname-override "$(node_name "$i")" --node-ip "$(node_ip "$i")" \
+          --node-labels "$(node_labels "$i")" --v 1
+        return
+      fi
       echo "$node_bin/kubelet" --config "$nd/kubelet.yaml" --kubeconfig "$nd/kubelet.kubeconfig" \
         --root-dir "$nd/kubelet" --hostname-override "$(node_name "$i")" --node-ip "$(node_ip "$i")" \
         --node-labels "$(node_labels "$i")" --v 1
@@ -200,8 +207,27 @@ process_cmd() { # i name
   esac
 }
 
-node_labels() {
-  echo "edgefleet.dev/device-class=cpu-int8,edgefleet.dev/test-ground=true"
+node_labels() { # i
+  local class=cpu-int8
+  # An emulated arm64 node's containerd is amd64 and would pick an image index's amd64 entry, so
+  # its pods carry a class of that one architecture, whose sidecar image is the arm64 manifest.
+  [[ $(node_arch "$1") == arm64 ]] && class=cpu-int8-arm64
+  echo "edgefleet.dev/device-class=$class,edgefleet.dev/test-ground=true"
+}
+
+# amd64, or arm64 for a node started as one (recorded, so that restarts keep it).
+node_arch() { # i
+  cat "$(node_dir "$1")/arch" 2>/dev/null || echo amd64
+}
+
+# qemu-user runs the arm64 kubelet directly; the containers it starts reach qemu through the
+# kernel's binfmt handler, registered with the F flag so that it works inside their mount
+# namespaces and chroots.
+binfmt_arm64() {
+  command -v qemu-aarch64-static >/dev/null || die "qemu-user-static is needed for an arm64 node (hack/cross.sh installs it)"
+  [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] && return 0
+  sed 's#:[^:]*:[A-Z]*$#:/usr/bin/qemu-aarch64-static:F#' /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
 }
 
 start_process() { # i name
@@ -352,12 +378,19 @@ mount_ns() { # i
     mount --bind '$nd/resolv.conf' /etc/resolv.conf"
 }
 
-start_node() { # i
-  local i=$1 name
+start_node() { # i [arch]
+  local i=$1 arch=${2:-amd64} name
   name=$(node_name "$i")
   node_bin=$(node_bin_dir)
+  [[ $arch == amd64 || $arch == arm64 ]] || die "a node is amd64 or arm64, not '$arch'"
   stop_node "$i" quiet
   mkdir -p "$(node_dir "$i")/logs"
+  echo "$arch" >"$(node_dir "$i")/arch"
+  if [[ $arch == arm64 ]]; then
+    bash "$here/cross.sh" --env >/dev/null
+    bash "$here/build-node.sh" arm64-kubelet >/dev/null
+    binfmt_arm64
+  fi
   link_up "$i"
   write_configs "$i"
   mount_ns "$i"
@@ -403,7 +436,7 @@ cmd=${1:?usage: nodes.sh hub-up|hub-down|start I|stop I|restart I PROCESS|cut I|
 case $cmd in
   hub-up) hub_up ;;
   hub-down) hub_down ;;
-  start) hub_up; start_node "${2:?node index}" ;;
+  start) hub_up; start_node "${2:?node index}" "${3:-$(node_arch "${2:?node index}")}" ;;
   stop) stop_node "${2:?node index}" ;;
   restart)
     node_bin=$(node_bin_dir)

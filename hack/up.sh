@@ -21,6 +21,10 @@ flock 9 # concurrent test binaries share one environment
 
 nodes=${NODES:-3}
 [[ $nodes =~ ^[0-9]+$ ]] && ((nodes <= 16)) || die "NODES must be a number from 0 to 16, not '$nodes'"
+# The last ARM64_NODES of them are arm64 nodes (an arm64 kubelet under qemu-user; docs/arm64.md).
+# Opt-in for now: `make test` does not use one yet.
+arm64_nodes=${ARM64_NODES:-0}
+[[ $arm64_nodes =~ ^[0-9]+$ ]] && ((arm64_nodes <= nodes)) || die "ARM64_NODES must be a number from 0 to NODES ($nodes), not '$arm64_nodes'"
 
 print_env() {
   cat "$dir/env.sh"
@@ -257,7 +261,9 @@ kubectl --kubeconfig "$dir/kubeconfig" delete nodes -l edgefleet.dev/test-ground
 if ((nodes > 0)); then
   "$here/pause-image.sh" "$registry" >"$dir/pause.ref"
   for ((i = 0; i < nodes; i++)); do
-    "$here/nodes.sh" start "$i"
+    arch=amd64
+    ((i >= nodes - arm64_nodes)) && arch=arm64
+    "$here/nodes.sh" start "$i" "$arch"
   done
   for ((i = 0; i < nodes; i++)); do
     wait_for "nodes/edge-$i/logs/kubelet" 180 kubectl --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready "node/edge-$i" --timeout=2s
