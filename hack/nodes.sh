@@ -193,13 +193,9 @@ process_cmd() { # i name
   case $2 in
     containerd) echo containerd --config "$nd/containerd.toml" ;;
     kubelet)
-      if [[ $(node_arch "$i") == arm64 ]]; then
-        echo qemu-aarch64-static -E GODEBUG=asyncpreemptoff=1 "$node_bin/kubelet-arm64" --config "$nd/kubelet.yaml" --kubeconfig "$nd/kubelet.kubeconfig" \
-          --root-dir "$nd/kubelet" --hostname-override "$(node_name "$i")" --node-ip "$(node_ip "$i")" \
-          --node-labels "$(node_labels "$i")" --v 1
-        return
-      fi
-      echo "$node_bin/kubelet" --config "$nd/kubelet.yaml" --kubeconfig "$nd/kubelet.kubeconfig" \
+      local kubelet="$node_bin/kubelet"
+      [[ $(node_arch "$i") == arm64 ]] && kubelet="qemu-aarch64-static -E GODEBUG=asyncpreemptoff=1 $node_bin/kubelet-arm64"
+      echo "$kubelet" --config "$nd/kubelet.yaml" --kubeconfig "$nd/kubelet.kubeconfig" \
         --root-dir "$nd/kubelet" --hostname-override "$(node_name "$i")" --node-ip "$(node_ip "$i")" \
         --node-labels "$(node_labels "$i")" --v 1
       ;;
