@@ -63,7 +63,7 @@ chart-check: ## helm lint, helm template | kubeconform -strict, examples, Argo C
 
 .PHONY: images
 PROFILE ?= release
-images: ## Build the operator, optimizer and sidecar images without Docker and push them to REGISTRY (default: the test ground's); writes target/images/values.yaml
+images: ## Build the operator, optimizer and sidecar images (an amd64+arm64 OCI index each) without Docker and push them to REGISTRY (default: the test ground's); writes target/images/values.yaml
 	@bash hack/images.sh $(PROFILE) $(REGISTRY)
 
 .PHONY: tools

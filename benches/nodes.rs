@@ -102,7 +102,7 @@ async fn main() {
             "pod_created_to_ready_cold_s": median(cold_ready),
             "pod_created_to_serving_cached_s": median(cached),
             "pod_created_to_ready_cached_s": median(cached_ready),
-            "images_pulled_cold_mib": sizes["sidecar"]["compressed_mib"].as_f64().unwrap_or(0.0) + sizes["camera-app"]["compressed_mib"].as_f64().unwrap_or(0.0),
+            "images_pulled_cold_mib": sizes["sidecar"]["platforms"]["amd64"]["compressed_mib"].as_f64().unwrap_or(0.0) + sizes["camera-app"]["platforms"]["amd64"]["compressed_mib"].as_f64().unwrap_or(0.0),
             "profile": images().json["profile"],
         });
         Ok(())

@@ -8,6 +8,7 @@
 #
 #   hack/cross.sh PROFILE PACKAGE...     e.g. hack/cross.sh dev edgefleet-sidecar
 #   hack/cross.sh --env                  prints the exports (cargo test --target runs under qemu)
+#   hack/cross.sh --binfmt               registers qemu as the kernel's arm64 binfmt handler
 #
 # Its own target directory (target/cross): the host's build scripts and proc macros there are
 # built by rustc-web, and must not invalidate the normal build's.
@@ -51,11 +52,20 @@ export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 EOF
 }
 
+# The kernel runs arm64 executables through qemu: registered with the F flag (the interpreter is
+# opened now), so it also works inside mount namespaces and chroots that lack qemu (arm64
+# containers on the test ground's arm64 node, the image test's chroots).
+binfmt() {
+  [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] && return 0
+  sed 's#:[^:]*:[A-Z]*$#:/usr/bin/qemu-aarch64-static:F#' /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
+}
+
 install_toolchain
-if [[ ${1:-} == --env ]]; then
-  exports
-  exit 0
-fi
+case ${1:-} in
+  --env) exports; exit 0 ;;
+  --binfmt) binfmt; exit 0 ;;
+esac
 [[ $# -ge 2 ]] || die "usage: hack/cross.sh PROFILE PACKAGE... | --env"
 profile=$1
 shift

@@ -24,7 +24,8 @@ step "2. build the operator, the optimizer, the sidecar and the example camera a
 say "first run only: cargo compiles about 450 crates (10 to 15 minutes on 2 cores); a line every 50"
 cargo build --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar --bin edgefleet-camera-app 2>&1 |
   awk '/Compiling/ {n++; if (n % 50 == 0) {printf "   %d crates compiled\n", n; fflush()}} /^error/ {print; e=1} END {exit e}'
-say "images (no Docker: one layer each, pushed with crane, pinned by digest)"
+say "images (no Docker: an OCI index of an amd64 and an arm64 image each, one layer apiece, pushed with crane, pinned by digest)"
+say "first run only: the arm64 binaries are cross-built too (hack/cross.sh, a few minutes)"
 images=$(bash hack/images.sh debug "$EDGEFLEET_REGISTRY" 2>/dev/null | tail -1)
 image() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images"][sys.argv[2]]["reference"])' "$images" "$1"; }
 for name in operator optimizer sidecar camera-app; do say "$(image "$name")"; done

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # `make images`: the operator, optimizer and sidecar container images, assembled without a
 # Docker engine and pushed to a registry (default: the local test ground's), then referenced by
-# digest. Each image is one layer on an empty base: the binary in /usr/local/bin, exactly the
-# shared libraries `ldd` says it loads (glibc, libgcc; for the optimizer also ONNX Runtime from
-# the onnxruntime wheel and its C++ runtime), CA certificates, and a passwd entry for the
-# non-root user 65532 it runs as. `crane` (go-containerregistry, built from its Go module)
-# pushes the layer and sets entrypoint, user, environment and platform.
+# digest. Each image is an OCI image index with one image per architecture (linux/amd64 and
+# linux/arm64): a node pulls its own. Each of those is one layer on an empty base: the binary in
+# /usr/local/bin, exactly the shared libraries its loader says it loads (glibc, libgcc; for the
+# optimizer and the sidecar also ONNX Runtime from that architecture's onnxruntime wheel and its
+# C++ runtime), CA certificates, and a passwd entry for the non-root user 65532 it runs as. The
+# arm64 binaries are cross-built (hack/cross.sh) and their libraries are Debian's arm64 ones,
+# listed by the arm64 loader under qemu. `crane` (go-containerregistry, built from its Go
+# module) pushes the layers, sets entrypoint, user, environment and platform, and writes the
+# index.
 #
 #   hack/images.sh [debug|release] [REGISTRY]
+#   IMAGE_ARCHES="amd64" hack/images.sh ...    one architecture only (default: amd64 arm64)
 #
 # Nothing is rebuilt or pushed when the binaries, the ONNX Runtime library and this script are
 # those of the last run and the registry still holds its images (the tests call this often).
 #
-# Writes target/images/<profile>.json (references, digests, sizes) and
+# Writes target/images/<profile>.json (index references, each architecture's reference and sizes) and
 # target/images/<profile>-values.yaml (the chart's image values, also copied to
 # target/images/values.yaml: the latest build) and target/images/camera-app.ref (the example
 # application's reference); prints the JSON last.
@@ -29,22 +34,45 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 crane=$(bash "$here/build-tool.sh" crane)
 flags=(--insecure)
 # Release images ship the sidecar as benchmarked: profile `edge` (fat LTO, one codegen unit).
-declare -A built
+read -r -a arches <<<"${IMAGE_ARCHES:-amd64 arm64}"
+for arch in "${arches[@]}"; do
+  [[ $arch == amd64 || $arch == arm64 ]] || die "IMAGE_ARCHES: unknown architecture $arch (amd64 or arm64)"
+done
+names=(operator optimizer sidecar camera-app)
+packages=(edgefleet-operator edgefleet-optimizer edgefleet-camera-app)
+# built[name/arch]: the directory holding that architecture's edgefleet-<name>.
+declare -A built ort
 if [[ $profile == release ]]; then
   log "building edgefleet-operator, edgefleet-optimizer (release) and edgefleet-sidecar (edge)"
   cargo build -q --release --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-camera-app
   cargo build -q --profile edge -p edgefleet-sidecar
-  built=([operator]=target/release [optimizer]=target/release [sidecar]=target/edge [camera-app]=target/release)
+  for name in "${names[@]}"; do built[$name/amd64]=target/release; done
+  built[sidecar/amd64]=target/edge
 else
   log "building edgefleet-operator, edgefleet-optimizer, edgefleet-sidecar, edgefleet-camera-app ($profile)"
   cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar --bin edgefleet-camera-app
-  built=([operator]=target/$profile [optimizer]=target/$profile [sidecar]=target/$profile [camera-app]=target/$profile)
+  for name in "${names[@]}"; do built[$name/amd64]=target/$profile; done
 fi
-ort=$(bash "$here/ort-lib.sh")
-names=(operator optimizer sidecar camera-app)
+ort[amd64]=$(bash "$here/ort-lib.sh" amd64)
+if [[ " ${arches[*]} " == *" arm64 "* ]]; then
+  # The same profiles, cross-built. The dev build is one cargo run over the packages the arm64
+  # answers test (sidecar/tests/arm64.rs) also builds, so the two share their artifacts.
+  if [[ $profile == release ]]; then
+    dir=$(bash "$here/cross.sh" release "${packages[@]}")
+    for name in "${names[@]}"; do built[$name/arm64]=$dir; done
+    built[sidecar/arm64]=$(bash "$here/cross.sh" edge edgefleet-sidecar)
+  else
+    dir=$(bash "$here/cross.sh" dev "${packages[@]}" edgefleet-sidecar)
+    for name in "${names[@]}"; do built[$name/arm64]=$dir; done
+  fi
+  ort[arm64]=$(bash "$here/ort-lib.sh" arm64)
+fi
 
 # The same inputs as the last run, and the registry still has its images: nothing to do.
-key=$( (sha256sum "$0" "$ort"; for name in "${names[@]}"; do sha256sum "${built[$name]}/edgefleet-$name"; done; echo "$registry") | sha256sum | cut -c1-16)
+key=$( (sha256sum "$0"; echo "$registry ${arches[*]}"; for arch in "${arches[@]}"; do
+  sha256sum "${ort[$arch]}"
+  for name in "${names[@]}"; do sha256sum "${built[$name/$arch]}/edgefleet-$name"; done
+done) | sha256sum | cut -c1-16)
 if [[ -f target/images/$profile.json && $(cat "target/images/$profile.key" 2>/dev/null) == "$key" ]]; then
   fresh=1
   for ref in $(python3 -c 'import json,sys; print(" ".join(i["reference"] for i in json.load(open(sys.argv[1]))["images"].values()))' "target/images/$profile.json"); do
@@ -63,29 +91,37 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/edgefleet-images.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p target/images
 
-# Copies a file and every shared library it loads into rootfs, at their paths on this host.
+# Copies a file and every shared library it loads into rootfs, at their paths on this host. An
+# arm64 file's libraries (Debian's multiarch arm64 packages) are listed by the arm64 loader under
+# qemu.
 with_libraries() {
-  local rootfs=$1 file=$2
-  ldd "$file" | awk '/=> \// {print $3} /^[[:space:]]*\/.*ld-linux/ {print $1}' | while read -r lib; do
+  local rootfs=$1 arch=$2 file=$3
+  local list=(ldd)
+  [[ $arch == arm64 ]] && list=(qemu-aarch64-static /lib/ld-linux-aarch64.so.1 --list)
+  "${list[@]}" "$file" | awk '/=> \// {print $3} /^[[:space:]]*\/.*ld-linux/ {print $1}' | while read -r lib; do
     mkdir -p "$rootfs$(dirname "$lib")"
     cp -L "$lib" "$rootfs$lib"
   done
 }
 
+# One architecture's image of NAME, pushed as REPO:VERSION-ARCH; sets refs, sizes and binsizes
+# for NAME/ARCH.
 declare -A refs sizes binsizes
-for name in "${names[@]}"; do
-  bin=${built[$name]}/edgefleet-$name
-  rootfs=$work/$name
+assemble() {
+  local name=$1 arch=$2
+  local bin=${built[$name/$arch]}/edgefleet-$name rootfs=$work/$name-$arch repo=$registry/edgefleet/$name
+  local strip=strip digest
+  [[ $arch == arm64 ]] && strip=aarch64-linux-gnu-strip
   mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/home/nonroot" "$rootfs/tmp"
   chmod 1777 "$rootfs/tmp"
   cp "$bin" "$rootfs/usr/local/bin/"
-  [[ $profile == release ]] && strip "$rootfs/usr/local/bin/edgefleet-$name" 2>/dev/null || true
-  with_libraries "$rootfs" "$bin"
-  env_flags=(--env PATH=/usr/local/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt)
+  if [[ $profile == release ]]; then "$strip" "$rootfs/usr/local/bin/edgefleet-$name"; fi
+  with_libraries "$rootfs" "$arch" "$bin"
+  local env_flags=(--env PATH=/usr/local/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt)
   if [[ $name == optimizer || $name == sidecar ]]; then
     mkdir -p "$rootfs/usr/local/lib"
-    cp -L "$ort" "$rootfs/usr/local/lib/libonnxruntime.so"
-    with_libraries "$rootfs" "$ort"
+    cp -L "${ort[$arch]}" "$rootfs/usr/local/lib/libonnxruntime.so"
+    with_libraries "$rootfs" "$arch" "${ort[$arch]}"
     env_flags+=(--env ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so)
   fi
   cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
@@ -93,19 +129,31 @@ for name in "${names[@]}"; do
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
   chown -R 65532:65532 "$rootfs/home/nonroot" 2>/dev/null || true
   # Reproducible: same files, same layer digest.
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$work/$name.tar" .
-  repo=$registry/edgefleet/$name
-  log "pushing $repo:$version"
-  "$crane" append "${flags[@]}" --oci-empty-base -f "$work/$name.tar" -t "$repo:$version-layer" >/dev/null
-  ref=$("$crane" mutate "${flags[@]}" "$repo:$version-layer" -t "$repo:$version" \
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$work/$name-$arch.tar" .
+  log "pushing $repo:$version-$arch"
+  "$crane" append "${flags[@]}" --oci-empty-base -f "$work/$name-$arch.tar" -t "$repo:$version-$arch-layer" >/dev/null
+  "$crane" mutate "${flags[@]}" "$repo:$version-$arch-layer" -t "$repo:$version-$arch" \
     --entrypoint "/usr/local/bin/edgefleet-$name" --user 65532:65532 --workdir /home/nonroot \
-    --set-platform linux/amd64 "${env_flags[@]}" \
-    -l org.opencontainers.image.title="edgefleet-$name" -l org.opencontainers.image.version="$version")
-  digest=$("$crane" digest "${flags[@]}" "$repo:$version")
-  refs[$name]=$repo@$digest
-  sizes[$name]=$("$crane" manifest "${flags[@]}" "$repo@$digest" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
-  binsizes[$name]=$(stat -c %s "$rootfs/usr/local/bin/edgefleet-$name")
-  log "  $ref ($(( ${sizes[$name]} / 1024 / 1024 )) MiB compressed)"
+    --set-platform "linux/$arch" "${env_flags[@]}" \
+    -l org.opencontainers.image.title="edgefleet-$name" -l org.opencontainers.image.version="$version" >/dev/null
+  digest=$("$crane" digest "${flags[@]}" "$repo:$version-$arch")
+  refs[$name/$arch]=$repo@$digest
+  sizes[$name/$arch]=$("$crane" manifest "${flags[@]}" "$repo@$digest" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
+  binsizes[$name/$arch]=$(stat -c %s "$rootfs/usr/local/bin/edgefleet-$name")
+  log "  ${refs[$name/$arch]} ($(( ${sizes[$name/$arch]} / 1024 / 1024 )) MiB compressed)"
+}
+
+for name in "${names[@]}"; do
+  repo=$registry/edgefleet/$name
+  manifests=()
+  for arch in "${arches[@]}"; do
+    assemble "$name" "$arch"
+    manifests+=(-m "${refs[$name/$arch]}")
+  done
+  # The index; each entry's platform is read from its image's config.
+  "$crane" index append "${flags[@]}" "${manifests[@]}" -t "$repo:$version" >/dev/null
+  refs[$name]=$repo@$("$crane" digest "${flags[@]}" "$repo:$version")
+  log "$name: index ${refs[$name]} (${arches[*]})"
 done
 
 {
@@ -113,23 +161,34 @@ done
   echo "  registry: $registry/edgefleet"
   for name in operator optimizer sidecar; do # camera-app is not the chart's
     printf '  %s:\n    repository: %s\n    digest: "%s"\n' "$name" "$name" "${refs[$name]#*@}"
+    if [[ $name == sidecar ]]; then
+      echo "    platforms:"
+      for arch in "${arches[@]}"; do printf '      %s: "%s"\n' "$arch" "${refs[$name/$arch]#*@}"; done
+    fi
   done
 } >"target/images/$profile-values.yaml"
 cp "target/images/$profile-values.yaml" target/images/values.yaml
 echo "${refs[camera-app]}" >target/images/camera-app.ref
 image_args=()
 for name in "${names[@]}"; do
-  image_args+=("$name" "${refs[$name]}" "${sizes[$name]}" "${binsizes[$name]}")
+  image_args+=("$name" "${refs[$name]}")
+  for arch in "${arches[@]}"; do
+    image_args+=("$arch" "${refs[$name/$arch]}" "${sizes[$name/$arch]}" "${binsizes[$name/$arch]}")
+  done
 done
-json=$(python3 - "$profile" "$registry" "$version" "${image_args[@]}" <<'PY'
+json=$(python3 - "$profile" "$registry" "$version" "${#arches[@]}" "${image_args[@]}" <<'PY'
 import json, sys
 a = sys.argv[1:]
 out = {"profile": a[0], "registry": a[1], "version": a[2], "images": {}}
-rest = a[3:]
-for i in range(0, len(rest), 4):
-    name, ref, size, binsize = rest[i], rest[i + 1], int(rest[i + 2]), int(rest[i + 3])
-    out["images"][name] = {"reference": ref, "compressed_bytes": size,
+per, rest = int(a[3]), a[4:]
+step = 2 + 4 * per
+for i in range(0, len(rest), step):
+    name, ref, platforms = rest[i], rest[i + 1], {}
+    for j in range(i + 2, i + step, 4):
+        arch, pref, size, binsize = rest[j], rest[j + 1], int(rest[j + 2]), int(rest[j + 3])
+        platforms[arch] = {"reference": pref, "compressed_bytes": size,
                            "compressed_mib": round(size / 2**20, 1), "binary_bytes": binsize}
+    out["images"][name] = {"reference": ref, "platforms": platforms}
 print(json.dumps(out))
 PY
 )

@@ -216,16 +216,6 @@ node_arch() { # i
   cat "$(node_dir "$1")/arch" 2>/dev/null || echo amd64
 }
 
-# qemu-user runs the arm64 kubelet directly; the containers it starts reach qemu through the
-# kernel's binfmt handler, registered with the F flag so that it works inside their mount
-# namespaces and chroots.
-binfmt_arm64() {
-  command -v qemu-aarch64-static >/dev/null || die "qemu-user-static is needed for an arm64 node (hack/cross.sh installs it)"
-  [[ -e /proc/sys/fs/binfmt_misc/register ]] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] && return 0
-  sed 's#:[^:]*:[A-Z]*$#:/usr/bin/qemu-aarch64-static:F#' /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
-}
-
 start_process() { # i name
   # shellcheck disable=SC2046
   spawn "$1" "$2" $(process_cmd "$1" "$2")
@@ -383,9 +373,8 @@ start_node() { # i [arch]
   mkdir -p "$(node_dir "$i")/logs"
   echo "$arch" >"$(node_dir "$i")/arch"
   if [[ $arch == arm64 ]]; then
-    bash "$here/cross.sh" --env >/dev/null
+    bash "$here/cross.sh" --binfmt # installs qemu-user-static on first use
     bash "$here/build-node.sh" arm64-kubelet >/dev/null
-    binfmt_arm64
   fi
   link_up "$i"
   write_configs "$i"

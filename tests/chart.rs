@@ -62,89 +62,187 @@ fn unpack(crane: &Path, reference: &str, dir: &Path) -> Result<Value> {
     Ok(config)
 }
 
+/// An architecture of the images: its platform name, loader and multiarch library directory.
+struct Platform {
+    arch: &'static str,
+    loader: &'static str,
+    triple: &'static str,
+    /// The ELF header's `e_machine` of its binaries.
+    elf_machine: u16,
+}
+
+const PLATFORMS: [Platform; 2] = [
+    Platform {
+        arch: "amd64",
+        loader: "lib64/ld-linux-x86-64.so.2",
+        triple: "x86_64-linux-gnu",
+        elf_machine: 62, // EM_X86_64
+    },
+    Platform {
+        arch: "arm64",
+        loader: "lib/ld-linux-aarch64.so.1",
+        triple: "aarch64-linux-gnu",
+        elf_machine: 183, // EM_AARCH64
+    },
+];
+
 #[tokio::test(flavor = "multi_thread")]
 async fn images_run_from_the_registry_as_non_root_with_nothing_but_their_own_files() {
     let images = &images().json;
     let crane = tool("crane");
+    // The arm64 binaries run in their chroot through the kernel's qemu handler.
+    edgefleet_testenv::hack("cross.sh", &["--binfmt"]);
     for name in ["operator", "optimizer", "sidecar", "camera-app"] {
-        let reference = images["images"][name]["reference"].as_str().unwrap();
+        let image = &images["images"][name];
+        let reference = image["reference"].as_str().unwrap();
+        let repository = format!("{}/edgefleet/{name}", env().registry);
         assert!(
-            reference.starts_with(&format!("{}/edgefleet/{name}@sha256:", env().registry)),
+            reference.starts_with(&format!("{repository}@sha256:")),
             "{reference}"
         );
-        let root = tempfile::tempdir().unwrap();
-        let config = unpack(&crane, reference, root.path()).unwrap();
-        let c = &config["config"];
-        assert_eq!(c["User"], "65532:65532", "{name} runs as non-root");
-        let entrypoint = format!("/usr/local/bin/edgefleet-{name}");
-        // ONNX Runtime travels with the optimizer (its gate) and the sidecar (classes whose
-        // runtime is onnxruntime).
-        let with_ort = name == "optimizer" || name == "sidecar";
-        assert_eq!(c["Entrypoint"], serde_json::json!([entrypoint]));
+        // What the chart names is an OCI image index with exactly one image per architecture,
+        // each the one the script reports for it.
+        let index: Value = serde_json::from_str(
+            &run(Command::new(&crane).args(["manifest", "--insecure", reference])).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
-            (config["os"].as_str(), config["architecture"].as_str()),
-            (Some("linux"), Some("amd64"))
+            index["mediaType"], "application/vnd.oci.image.index.v1+json",
+            "{name}: {index}"
         );
-        // Run the binary with the image's own loader and libraries only (an empty environment,
-        // no host library path): what a container runtime would start.
-        let loader = root.path().join("lib64/ld-linux-x86-64.so.2");
-        let out = Command::new(&loader)
-            .arg("--library-path")
-            .arg(root.path().join("lib/x86_64-linux-gnu"))
-            .arg(root.path().join(entrypoint.trim_start_matches('/')))
-            .arg("--version")
-            .env_clear()
-            .output()
-            .unwrap();
+        let mut entries: Vec<(String, String, String)> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["platform"]["os"].as_str().unwrap_or("").to_string(),
+                    m["platform"]["architecture"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    m["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        entries.sort();
+        let mut wanted: Vec<(String, String, String)> = PLATFORMS
+            .iter()
+            .map(|p| {
+                let r = image["platforms"][p.arch]["reference"].as_str().unwrap();
+                let digest = r.strip_prefix(&format!("{repository}@")).unwrap();
+                ("linux".to_string(), p.arch.to_string(), digest.to_string())
+            })
+            .collect();
+        wanted.sort();
+        assert_eq!(entries, wanted, "{name}: the index's entries");
+        for platform in &PLATFORMS {
+            check_platform_image(&crane, name, platform, &image["platforms"][platform.arch]);
+        }
+    }
+}
+
+/// One architecture's image of `name`: its config, its files, and its binary run as the
+/// image's user in a chroot of the image's files alone, with an empty environment: what a
+/// container runtime would start (no host library can stand in for a missing one).
+fn check_platform_image(crane: &Path, name: &str, platform: &Platform, image: &Value) {
+    let reference = image["reference"].as_str().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let config = unpack(crane, reference, root.path()).unwrap();
+    let what = format!("{name} ({})", platform.arch);
+    let c = &config["config"];
+    assert_eq!(c["User"], "65532:65532", "{what} runs as non-root");
+    let entrypoint = format!("/usr/local/bin/edgefleet-{name}");
+    // ONNX Runtime travels with the optimizer (its gate) and the sidecar (classes whose runtime
+    // is onnxruntime).
+    let with_ort = name == "optimizer" || name == "sidecar";
+    assert_eq!(c["Entrypoint"], serde_json::json!([entrypoint]), "{what}");
+    assert_eq!(
+        (config["os"].as_str(), config["architecture"].as_str()),
+        (Some("linux"), Some(platform.arch)),
+        "{what}"
+    );
+    let binary = root.path().join(&entrypoint[1..]);
+    assert_eq!(
+        elf_machine(&binary),
+        platform.elf_machine,
+        "{what}: its binary's machine"
+    );
+    // coreutils' chroot, by path: the cleared environment has no PATH to find it by.
+    let out = Command::new("/usr/sbin/chroot")
+        .arg("--userspec=65532:65532")
+        .arg(root.path())
+        .arg(&entrypoint)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what} from its image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Minimal: the binary, its libraries, CA certificates, passwd/group, home and /tmp.
+    let files: Vec<String> = walk(root.path())
+        .iter()
+        .map(|entry| {
+            entry
+                .strip_prefix(root.path())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    for f in &files {
         assert!(
-            out.status.success(),
-            "{name} from its image: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        // Minimal: the binary, its libraries, CA certificates, passwd/group, home and /tmp.
-        let mut files = Vec::new();
-        for entry in walk(root.path()) {
-            files.push(
-                entry
-                    .strip_prefix(root.path())
-                    .unwrap()
-                    .display()
-                    .to_string(),
-            );
-        }
-        for f in &files {
-            assert!(
-                f.starts_with("usr/local/bin/edgefleet-")
-                    || f.starts_with("lib/x86_64-linux-gnu/")
-                    || f.starts_with("usr/lib/x86_64-linux-gnu/")
-                    || f == "lib64/ld-linux-x86-64.so.2"
-                    || f == "etc/ssl/certs/ca-certificates.crt"
-                    || f == "etc/passwd"
-                    || f == "etc/group"
-                    || (with_ort && f == "usr/local/lib/libonnxruntime.so"),
-                "unexpected file in the {name} image: {f}"
-            );
-        }
-        if with_ort {
-            assert!(
-                c["Env"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&"ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so".into())
-            );
-            assert!(files.contains(&"usr/local/lib/libonnxruntime.so".to_string()));
-        }
-        eprintln!(
-            "{name}: {} files, {:.1} MiB compressed",
-            files.len(),
-            images["images"][name]["compressed_mib"].as_f64().unwrap()
+            f.starts_with("usr/local/bin/edgefleet-")
+                || f.starts_with(&format!("lib/{}/", platform.triple))
+                || f.starts_with(&format!("usr/lib/{}/", platform.triple))
+                || f == platform.loader
+                || f == "etc/ssl/certs/ca-certificates.crt"
+                || f == "etc/passwd"
+                || f == "etc/group"
+                || (with_ort && f == "usr/local/lib/libonnxruntime.so"),
+            "unexpected file in the {what} image: {f}"
         );
     }
+    if with_ort {
+        assert!(
+            c["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&"ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so".into()),
+            "{what}"
+        );
+        let ort = root.path().join("usr/local/lib/libonnxruntime.so");
+        assert_eq!(
+            elf_machine(&ort),
+            platform.elf_machine,
+            "{what}: libonnxruntime.so's machine"
+        );
+    }
+    eprintln!(
+        "{what}: {} files, {:.1} MiB compressed",
+        files.len(),
+        image["compressed_mib"].as_f64().unwrap()
+    );
+}
+
+/// `e_machine` of an ELF file (little-endian, as both architectures are).
+fn elf_machine(path: &Path) -> u16 {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(
+        &bytes[..4],
+        b"\x7fELF",
+        "{} is not an ELF file",
+        path.display()
+    );
+    u16::from_le_bytes([bytes[18], bytes[19]])
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

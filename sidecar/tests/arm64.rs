@@ -54,9 +54,19 @@ async fn tract_on_both(
     )
 }
 
-/// The arm64 sidecar, cross-built once (cached in target/cross).
+/// The arm64 sidecar, cross-built once (cached in target/cross). The same cargo run as the
+/// arm64 images' (`hack/images.sh debug`), so that whichever comes first builds for both.
 fn arm64_sidecar() -> PathBuf {
-    let dir = hack("cross.sh", &["dev", "edgefleet-sidecar"]);
+    let dir = hack(
+        "cross.sh",
+        &[
+            "dev",
+            "edgefleet-operator",
+            "edgefleet-optimizer",
+            "edgefleet-camera-app",
+            "edgefleet-sidecar",
+        ],
+    );
     let bin = Path::new(&dir).join("edgefleet-sidecar");
     let file = Command::new("file").arg(&bin).output().unwrap();
     let what = String::from_utf8_lossy(&file.stdout);
