@@ -104,13 +104,13 @@ with_libraries() {
   done
 }
 
-# One architecture's image of NAME, pushed as REPO:VERSION-ARCH; sets refs, sizes and binsizes
-# for NAME/ARCH.
-declare -A refs sizes binsizes
+# One architecture's image of NAME, pushed as REPO:VERSION-ARCH; sets refs[NAME/ARCH] and adds
+# a line "NAME ARCH REFERENCE COMPRESSED BINARY" to $work/platforms.
+declare -A refs
 assemble() {
   local name=$1 arch=$2
   local bin=${built[$name/$arch]}/edgefleet-$name rootfs=$work/$name-$arch repo=$registry/edgefleet/$name
-  local strip=strip digest
+  local strip=strip digest size
   [[ $arch == arm64 ]] && strip=aarch64-linux-gnu-strip
   mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/home/nonroot" "$rootfs/tmp"
   chmod 1777 "$rootfs/tmp"
@@ -138,9 +138,9 @@ assemble() {
     -l org.opencontainers.image.title="edgefleet-$name" -l org.opencontainers.image.version="$version" >/dev/null
   digest=$("$crane" digest "${flags[@]}" "$repo:$version-$arch")
   refs[$name/$arch]=$repo@$digest
-  sizes[$name/$arch]=$("$crane" manifest "${flags[@]}" "$repo@$digest" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
-  binsizes[$name/$arch]=$(stat -c %s "$rootfs/usr/local/bin/edgefleet-$name")
-  log "  ${refs[$name/$arch]} ($(( ${sizes[$name/$arch]} / 1024 / 1024 )) MiB compressed)"
+  size=$("$crane" manifest "${flags[@]}" "$repo@$digest" | python3 -c 'import json,sys; m=json.load(sys.stdin); print(sum(l["size"] for l in m["layers"]) + m["config"]["size"])')
+  echo "$name $arch ${refs[$name/$arch]} $size $(stat -c %s "$rootfs/usr/local/bin/edgefleet-$name")" >>"$work/platforms"
+  log "  ${refs[$name/$arch]} ($((size / 1024 / 1024)) MiB compressed)"
 }
 
 for name in "${names[@]}"; do
@@ -169,26 +169,19 @@ done
 } >"target/images/$profile-values.yaml"
 cp "target/images/$profile-values.yaml" target/images/values.yaml
 echo "${refs[camera-app]}" >target/images/camera-app.ref
-image_args=()
-for name in "${names[@]}"; do
-  image_args+=("$name" "${refs[$name]}")
-  for arch in "${arches[@]}"; do
-    image_args+=("$arch" "${refs[$name/$arch]}" "${sizes[$name/$arch]}" "${binsizes[$name/$arch]}")
-  done
-done
-json=$(python3 - "$profile" "$registry" "$version" "${#arches[@]}" "${image_args[@]}" <<'PY'
+indexes=()
+for name in "${names[@]}"; do indexes+=("$name=${refs[$name]}"); done
+json=$(python3 - "$profile" "$registry" "$version" "$work/platforms" "${indexes[@]}" <<'PY'
 import json, sys
-a = sys.argv[1:]
-out = {"profile": a[0], "registry": a[1], "version": a[2], "images": {}}
-per, rest = int(a[3]), a[4:]
-step = 2 + 4 * per
-for i in range(0, len(rest), step):
-    name, ref, platforms = rest[i], rest[i + 1], {}
-    for j in range(i + 2, i + step, 4):
-        arch, pref, size, binsize = rest[j], rest[j + 1], int(rest[j + 2]), int(rest[j + 3])
-        platforms[arch] = {"reference": pref, "compressed_bytes": size,
-                           "compressed_mib": round(size / 2**20, 1), "binary_bytes": binsize}
-    out["images"][name] = {"reference": ref, "platforms": platforms}
+profile, registry, version, platforms, *indexes = sys.argv[1:]
+out = {"profile": profile, "registry": registry, "version": version, "images": {}}
+for entry in indexes:
+    name, ref = entry.split("=", 1)
+    out["images"][name] = {"reference": ref, "platforms": {}}
+for line in open(platforms):
+    name, arch, ref, size, binsize = line.split()
+    out["images"][name]["platforms"][arch] = {"reference": ref, "compressed_bytes": int(size),
+        "compressed_mib": round(int(size) / 2**20, 1), "binary_bytes": int(binsize)}
 print(json.dumps(out))
 PY
 )
