@@ -257,7 +257,7 @@ pub fn decide(
     }
     let mut out = pod.clone();
     let spec = out.spec.as_mut().expect("checked above");
-    let mut single_arch = None;
+    let mut class_arch = Vec::new();
     if let Some(class) = pod_labels.get(labels::DEVICE_CLASS) {
         let Some(class_spec) = classes(class) else {
             return Decision::Deny(format!(
@@ -274,20 +274,13 @@ pub fn decide(
         if let Err(message) = crate::placement::place(spec, class, &class_spec) {
             return Decision::Deny(message);
         }
-        if let [arch] = class_spec.arch.as_slice() {
-            single_arch = Some(*arch);
-        }
+        class_arch = class_spec.arch;
     }
     let mut sidecar = container(model, port, settings, native);
-    if let Some(image) = single_arch.and_then(|arch| {
-        settings
-            .platform_images
-            .iter()
-            .find(|(a, _)| *a == arch)
-            .map(|(_, image)| image.clone())
-    }) {
-        sidecar.image = Some(image);
-    }
+    sidecar.image = Some(
+        crate::placement::image_for(&settings.image, &settings.platform_images, &class_arch)
+            .to_string(),
+    );
     // The webhook's own account: its token goes to the sidecar alone.
     let own_account = matches!(
         spec.service_account_name.as_deref(),

@@ -41,6 +41,10 @@ struct Args {
     /// Container image of the optimization Jobs.
     #[arg(long, env = "EDGEFLEET_OPTIMIZER_IMAGE", default_value_t = edgefleet_operator::pipeline::JobSettings::default().image)]
     optimizer_image: String,
+    /// One architecture's image of the optimizer's index, by digest (`arm64=REF@sha256:...`,
+    /// repeatable): the Jobs of a device class of that one architecture run it.
+    #[arg(long, value_parser = parse_platform_image)]
+    optimizer_platform_image: Vec<(edgefleet_api::deviceclass::Arch, String)>,
     /// CPU request of an optimization Job.
     #[arg(long, default_value = "1")]
     optimizer_cpu: String,
@@ -222,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
             identity.clone(),
             edgefleet_operator::pipeline::JobSettings {
                 image: args.optimizer_image.clone(),
+                platform_images: args.optimizer_platform_image.clone(),
                 cpu_request: args.optimizer_cpu.clone(),
                 memory_request: args.optimizer_memory.clone(),
                 memory_limit: args.optimizer_memory_limit.clone(),
@@ -272,7 +277,7 @@ fn default_identity() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
-/// `ARCH=REFERENCE` of `--sidecar-platform-image`.
+/// `ARCH=REFERENCE` of `--sidecar-platform-image` and `--optimizer-platform-image`.
 fn parse_platform_image(v: &str) -> Result<(edgefleet_api::deviceclass::Arch, String), String> {
     let (arch, reference) = v.split_once('=').ok_or_else(|| {
         format!("{v:?}: expected ARCH=REFERENCE, e.g. arm64=registry/edgefleet/sidecar@sha256:...")

@@ -3,8 +3,9 @@
 //! EdgeModel's status says about all its classes. No I/O here; `controller::optimize` fetches
 //! and writes.
 
+use crate::placement;
 use edgefleet_api::conditions::{Desired, reasons, types};
-use edgefleet_api::deviceclass::DeviceClassSpec;
+use edgefleet_api::deviceclass::{Arch, DeviceClassSpec};
 use edgefleet_api::edgemodel::{
     AccuracySpec, BlobSource, DeviceClassPhase, EdgeModel, Phase, PublishedArtifact, RolloutState,
 };
@@ -170,7 +171,11 @@ pub fn job_name(model: &str, class: &str, inputs: &Digest) -> String {
 /// Operator-level settings of every optimization Job.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
+    /// The optimizer image: an image index, from which each node pulls its own platform's image.
     pub image: String,
+    /// One architecture's image of that index, by digest: the Jobs of a device class of that
+    /// architecture only run it ([`crate::placement::image_for`]).
+    pub platform_images: Vec<(Arch, String)>,
     pub cpu_request: String,
     pub memory_request: String,
     pub memory_limit: String,
@@ -185,6 +190,7 @@ impl Default for JobSettings {
     fn default() -> Self {
         JobSettings {
             image: format!("ghcr.io/edgefleet/optimizer:{OPTIMIZER_VERSION}"),
+            platform_images: Vec::new(),
             cpu_request: "1".into(),
             memory_request: "1Gi".into(),
             memory_limit: "4Gi".into(),
@@ -255,7 +261,9 @@ pub fn optimizer_args(run: ClassRun<'_>) -> Vec<String> {
     a
 }
 
-/// The optimization Job for one device class of `model`.
+/// The optimization Job for one device class of `model`. It runs where the class's pods run
+/// (its `nodeSelector` and architectures, [`placement::place`]), with the optimizer image of
+/// that architecture: the gate measures candidates with the binary and kernels the devices run.
 pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
     let ClassRun {
         model,
@@ -323,7 +331,7 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
                     "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": CONTAINER,
-                        "image": settings.image,
+                        "image": placement::image_for(&settings.image, &settings.platform_images, &request.device_class.spec.arch),
                         "command": ["edgefleet-optimizer"],
                         "args": args,
                         // The root filesystem is read-only: scratch files (the memory probe's
@@ -346,7 +354,15 @@ pub fn job(run: ClassRun<'_>, settings: &JobSettings) -> Job {
             },
         },
     });
-    serde_json::from_value(doc).expect("the Job document matches batch/v1")
+    let mut job: Job = serde_json::from_value(doc).expect("the Job document matches batch/v1");
+    let pod = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .expect("the Job has a pod template");
+    placement::place(pod, class_name, &request.device_class.spec)
+        .expect("the Job's pod has no node selector of its own to contradict the class's");
+    job
 }
 
 /// What a Job's status (and its pod's termination message) says.
@@ -541,6 +557,7 @@ pub fn published(
         base_accuracy: base,
         accuracy_drop: ((base - facts.accuracy) * 1e6).round() / 1e6,
         latency_ms_p50: facts.latency_ms_p50,
+        gated_on: facts.gated_on,
         public_key: public_key.map(PublicKey::to_pem),
     }
 }
@@ -928,6 +945,73 @@ mod tests {
             key,
             inputs_digest(&request(&rollout, "cpu-int8", &class(), &base, &data))
         );
+    }
+
+    #[test]
+    fn the_job_runs_where_the_class_runs_with_that_architectures_optimizer() {
+        let m = model();
+        let (base, data) = pinned();
+        let settings = JobSettings {
+            image: "reg/optimizer@sha256:index".into(),
+            platform_images: vec![
+                (Arch::Amd64, "reg/optimizer@sha256:amd".into()),
+                (Arch::Arm64, "reg/optimizer@sha256:arm".into()),
+            ],
+            ..Default::default()
+        };
+        let placed = |spec: DeviceClassSpec| {
+            let r = request(&m, "pi", &spec, &base, &data);
+            let key = inputs_digest(&r);
+            let run = ClassRun {
+                model: &m,
+                request: &r,
+                inputs: &key,
+                time_budget_seconds: 60,
+                signing_secret: None,
+            };
+            job(run, &settings).spec.unwrap().template.spec.unwrap()
+        };
+        let arch_of = |pod: &k8s_openapi::api::core::v1::PodSpec| {
+            let terms = &pod
+                .affinity
+                .as_ref()
+                .unwrap()
+                .node_affinity
+                .as_ref()
+                .unwrap()
+                .required_during_scheduling_ignored_during_execution
+                .as_ref()
+                .unwrap()
+                .node_selector_terms;
+            let e = &terms[0].match_expressions.as_ref().unwrap()[0];
+            (e.key.clone(), e.values.clone().unwrap())
+        };
+        let mut arm = class();
+        arm.arch = vec![Arch::Arm64];
+        arm.node_selector = [("edgefleet.dev/device-class".to_string(), "pi".to_string())].into();
+        let pod = placed(arm);
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("reg/optimizer@sha256:arm")
+        );
+        assert_eq!(
+            arch_of(&pod),
+            ("kubernetes.io/arch".to_string(), vec!["arm64".to_string()])
+        );
+        assert_eq!(
+            pod.node_selector.unwrap()["edgefleet.dev/device-class"],
+            "pi"
+        );
+        // A class of several architectures runs the index on a node of any of them.
+        let mut both = class();
+        both.arch = vec![Arch::Arm64, Arch::Amd64];
+        let pod = placed(both);
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("reg/optimizer@sha256:index")
+        );
+        assert_eq!(arch_of(&pod).1, ["arm64", "amd64"]);
+        assert_eq!(pod.node_selector, None);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `edgefleet.dev/device-class=<class>` gets the class's `nodeSelector` and a required node
 //! affinity on `kubernetes.io/arch` for the class's `arch`, so the scheduler only ever puts it
 //! on a node of that class, and the node pulls the sidecar image of its own architecture from
-//! the image index. The webhook applies it ([`crate::inject::decide`]); the rollout uses
+//! the image index. The webhook applies it to serving pods ([`crate::inject::decide`]), the
+//! pipeline to the class's optimization Job ([`crate::pipeline::job`]), so the gate runs on
+//! the class's architecture with that architecture's binary; the rollout uses
 //! [`node_matches`] to say which pods sit on no matching node.
 
 use edgefleet_api::deviceclass::{Arch, DeviceClassSpec};
@@ -66,6 +68,21 @@ pub fn place(spec: &mut PodSpec, class: &str, class_spec: &DeviceClassSpec) -> R
         }
     }
     Ok(())
+}
+
+/// The image a pod of a class of these architectures runs, of an image `index` whose
+/// per-architecture images by digest are `platforms`: a class of one architecture gets that
+/// architecture's image when it is known, so the pod's spec names exactly what its nodes run
+/// (a node's runtime picks an index's entry by its own platform, which a node that emulates
+/// the class's architecture does not share); other classes get the index.
+pub fn image_for<'a>(index: &'a str, platforms: &'a [(Arch, String)], arch: &[Arch]) -> &'a str {
+    match arch {
+        [one] => platforms
+            .iter()
+            .find(|(a, _)| a == one)
+            .map_or(index, |(_, image)| image.as_str()),
+        _ => index,
+    }
 }
 
 /// Why a node with these labels is not one of the class's, if it is not.
@@ -200,6 +217,30 @@ mod tests {
                 && err.contains("\"jetson\"")
                 && err.contains("DeviceClass pi"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_class_of_one_architecture_gets_that_architectures_image() {
+        let platforms = vec![
+            (Arch::Amd64, "r/x@sha256:a".to_string()),
+            (Arch::Arm64, "r/x@sha256:b".to_string()),
+        ];
+        assert_eq!(
+            image_for("r/x@sha256:i", &platforms, &[Arch::Arm64]),
+            "r/x@sha256:b"
+        );
+        assert_eq!(
+            image_for("r/x@sha256:i", &platforms, &[Arch::Amd64]),
+            "r/x@sha256:a"
+        );
+        // Several architectures, none, or one without its own image: the index.
+        let both = [Arch::Arm64, Arch::Amd64];
+        assert_eq!(image_for("r/x@sha256:i", &platforms, &both), "r/x@sha256:i");
+        assert_eq!(image_for("r/x@sha256:i", &platforms, &[]), "r/x@sha256:i");
+        assert_eq!(
+            image_for("r/x@sha256:i", &platforms[..1], &[Arch::Arm64]),
+            "r/x@sha256:i"
         );
     }
 

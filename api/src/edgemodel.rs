@@ -470,6 +470,11 @@ pub struct PublishedArtifact {
     pub accuracy_drop: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms_p50: Option<f64>,
+    /// Where the accuracy gate ran: `amd64`, `arm64`, or `arm64 (emulated)` (the artifact's
+    /// `dev.edgefleet.gated-on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub gated_on: Option<String>,
     /// The public key (PEM) its signature was verified with; sidecars verify with it before
     /// they load the artifact. Absent when the EdgeModel has no signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

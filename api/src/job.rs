@@ -89,6 +89,11 @@ pub struct Tuning {
     pub selftest_samples: u32,
     /// Intra-op threads (ONNX Runtime).
     pub threads: u32,
+    /// Evaluation samples the gate uses when it runs under an emulator of the class's
+    /// architecture (qemu-user: an arm64 class gated on an amd64 machine), where every sample
+    /// costs many times its native time. An evenly spread subset; the report says how many of
+    /// how many it used, and why. Natively the gate uses every evaluation sample.
+    pub emulated_evaluation_samples: u32,
 }
 
 impl Default for Tuning {
@@ -98,6 +103,7 @@ impl Default for Tuning {
             latency_runs: 200,
             selftest_samples: 8,
             threads: 1,
+            emulated_evaluation_samples: 1000,
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct Facts {
     pub quantization: Option<String>,
     /// RFC 3339; left out by default so identical inputs give identical digests.
     pub created: Option<String>,
+    /// Where the accuracy gate ran (the architecture of the binary that measured it, and
+    /// whether under emulation), as the report's `machine` says.
+    pub gated_on: Option<String>,
 }
 
 impl Facts {
@@ -136,6 +139,7 @@ impl Facts {
         put(media::OPTIMIZER_VERSION, self.optimizer_version.clone());
         put(media::REPORT_DIGEST, report_digest.map(|d| d.to_string()));
         put(media::CREATED, self.created.clone());
+        put(media::GATED_ON, self.gated_on.clone());
         a
     }
 
@@ -185,6 +189,7 @@ impl Facts {
             precision: None,
             quantization: None,
             created: a.get(media::CREATED).cloned(),
+            gated_on: a.get(media::GATED_ON).cloned(),
         }))
     }
 }
@@ -565,6 +570,7 @@ mod tests {
             precision: Some("int8".into()),
             quantization: Some("int8-static".into()),
             created: None,
+            gated_on: Some("arm64 (emulated)".into()),
         }
     }
 

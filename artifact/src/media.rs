@@ -44,5 +44,7 @@ pub const PREPROCESSING: &str = "dev.edgefleet.preprocessing";
 pub const LATENCY_P50: &str = "dev.edgefleet.latency-ms-p50";
 pub const INPUTS_DIGEST: &str = "dev.edgefleet.inputs-digest";
 pub const OPTIMIZER_VERSION: &str = "dev.edgefleet.optimizer-version";
+/// Where the accuracy gate ran: `amd64`, `arm64`, or `arm64 (emulated)` under qemu-user.
+pub const GATED_ON: &str = "dev.edgefleet.gated-on";
 /// Size of the uncompressed ONNX model (the weight layer may be zstd).
 pub const MODEL_BYTES: &str = "dev.edgefleet.model-bytes";

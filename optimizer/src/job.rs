@@ -61,8 +61,20 @@ pub fn runtime(name: edgefleet_api::deviceclass::Runtime, threads: usize) -> Box
     }
 }
 
-/// The options of the search, from the request.
+/// The options of the search, from the request, for this machine.
 pub fn options(request: &OptimizationRequest, profile: &Profile) -> Result<Options> {
+    let machine =
+        budget::Machine::here(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+    options_on(request, profile, machine)
+}
+
+/// The options of the search, from the request, on `machine` (`None`: an architecture the
+/// device classes do not name).
+pub fn options_on(
+    request: &OptimizationRequest,
+    profile: &Profile,
+    machine: Option<budget::Machine>,
+) -> Result<Options> {
     for (field, v) in [
         ("accuracy.floor", request.accuracy.floor),
         ("accuracy.maxDrop", request.accuracy.max_drop),
@@ -74,8 +86,6 @@ pub fn options(request: &OptimizationRequest, profile: &Profile) -> Result<Optio
         }
     }
     let o = &request.optimization;
-    let machine =
-        budget::Machine::here(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
     let time_budget = edgefleet_api::duration::parse(&o.time_budget)
         .map_err(|e| anyhow::anyhow!("optimization.timeBudget {:?}: {e}", o.time_budget))?;
     Ok(Options {
@@ -89,6 +99,14 @@ pub fn options(request: &OptimizationRequest, profile: &Profile) -> Result<Optio
         latency_runs: request.tuning.latency_runs as usize,
         latency_note: budget::latency_unrepresentative(&profile.spec, machine),
         budgets: budget::Budgets::of(&profile.spec),
+        evaluation_subset: machine.filter(|m| m.emulated).map(|m| crate::optimize::Subset {
+            samples: request.tuning.emulated_evaluation_samples as usize,
+            reason: format!(
+                "gated under emulation of {}: at most tuning.emulatedEvaluationSamples ({}) evaluation samples",
+                m.arch.as_str(),
+                request.tuning.emulated_evaluation_samples
+            ),
+        }),
         machine: match machine {
             Some(m) if m.emulated => format!("{} (emulated)", m.arch.as_str()),
             Some(m) => m.arch.as_str().into(),
@@ -302,4 +320,53 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Machine;
+    use edgefleet_api::deviceclass::Arch;
+
+    fn request() -> OptimizationRequest {
+        serde_json::from_value(serde_json::json!({
+            "model": {"location": "localhost:5000/m:v1", "digest": "sha256:00"},
+            "dataset": {"location": "localhost:5000/d:v1", "digest": "sha256:01"},
+            "datasetFormat": "npz",
+            "deviceClass": {"name": "pi", "spec": {"arch": ["arm64"], "runtime": "tract", "precisions": ["int8", "fp32"]}},
+            "accuracy": {"floor": 0.8},
+            "optimization": {"techniques": [], "objective": "smallest", "calibrationSamples": 200, "timeBudget": "5m"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_gate_uses_a_subset_of_the_evaluation_only_under_emulation() {
+        let mut request = request();
+        request.tuning.emulated_evaluation_samples = 300;
+        let profile = Profile {
+            name: "pi".into(),
+            spec: request.device_class.spec.clone(),
+        };
+        let native = Machine {
+            arch: Arch::Arm64,
+            emulated: false,
+        };
+        let o = options_on(&request, &profile, Some(native)).unwrap();
+        assert_eq!((o.evaluation_subset, o.machine.as_str()), (None, "arm64"));
+        let emulated = Machine {
+            emulated: true,
+            ..native
+        };
+        let o = options_on(&request, &profile, Some(emulated)).unwrap();
+        let subset = o.evaluation_subset.unwrap();
+        assert_eq!(subset.samples, 300);
+        assert!(
+            subset.reason.contains("emulation of arm64")
+                && subset.reason.contains("tuning.emulatedEvaluationSamples"),
+            "{}",
+            subset.reason
+        );
+        assert_eq!(o.machine, "arm64 (emulated)");
+    }
 }

@@ -233,6 +233,10 @@ struct OptimizeArgs {
     /// Evaluation samples shipped in the artifact for the device's self-test.
     #[arg(long, default_value_t = Tuning::default().selftest_samples)]
     selftest_samples: u32,
+    /// Evaluation samples the gate uses when this binary runs under an emulator of its
+    /// architecture (qemu-user); natively it uses them all.
+    #[arg(long, default_value_t = Tuning::default().emulated_evaluation_samples)]
+    emulated_evaluation_samples: u32,
     /// After a passing run, publish the winner to this `registry/repository[:tag]`.
     #[arg(long)]
     push: Option<String>,
@@ -418,6 +422,7 @@ fn request(args: &OptimizeArgs) -> anyhow::Result<OptimizationRequest> {
             latency_runs: args.latency_runs,
             selftest_samples: args.selftest_samples,
             threads: args.threads,
+            emulated_evaluation_samples: args.emulated_evaluation_samples,
         },
         publish: args.push.as_ref().map(|target| PublishTarget {
             target: target.clone(),

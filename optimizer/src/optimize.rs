@@ -40,6 +40,9 @@ pub struct Options {
     pub budgets: Budgets,
     /// Where the gate runs, as the report names it (`amd64`, `arm64 (emulated)`).
     pub machine: String,
+    /// Gate on an evenly spread subset of the evaluation samples instead of all of them (under
+    /// emulation, where each sample costs many times its native time).
+    pub evaluation_subset: Option<Subset>,
     /// The optimizer binary, which measures a model's memory in a fresh process
     /// ([`eval::resident_mib`]); without one, memory is not measured.
     pub memory_probe: Option<std::path::PathBuf>,
@@ -61,9 +64,27 @@ impl Default for Options {
             latency_note: None,
             budgets: Budgets::default(),
             machine: std::env::consts::ARCH.into(),
+            evaluation_subset: None,
             memory_probe: None,
         }
     }
+}
+
+/// At most `samples` evaluation samples, and why the gate uses fewer than it has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subset {
+    pub samples: usize,
+    pub reason: String,
+}
+
+/// At most `n` of `indices`, evenly spread over them (every k-th), in their order.
+pub fn spread(indices: &[usize], n: usize) -> Vec<usize> {
+    indices
+        .iter()
+        .step_by((indices.len() / n.max(1)).max(1))
+        .copied()
+        .take(n)
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +263,15 @@ pub fn optimize(
     if data.is_empty() {
         return Err(OptimizeError::EmptyDataset(dataset_name));
     }
-    let parts = split(data.len(), options.calibration_samples, options.seed);
+    let mut parts = split(data.len(), options.calibration_samples, options.seed);
+    let evaluation_available = parts.evaluation.len();
+    let subset = options
+        .evaluation_subset
+        .as_ref()
+        .filter(|s| s.samples < evaluation_available);
+    if let Some(s) = subset {
+        parts.evaluation = spread(&parts.evaluation, s.samples);
+    }
     if parts.evaluation.is_empty()
         || (options.calibration_samples > 0 && parts.calibration.is_empty())
     {
@@ -261,13 +290,7 @@ pub fn optimize(
     if recipes.is_empty() {
         return Err(OptimizeError::NoTechniques(profile.name.clone()));
     }
-    let search_idx: Vec<usize> = parts
-        .evaluation
-        .iter()
-        .step_by((parts.evaluation.len() / options.search_samples.max(1)).max(1))
-        .copied()
-        .take(options.search_samples)
-        .collect();
+    let search_idx = spread(&parts.evaluation, options.search_samples);
     let batch = options.batch.max(1);
 
     // The base model: its accuracy, and its predictions when the dataset has no labels.
@@ -342,6 +365,8 @@ pub fn optimize(
         samples: Samples {
             calibration: parts.calibration.len(),
             evaluation: parts.evaluation.len(),
+            evaluation_available,
+            evaluation_subset: subset.map(|s| s.reason.clone()),
             search: search_idx.len(),
         },
         base: base_measured.clone(),
@@ -1125,6 +1150,15 @@ fn gate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subset_is_spread_over_the_samples_in_order() {
+        let all: Vec<usize> = (0..10).map(|i| i * 3).collect();
+        assert_eq!(spread(&all, 5), [0, 6, 12, 18, 24]);
+        assert_eq!(spread(&all, 3), [0, 9, 18]);
+        assert_eq!(spread(&all, 100), all);
+        assert_eq!(spread(&all, 0), Vec::<usize>::new());
+    }
 
     fn m(accuracy: f64, zstd: usize, p50: f64) -> Measured {
         Measured {

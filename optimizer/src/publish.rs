@@ -24,6 +24,8 @@ struct ReportView {
     optimizer_version: Option<String>,
     #[serde(default)]
     preprocessing: Option<serde_json::Value>,
+    #[serde(default)]
+    machine: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +104,7 @@ pub fn facts(report: &[u8], source: &str, name: Option<String>) -> Result<Facts>
         optimizer_version: r.optimizer_version,
         precision: Some(w.precision),
         created: None,
+        gated_on: r.machine,
     })
 }
 
@@ -134,6 +137,7 @@ pub fn facts_of(report: &crate::report::Report, name: Option<String>) -> Result<
         optimizer_version: Some(report.optimizer_version.to_string()),
         precision: Some(w.precision.clone()),
         created: None,
+        gated_on: Some(report.machine.clone()),
     })
 }
 

@@ -57,7 +57,13 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize)]
 pub struct Samples {
     pub calibration: usize,
+    /// Evaluation samples the gate used.
     pub evaluation: usize,
+    /// Evaluation samples the dataset held (after calibration).
+    pub evaluation_available: usize,
+    /// Why the gate used a subset of them, when it did (e.g. under emulation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation_subset: Option<String>,
     /// Evaluation samples used to rank layers during the accuracy-aware search (the gate always
     /// uses all evaluation samples).
     pub search: usize,
