@@ -27,7 +27,7 @@ controlplane: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, 
 	@bash hack/build-node.sh >/dev/null
 
 .PHONY: up
-up: ## Start or reuse the test ground: control plane, registry, NODES real nodes (default 3); use as: eval "$(make -s up)"
+up: ## Start or reuse the test ground: control plane, registry, NODES real nodes (default 4, the last ARM64_NODES=1 arm64); use as: eval "$(make -s up)"
 	@bash hack/up.sh
 
 .PHONY: down

@@ -6,7 +6,9 @@
 # runner below, and the binfmt handler hack/nodes.sh registers for arm64 containers). The x86
 # build keeps the normal toolchain: this script only ever sets RUSTC for its own cargo.
 #
-#   hack/cross.sh PROFILE PACKAGE...     e.g. hack/cross.sh dev edgefleet-sidecar
+#   hack/cross.sh PROFILE [BINARY...]    e.g. hack/cross.sh edge edgefleet-sidecar; without
+#                                        binaries, those of the images (hack/images.sh): one
+#                                        cargo run that the arm64 tests share
 #   hack/cross.sh --env                  prints the exports (cargo test --target runs under qemu)
 #   hack/cross.sh --binfmt               registers qemu as the kernel's arm64 binfmt handler
 #
@@ -66,14 +68,16 @@ case ${1:-} in
   --env) exports; exit 0 ;;
   --binfmt) binfmt; exit 0 ;;
 esac
-[[ $# -ge 2 ]] || die "usage: hack/cross.sh PROFILE PACKAGE... | --env"
+[[ $# -ge 1 ]] || die "usage: hack/cross.sh PROFILE [BINARY...] | --env | --binfmt"
 profile=$1
 shift
+(($#)) || set -- edgefleet-operator edgefleet-optimizer edgefleet-sidecar edgefleet-camera-app
+cargo_env_reset
 eval "$(exports)"
-packages=()
-for p in "$@"; do packages+=(-p "$p"); done
+bins=()
+for b in "$@"; do bins+=(--bin "$b"); done
 log "cross-building ${*} for $TRIPLE ($profile, $($RUSTC --version | cut -d' ' -f1-2))"
-cargo build --locked --profile "$profile" --target "$TRIPLE" --bins "${packages[@]}" >&2
+cargo build --locked --profile "$profile" --target "$TRIPLE" "${bins[@]}" >&2
 dir=$profile
 [[ $profile == dev ]] && dir=debug
 echo "$CARGO_TARGET_DIR/$TRIPLE/$dir"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: what edgefleet does, end to end on the local test ground. Everything shown is
-# real: a kube-apiserver built from source, three nodes that are real kubelets with containerd
-# (each in a network namespace of its own), the project's own images pulled from the local
-# registry, CEL admission, the injection webhook called by the API server, optimization Jobs
+# real: a kube-apiserver built from source, four nodes that are real kubelets with containerd
+# (each in a network namespace of its own; the last an arm64 node, its kubelet and containers
+# arm64 binaries run by qemu-user), the project's own images pulled from the local registry, CEL admission, the injection webhook called by the API server, optimization Jobs
 # in pods, sidecars pulling artifacts, a node's link cut and restored.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,20 +14,25 @@ say() { printf '   %s\n' "$*"; }
 ns=edgefleet-demo
 started_demo=$(date +%s)
 
-step "1. the local test ground: control plane (kubernetes $K8S_VERSION, etcd $ETCD_VERSION), registry, three real nodes"
+step "1. the local test ground: control plane (kubernetes $K8S_VERSION, etcd $ETCD_VERSION), registry, four real nodes (one arm64)"
 say "first run only: kube-apiserver, kubelet & co. are built from their Go modules (about 7 minutes on 2 cores)"
 eval "$(bash hack/up.sh)"
 echo "KUBECONFIG=$KUBECONFIG  EDGEFLEET_REGISTRY=$EDGEFLEET_REGISTRY"
-kubectl get nodes -o wide
+kubectl get nodes -o wide -L edgefleet.dev/device-class
+arm_node=$(kubectl get nodes -l kubernetes.io/arch=arm64 -o jsonpath='{.items[0].metadata.name}')
+[[ -n $arm_node ]] || die "no arm64 node: start the test ground with ARM64_NODES=1 (the default)"
+say "$arm_node is arm64: its kubelet is the arm64 build under qemu-user, and so are the containers it runs"
 
 step "2. build the operator, the optimizer, the sidecar and the example camera app; their images"
-say "first run only: cargo compiles about 450 crates (10 to 15 minutes on 2 cores); a line every 50"
-cargo build --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar --bin edgefleet-camera-app 2>&1 |
+say "first run only: cargo compiles about 450 crates and the tests (10 to 15 minutes on 2 cores)"
+# The debug binaries as make test builds them, so neither builds them twice; a line every 50 crates.
+bash hack/debug-build.sh 2>&1 |
   awk '/Compiling/ {n++; if (n % 50 == 0) {printf "   %d crates compiled\n", n; fflush()}} /^error/ {print; e=1} END {exit e}'
 say "images (no Docker: an OCI index of an amd64 and an arm64 image each, one layer apiece, pushed with crane, pinned by digest)"
 say "first run only: the arm64 binaries are cross-built too (hack/cross.sh, a few minutes)"
 images=$(bash hack/images.sh debug "$EDGEFLEET_REGISTRY" 2>/dev/null | tail -1)
 image() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images"][sys.argv[2]]["reference"])' "$images" "$1"; }
+arm64_image() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["images"][sys.argv[2]]["platforms"]["arm64"]["reference"])' "$images" "$1"; }
 for name in operator optimizer sidecar camera-app; do say "$(image "$name")"; done
 kubectl apply --server-side -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=60s crd/edgemodels.edgefleet.dev crd/deviceclasses.edgefleet.dev >/dev/null
@@ -43,8 +48,11 @@ data=$(bash hack/datasets.sh)/fashion-mnist-test.npz
 example=$(mktemp -t fashion-mnist.XXXXXX.yaml)
 # Pauses of 5 s instead of 30 s between the waves, and a 30 s heartbeat timeout (sidecars report
 # every 10 s) instead of 90 s, keep the demo short.
+# The fleet spans both architectures: cpu-int8 (here its nodes are amd64) and cpu-int8-arm64.
 sed -e "s/localhost:5000/$EDGEFLEET_REGISTRY/g" -e 's/pause: 30s/pause: 5s/' \
-  -e 's/heartbeatTimeout: 90s/heartbeatTimeout: 30s/' examples/fashion-mnist.yaml >"$example"
+  -e 's/heartbeatTimeout: 90s/heartbeatTimeout: 30s/' \
+  -e 's/deviceClasses: \[cpu-int8\]/deviceClasses: [cpu-int8, cpu-int8-arm64]/' examples/fashion-mnist.yaml >"$example"
+grep -q 'cpu-int8-arm64' "$example" || die "examples/fashion-mnist.yaml: deviceClasses is not [cpu-int8] any more"
 
 step "4. start the operator (leader election on a Lease in $ns, the sidecar-injection webhook)"
 # What an interrupted earlier run left: its EdgeModels' finalizers need an operator, and none runs.
@@ -52,7 +60,7 @@ for m in $(kubectl get -n "$ns" edgemodels -o name 2>/dev/null); do
   kubectl patch -n "$ns" "$m" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
 done
 kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
-kubectl delete -f examples/deviceclasses.yaml --ignore-not-found >/dev/null
+kubectl delete -f examples/deviceclasses.yaml -f examples/deviceclass-arm64.yaml --ignore-not-found >/dev/null
 kubectl create namespace "$ns" >/dev/null
 keys=$(mktemp -d -t edgefleet-keys.XXXXXX)
 ./target/debug/edgefleet-optimizer keygen --out "$keys" >/dev/null
@@ -65,8 +73,9 @@ webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1"
 ./target/debug/edgefleet-operator --lease-namespace "$ns" --http-addr 127.0.0.1:0 \
   --webhook-addr "127.0.0.1:$webhook_port" --webhook-url "https://127.0.0.1:$webhook_port/mutate" \
   --webhook-names 127.0.0.1 --webhook-configuration edgefleet-demo-injector \
-  --optimizer-image "$(image optimizer)" --signing-secret edgefleet-signing \
-  --sidecar-image "$(image sidecar)" --sidecar-plain-http "$EDGEFLEET_REGISTRY" >"$log_file" 2>&1 &
+  --optimizer-image "$(image optimizer)" --optimizer-platform-image "arm64=$(arm64_image optimizer)" \
+  --signing-secret edgefleet-signing --sidecar-image "$(image sidecar)" \
+  --sidecar-platform-image "arm64=$(arm64_image sidecar)" --sidecar-plain-http "$EDGEFLEET_REGISTRY" >"$log_file" 2>&1 &
 operator=$!
 cleanup() {
   kill "$operator" 2>/dev/null || true
@@ -78,12 +87,16 @@ echo "operator pid $operator (log $log_file)"
 until kubectl get mutatingwebhookconfiguration edgefleet-demo-injector >/dev/null 2>&1; do sleep 0.5; done
 kubectl get mutatingwebhookconfiguration edgefleet-demo-injector -o jsonpath='webhook {.webhooks[0].name}: pods labelled {.webhooks[0].objectSelector.matchExpressions[0].key}, failurePolicy {.webhooks[0].failurePolicy}, caBundle from the operator'"'"'s own CA{"\n"}'
 
-step "5. a fleet of five camera pods opts in (label edgefleet.dev/model=fashion-mnist): the webhook injects the sidecar"
+step "5. a fleet of six camera pods opts in (label edgefleet.dev/model=fashion-mnist): the webhook injects the sidecar"
 kubectl apply -n "$ns" -f examples/sidecar-rbac.yaml >/dev/null
+kubectl apply -f examples/deviceclass-arm64.yaml >/dev/null # the arm64 pod names its class: the webhook places it by it
 sed "s|ghcr.io/edgefleet/camera-app:.*|$(image camera-app)|" examples/camera-fleet.yaml | kubectl apply -n "$ns" -f -
-until (( $(kubectl get -n "$ns" pods -l app=camera --field-selector=status.phase=Running --no-headers 2>/dev/null | wc -l) == 5 )); do sleep 1; done
+sed "s|ghcr.io/edgefleet/camera-app:.*|$(arm64_image camera-app)|" examples/camera-fleet-arm64.yaml | kubectl apply -n "$ns" -f -
+until (( $(kubectl get -n "$ns" pods -l 'app in (camera,camera-arm64)' --field-selector=status.phase=Running --no-headers 2>/dev/null | wc -l) == 6 )); do sleep 1; done
 pod0=$(kubectl get -n "$ns" pods -l edgefleet.dev/canary=true -o jsonpath='{.items[0].metadata.name}')
 kubectl get -n "$ns" pod "$pod0" -o jsonpath='each pod now has: init container {.spec.initContainers[0].name} (restartPolicy {.spec.initContainers[0].restartPolicy}, image {.spec.initContainers[0].image}), serviceAccount {.spec.serviceAccountName}{"\n"}'
+arm_pod=$(kubectl get -n "$ns" pods -l app=camera-arm64 -o jsonpath='{.items[0].metadata.name}')
+kubectl get -n "$ns" pod "$arm_pod" -o jsonpath='the arm64 pod {.metadata.name} on {.spec.nodeName}: sidecar image {.spec.initContainers[0].image} (the arm64 image of the index, by digest){"\n"}'
 say "the sidecars run (they pulled their image on their node) but are not ready: nothing is published yet"
 kubectl get -n "$ns" pods -o wide
 
@@ -92,19 +105,20 @@ kubectl apply -n "$ns" -f "$example"
 kubectl wait -n "$ns" edgemodel/fashion-mnist --for jsonpath='{.status.phase}'=Stalled --timeout=60s >/dev/null
 kubectl get -n "$ns" edgemodels
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
-until (( $(kubectl get -n "$ns" modelassignments --no-headers 2>/dev/null | wc -l) == 5 )); do sleep 0.5; done
+until (( $(kubectl get -n "$ns" modelassignments --no-headers 2>/dev/null | wc -l) == 6 )); do sleep 0.5; done
 kubectl get -n "$ns" modelassignments   # one per serving pod, made by the operator; nothing to serve yet
 
-step "7. apply the DeviceClasses: the EdgeModel recovers on its own, a Job optimizes it on a node, the fleet gets it"
+step "7. apply the DeviceClasses: the EdgeModel recovers on its own, a Job per class optimizes it on a node of that class, the fleet gets it"
 kubectl apply -f examples/deviceclasses.yaml
 kubectl get deviceclasses.edgefleet.dev   # plain `deviceclasses` is the DRA kind of resource.k8s.io; `dc` works too
 until [[ $(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.phase}') =~ ^(Optimizing|Ready)$ ]]; do sleep 1; done
 kubectl get -n "$ns" jobs,pods -l edgefleet.dev/inputs -o wide  # none when an earlier run already published these exact inputs
-say "waiting for the Job (every cpu-int8 technique behind the accuracy gate: a few minutes on 2 cores)..."
+say "waiting for the Jobs (every technique of the class behind the accuracy gate; the arm64 class's Job runs on $arm_node under emulation, on a subset of the evaluation set)..."
 started=$(date +%s)
 until [[ $(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.phase}') =~ ^(Ready|Stalled)$ ]]; do
   sleep 10
-  printf '   %4ss  %s\n' "$(( $(date +%s) - started ))" "$(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].message}')"
+  kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.deviceClasses[*]}{.name}: {.message}{"\n"}{end}' |
+    sed "s/^/   $(printf '%4ss' "$(( $(date +%s) - started ))")  /"
 done
 until [[ $(kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.rollout.state}') == Complete ]]; do sleep 1; done
 kubectl get -n "$ns" edgemodels
@@ -112,6 +126,9 @@ kubectl get -n "$ns" pods -o wide   # every sidecar pulled, verified, self-teste
 kubectl get -n "$ns" modelassignments   # revision 1 went to every pod at once: they served nothing yet
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact}' | python3 -m json.tool
+say "one artifact per class, each gated where its devices run:"
+kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.deviceClasses[*]}{.name}: {.artifact.technique}, top-1 {.artifact.accuracy}, gated on {.artifact.gatedOn}, {.artifact.digest}{"\n"}{end}' | sed 's/^/   /'
+kubectl get -n "$ns" modelassignments -o custom-columns=POD:.spec.pod.name,NODE:.spec.nodeName,CLASS:.spec.deviceClass,ARCH:.status.arch,SERVING:.status.current.digest,HEALTH:.status.health
 say "the canary's camera app, over localhost to its sidecar:"
 kubectl logs -n "$ns" "$pod0" -c camera-app | tail -2 | sed 's/^/   /'
 

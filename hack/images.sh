@@ -42,6 +42,7 @@ names=(operator optimizer sidecar camera-app)
 packages=(edgefleet-operator edgefleet-optimizer edgefleet-camera-app)
 # built[name/arch]: the directory holding that architecture's edgefleet-<name>.
 declare -A built ort
+cargo_env_reset
 if [[ $profile == release ]]; then
   log "building edgefleet-operator, edgefleet-optimizer (release) and edgefleet-sidecar (edge)"
   cargo build -q --release --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-camera-app
@@ -50,19 +51,19 @@ if [[ $profile == release ]]; then
   built[sidecar/amd64]=target/edge
 else
   log "building edgefleet-operator, edgefleet-optimizer, edgefleet-sidecar, edgefleet-camera-app ($profile)"
-  cargo build -q --bin edgefleet-operator --bin edgefleet-optimizer --bin edgefleet-sidecar --bin edgefleet-camera-app
+  bash "$here/debug-build.sh" # with the tests' features: the binaries the tests ran
   for name in "${names[@]}"; do built[$name/amd64]=target/$profile; done
 fi
 ort[amd64]=$(bash "$here/ort-lib.sh" amd64)
 if [[ " ${arches[*]} " == *" arm64 "* ]]; then
-  # The same profiles, cross-built. The dev build is one cargo run over the packages the arm64
-  # answers test (sidecar/tests/arm64.rs) also builds, so the two share their artifacts.
+  # The same profiles, cross-built. The dev build is cross.sh's default cargo run, which the
+  # arm64 tests (sidecar/tests/arm64.rs) and `make test`'s early start share.
   if [[ $profile == release ]]; then
     dir=$(bash "$here/cross.sh" release "${packages[@]}")
     for name in "${names[@]}"; do built[$name/arm64]=$dir; done
     built[sidecar/arm64]=$(bash "$here/cross.sh" edge edgefleet-sidecar)
   else
-    dir=$(bash "$here/cross.sh" dev "${packages[@]}" edgefleet-sidecar)
+    dir=$(bash "$here/cross.sh" dev)
     for name in "${names[@]}"; do built[$name/arm64]=$dir; done
   fi
   ort[arm64]=$(bash "$here/ort-lib.sh" arm64)
@@ -161,7 +162,7 @@ done
   echo "  registry: $registry/edgefleet"
   for name in operator optimizer sidecar; do # camera-app is not the chart's
     printf '  %s:\n    repository: %s\n    digest: "%s"\n' "$name" "$name" "${refs[$name]#*@}"
-    if [[ $name == sidecar ]]; then
+    if [[ $name != operator ]]; then # the sidecar and the optimizer run on a class's nodes
       echo "    platforms:"
       for arch in "${arches[@]}"; do printf '      %s: "%s"\n' "$arch" "${refs[$name/$arch]#*@}"; done
     fi

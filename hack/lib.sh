@@ -6,6 +6,21 @@ EDGEFLEET_CACHE=${EDGEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgefleet}
 EDGEFLEET_ENV_DIR=${EDGEFLEET_ENV_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/edgefleet/env}
 
 log() { printf '[edgefleet] %s\n' "$*" >&2; }
+
+# Forgets the variables cargo sets for a test or build script it runs. A cargo started from a
+# test (the tests build binaries and images) inherits them, and build scripts that watch them
+# (ring's rerun-if-env-changed=CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …) would rebuild everything
+# above them: once for that cargo, and again for the next one started from a shell.
+cargo_env_reset() {
+  local v
+  for v in $(compgen -e); do
+    case $v in
+      CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_BIN_EXE_* | \
+        CARGO_CFG_* | CARGO_FEATURE_* | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | \
+        CARGO_RUSTC_CURRENT_DIR | OUT_DIR) unset "$v" ;;
+    esac
+  done
+}
 die() { printf '[edgefleet] error: %s\n' "$*" >&2; exit 1; }
 
 controlplane_bin_dir() {

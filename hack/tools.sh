@@ -11,7 +11,7 @@ mkdir -p "$dir"
 for t in helm kubeconform crane; do
   ln -sf "$(bash "$here/build-tool.sh" "$t")" "$dir/$t"
 done
-cargo build -q --bin kubectl-edgefleet --bin edgefleet-optimizer
+bash "$here/debug-build.sh" # the features `make test` builds them with: no second build
 for b in kubectl-edgefleet edgefleet-optimizer; do
   ln -sf "$PWD/target/debug/$b" "$dir/$b"
 done

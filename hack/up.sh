@@ -2,8 +2,9 @@
 # Starts (or reuses) the local test ground: etcd, kube-apiserver (client-cert admin, Node and RBAC
 # authorization), kube-controller-manager and kube-scheduler on free 127.0.0.1 ports; the private network of
 # hack/nodes.sh with a docker-registry inside it (10.77.0.1:5000); and NODES real nodes (default
-# 3: kubelet, containerd, kube-proxy, each node in a network namespace of its own) that pull the
-# pod sandbox image built here (build/pause of the kubernetes module). Prints shell lines for
+# 4: kubelet, containerd, kube-proxy, each node in a network namespace of its own; the last
+# ARM64_NODES of them, default 1, arm64 nodes) that pull the pod sandbox image built here
+# (build/pause of the kubernetes module). Prints shell lines for
 # `eval "$(make -s up)"`; everything else goes to stderr.
 #
 # Idempotent: when every recorded process is alive, the API server is ready and every node is
@@ -19,12 +20,15 @@ mkdir -p "$dir"
 exec 9>"$dir/lock"
 flock 9 # concurrent test binaries share one environment
 
-nodes=${NODES:-3}
+nodes=${NODES:-4}
 [[ $nodes =~ ^[0-9]+$ ]] && ((nodes <= 16)) || die "NODES must be a number from 0 to 16, not '$nodes'"
-# The last ARM64_NODES of them are arm64 nodes (an arm64 kubelet under qemu-user; docs/arm64.md).
-# Opt-in for now: `make test` does not use one yet.
-arm64_nodes=${ARM64_NODES:-0}
+# The last ARM64_NODES of them are arm64 nodes (an arm64 kubelet under qemu-user beside the
+# node's containerd, which runs arm64 images through the kernel's qemu handler; docs/arm64.md).
+arm64_nodes=${ARM64_NODES:-1}
+((nodes > 0)) || arm64_nodes=0
 [[ $arm64_nodes =~ ^[0-9]+$ ]] && ((arm64_nodes <= nodes)) || die "ARM64_NODES must be a number from 0 to NODES ($nodes), not '$arm64_nodes'"
+# The architecture of node I.
+node_arch() { if (($1 >= nodes - arm64_nodes)); then echo arm64; else echo amd64; fi; }
 
 print_env() {
   cat "$dir/env.sh"
@@ -48,6 +52,8 @@ healthy() {
       kill -0 "$(cat "$dir/nodes/edge-$i/$p.pid" 2>/dev/null || echo 0)" 2>/dev/null \
         || { log "$p of edge-$i is not running"; return 1; }
     done
+    [[ $(cat "$dir/nodes/edge-$i/arch" 2>/dev/null || echo amd64) == "$(node_arch "$i")" ]] \
+      || { log "want edge-$i to be $(node_arch "$i")"; return 1; }
   done
 }
 
@@ -261,9 +267,7 @@ kubectl --kubeconfig "$dir/kubeconfig" delete nodes -l edgefleet.dev/test-ground
 if ((nodes > 0)); then
   "$here/pause-image.sh" "$registry" >"$dir/pause.ref"
   for ((i = 0; i < nodes; i++)); do
-    arch=amd64
-    ((i >= nodes - arm64_nodes)) && arch=arm64
-    "$here/nodes.sh" start "$i" "$arch"
+    "$here/nodes.sh" start "$i" "$(node_arch "$i")"
   done
   for ((i = 0; i < nodes; i++)); do
     wait_for "nodes/edge-$i/logs/kubelet" 180 kubectl --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready "node/edge-$i" --timeout=2s

@@ -103,7 +103,7 @@ impl Default for Tuning {
             latency_runs: 200,
             selftest_samples: 8,
             threads: 1,
-            emulated_evaluation_samples: 1000,
+            emulated_evaluation_samples: 500,
         }
     }
 }

@@ -61,6 +61,9 @@ pub fn runtime(name: edgefleet_api::deviceclass::Runtime, threads: usize) -> Box
     }
 }
 
+/// Latency runs per model under emulation (`tuning.latencyRuns` natively).
+pub const EMULATED_LATENCY_RUNS: usize = 20;
+
 /// The options of the search, from the request, for this machine.
 pub fn options(request: &OptimizationRequest, profile: &Profile) -> Result<Options> {
     let machine =
@@ -96,7 +99,13 @@ pub fn options_on(
         calibration_samples: o.calibration_samples as usize,
         time_budget,
         search_samples: request.tuning.search_samples as usize,
-        latency_runs: request.tuning.latency_runs as usize,
+        // An emulated latency stands for no device (it ranks nothing and meets no budget):
+        // a few runs show its order of magnitude, at ~100x the native cost each.
+        latency_runs: if machine.is_some_and(|m| m.emulated) {
+            (request.tuning.latency_runs as usize).min(EMULATED_LATENCY_RUNS)
+        } else {
+            request.tuning.latency_runs as usize
+        },
         latency_note: budget::latency_unrepresentative(&profile.spec, machine),
         budgets: budget::Budgets::of(&profile.spec),
         evaluation_subset: machine.filter(|m| m.emulated).map(|m| crate::optimize::Subset {
@@ -354,6 +363,7 @@ mod tests {
         };
         let o = options_on(&request, &profile, Some(native)).unwrap();
         assert_eq!((o.evaluation_subset, o.machine.as_str()), (None, "arm64"));
+        assert_eq!(o.latency_runs, 200);
         let emulated = Machine {
             emulated: true,
             ..native
@@ -368,5 +378,6 @@ mod tests {
             subset.reason
         );
         assert_eq!(o.machine, "arm64 (emulated)");
+        assert_eq!(o.latency_runs, EMULATED_LATENCY_RUNS);
     }
 }

@@ -54,19 +54,11 @@ async fn tract_on_both(
     )
 }
 
-/// The arm64 sidecar, cross-built once (cached in target/cross). The same cargo run as the
-/// arm64 images' (`hack/images.sh debug`), so that whichever comes first builds for both.
+/// The arm64 sidecar, cross-built once (cached in target/cross). `hack/cross.sh dev` is the
+/// same cargo run as the arm64 images' (`hack/images.sh debug`) and `make test`'s early start,
+/// so that whichever comes first builds for all.
 fn arm64_sidecar() -> PathBuf {
-    let dir = hack(
-        "cross.sh",
-        &[
-            "dev",
-            "edgefleet-operator",
-            "edgefleet-optimizer",
-            "edgefleet-camera-app",
-            "edgefleet-sidecar",
-        ],
-    );
+    let dir = hack("cross.sh", &["dev"]);
     let bin = Path::new(&dir).join("edgefleet-sidecar");
     let file = Command::new("file").arg(&bin).output().unwrap();
     let what = String::from_utf8_lossy(&file.stdout);

@@ -89,14 +89,11 @@ pub fn tool(name: &str) -> PathBuf {
     edgefleet_testenv::tool(name).unwrap()
 }
 
-/// A workspace binary, built (debug) if needed.
+/// A workspace binary (debug), built if needed the way `make test` builds the workspace
+/// (`hack/debug-build.sh`), so that no dependency is built a second time with other
+/// features.
 pub fn binary(package: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", package])
-        .current_dir(repo_root())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    edgefleet_testenv::hack("debug-build.sh", &[]);
     repo_root().join("target/debug").join(package)
 }
 
