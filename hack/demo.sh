@@ -142,7 +142,7 @@ kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.conditi
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{.status.deviceClasses[0].artifact}' | python3 -m json.tool
 say "one artifact per class, each gated where its devices run:"
 kubectl get -n "$ns" edgemodel fashion-mnist -o jsonpath='{range .status.deviceClasses[*]}{.name}: {.artifact.technique}, top-1 {.artifact.accuracy}, gated on {.artifact.gatedOn}, {.artifact.digest}{"\n"}{end}' | sed 's/^/   /'
-kubectl get -n "$ns" modelassignments -o custom-columns=POD:.spec.pod.name,NODE:.spec.nodeName,CLASS:.spec.deviceClass,ARCH:.status.arch,SERVING:.status.current.digest,HEALTH:.status.health
+kubectl get -n "$ns" modelassignments -o custom-columns=POD:.spec.pod.name,CLASS:.spec.deviceClass,ARCH:.status.arch,SERVING:.status.current.digest,HEALTH:.status.health
 say "the canary's camera app, over localhost to its sidecar:"
 kubectl logs -n "$ns" "$pod0" -c camera-app | tail -2 | sed 's/^/   /'
 
