@@ -972,18 +972,7 @@ mod tests {
             job(run, &settings).spec.unwrap().template.spec.unwrap()
         };
         let arch_of = |pod: &k8s_openapi::api::core::v1::PodSpec| {
-            let terms = &pod
-                .affinity
-                .as_ref()
-                .unwrap()
-                .node_affinity
-                .as_ref()
-                .unwrap()
-                .required_during_scheduling_ignored_during_execution
-                .as_ref()
-                .unwrap()
-                .node_selector_terms;
-            let e = &terms[0].match_expressions.as_ref().unwrap()[0];
+            let e = &placement::terms(pod)[0].match_expressions.as_ref().unwrap()[0];
             (e.key.clone(), e.values.clone().unwrap())
         };
         let mut arm = class();

@@ -114,6 +114,22 @@ pub fn node_matches(labels: &BTreeMap<String, String>, class_spec: &DeviceClassS
     node_mismatch(labels, class_spec).is_none()
 }
 
+/// The required node-affinity terms of a placed pod (tests of this module and the pipeline's).
+#[cfg(test)]
+pub(crate) fn terms(spec: &PodSpec) -> &[NodeSelectorTerm] {
+    &spec
+        .affinity
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .as_ref()
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()
+        .node_selector_terms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,20 +149,6 @@ mod tests {
             memory_budget_mib: None,
             latency_budget_ms: None,
         }
-    }
-
-    fn terms(spec: &PodSpec) -> &[NodeSelectorTerm] {
-        &spec
-            .affinity
-            .as_ref()
-            .unwrap()
-            .node_affinity
-            .as_ref()
-            .unwrap()
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .unwrap()
-            .node_selector_terms
     }
 
     #[test]

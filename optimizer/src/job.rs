@@ -89,6 +89,7 @@ pub fn options_on(
         }
     }
     let o = &request.optimization;
+    let emulated = machine.filter(|m| m.emulated);
     let time_budget = edgefleet_api::duration::parse(&o.time_budget)
         .map_err(|e| anyhow::anyhow!("optimization.timeBudget {:?}: {e}", o.time_budget))?;
     Ok(Options {
@@ -101,14 +102,14 @@ pub fn options_on(
         search_samples: request.tuning.search_samples as usize,
         // An emulated latency stands for no device (it ranks nothing and meets no budget):
         // a few runs show its order of magnitude, at ~100x the native cost each.
-        latency_runs: if machine.is_some_and(|m| m.emulated) {
+        latency_runs: if emulated.is_some() {
             (request.tuning.latency_runs as usize).min(EMULATED_LATENCY_RUNS)
         } else {
             request.tuning.latency_runs as usize
         },
         latency_note: budget::latency_unrepresentative(&profile.spec, machine),
         budgets: budget::Budgets::of(&profile.spec),
-        evaluation_subset: machine.filter(|m| m.emulated).map(|m| crate::optimize::Subset {
+        evaluation_subset: emulated.map(|m| crate::optimize::Subset {
             samples: request.tuning.emulated_evaluation_samples as usize,
             reason: format!(
                 "gated under emulation of {}: at most tuning.emulatedEvaluationSamples ({}) evaluation samples",
