@@ -44,12 +44,7 @@ async fn applying_the_example_optimizes_publishes_and_reuses() {
         // The registry outlives test runs: a time budget of this run's own makes the inputs new,
         // so the first EdgeModel really optimizes (and the patches below do not hit artifacts
         // an earlier run published).
-        let budget = 1200
-            + (std::process::id() as u64 * 7
-                + std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_secs())
-                % 3000;
+        let budget = support::fresh_time_budget();
         let unique = move |doc: &mut serde_yaml_ng::Value| {
             doc["spec"]["optimization"]["timeBudget"] = format!("{budget}s").into();
             doc["spec"]["publish"]["signingSecret"] = "signing".into();

@@ -139,6 +139,17 @@ pub fn seed_registry(optimizer: &std::path::Path) {
     }
 }
 
+/// A time budget (seconds) of this run's own. The registry outlives test runs and a
+/// published artifact with identical inputs is reused without a Job, so a test that watches
+/// the optimization happen makes its inputs new with this.
+pub fn fresh_time_budget() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    1200 + (u64::from(std::process::id()) * 7 + now) % 3000
+}
+
 /// The example manifest, pointed at the test ground's registry.
 pub fn example(name: &str, edit: impl Fn(&mut serde_yaml_ng::Value)) -> PathBuf {
     let text = std::fs::read_to_string(repo_root().join("examples/fashion-mnist.yaml"))
