@@ -408,8 +408,7 @@ async fn helm_install_runs_an_operator_that_publishes_the_example() {
         }
 
         // The example, end to end, with the optimizer image the chart named.
-        let budget =
-            1200 + (std::process::id() as u64 * 13 + started.elapsed().as_nanos() as u64) % 3000;
+        let budget = support::fresh_time_budget();
         apply(
             &app,
             &example("fashion-mnist", move |doc| {
